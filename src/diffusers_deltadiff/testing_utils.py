@@ -1,0 +1,47 @@
+"""Tiny, seeded DeltaDiff components for tests, examples and smoke runs (random weights, no download)."""
+
+import torch
+from diffusers.models import UNet2DModel, VQModel
+
+from .pipeline_deltadiff import DeltaDiffPipeline
+from .scheduling_delta_shift import DeltaShiftScheduler
+
+
+def tiny_vqmodel(seed: int = 0) -> VQModel:
+    """A random f4 `VQModel` with 3 latent channels (three blocks: two downsamplings)."""
+    torch.manual_seed(seed)
+    return VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        latent_channels=3,
+        norm_num_groups=8,
+        num_vq_embeddings=32,
+        vq_embed_dim=3,
+        sample_size=32,
+    )
+
+
+def tiny_unet(seed: int = 0, latent_channels: int = 3) -> UNet2DModel:
+    """A random `UNet2DModel` taking the latent plus the RGB LR image and predicting the latent."""
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=latent_channels + 3,
+        out_channels=latent_channels,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
+
+
+def tiny_pipeline(seed: int = 0, **scheduler_kwargs) -> DeltaDiffPipeline:
+    """A tiny random-weight x4 `DeltaDiffPipeline` (DeltaDiff by default, pass `kappa=2.0` for ResShift)."""
+    return DeltaDiffPipeline(
+        vqvae=tiny_vqmodel(seed), unet=tiny_unet(seed), scheduler=DeltaShiftScheduler(**scheduler_kwargs)
+    )

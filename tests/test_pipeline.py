@@ -1,0 +1,286 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+import diffusers_deltadiff
+from diffusers_deltadiff import DeltaDiffPipeline, DeltaDiffPipelineOutput, DeltaShiftScheduler
+from diffusers_deltadiff.testing_utils import tiny_pipeline, tiny_unet, tiny_vqmodel
+
+
+def make_pipeline(**scheduler_kwargs):
+    pipe = tiny_pipeline(seed=0, **scheduler_kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def random_image(height, width, seed=0, mode="RGB"):
+    rng = np.random.RandomState(seed)
+    channels = {"RGB": 3, "RGBA": 4}.get(mode)
+    shape = (height, width) if channels is None else (height, width, channels)
+    return PIL.Image.fromarray((rng.rand(*shape) * 255).astype(np.uint8), mode=mode)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_pipeline()
+
+
+class TestComponents:
+    def test_config(self, pipe):
+        assert pipe.upscale_factor == 4
+        assert pipe.vae_scale_factor == 4
+        assert isinstance(pipe.scheduler, DeltaShiftScheduler)
+
+    def test_unet_channel_mismatch_raises(self):
+        torch.manual_seed(0)
+        unet = UNet2DModel(
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            norm_num_groups=8,
+        )
+        with pytest.raises(ValueError, match="in_channels=3"):
+            DeltaDiffPipeline(vqvae=tiny_vqmodel(), unet=unet, scheduler=DeltaShiftScheduler())
+
+
+class TestInference:
+    def test_tiny_pipeline_slice(self, pipe):
+        image = random_image(16, 16)
+        out = pipe(image, output_type="np")
+        assert isinstance(out, DeltaDiffPipelineOutput)
+        assert out.images.shape == (1, 64, 64, 3)
+        image_slice = out.images[0, -3:, -3:, -1]
+        # obtained once from this code (tiny seeded components, 4 steps, torch CPU)
+        expected_slice = np.array([0.3563, 0.4018, 0.3564, 0.4642, 0.4853, 0.4883, 0.4313, 0.3921, 0.4920])
+        assert np.abs(image_slice.flatten() - expected_slice).max() < 1e-3
+
+    def test_output_types(self, pipe):
+        image = random_image(8, 12)
+        pil = pipe(image).images
+        assert isinstance(pil, list) and pil[0].size == (48, 32) and pil[0].mode == "RGB"
+        np_out = pipe(image, output_type="np").images
+        pt_out = pipe(image, output_type="pt").images
+        assert pt_out.shape == (1, 3, 32, 48)
+        np.testing.assert_allclose(pt_out.permute(0, 2, 3, 1).numpy(), np_out, atol=1e-6)
+        latent = pipe(image, output_type="latent").images
+        assert latent.shape == (1, 3, 8, 12)
+        images, intermediates = pipe(image, output_type="np", return_dict=False)
+        np.testing.assert_array_equal(images, np_out)
+        assert intermediates is None
+
+    @pytest.mark.parametrize("size", [(17, 23), (23, 17), (1, 1), (5, 9), (33, 32)])
+    def test_output_size_is_exactly_scale_times_input(self, pipe, size):
+        height, width = size
+        out = pipe(random_image(height, width), output_type="np").images
+        assert out.shape == (1, 4 * height, 4 * width, 3)
+        assert np.isfinite(out).all()
+
+    def test_odd_size_from_issue(self, pipe):
+        # a 17x23 (width x height) image becomes 68x92
+        image = random_image(23, 17)
+        assert pipe(image).images[0].size == (68, 92)
+
+    def test_batch_equals_single_runs(self, pipe):
+        a, b = random_image(12, 20, seed=1), random_image(12, 20, seed=2)
+        batch = pipe([a, b], output_type="np").images
+        single_a = pipe(a, output_type="np").images[0]
+        single_b = pipe(b, output_type="np").images[0]
+        assert batch.shape == (2, 48, 80, 3)
+        np.testing.assert_allclose(batch[0], single_a, atol=1e-5)
+        np.testing.assert_allclose(batch[1], single_b, atol=1e-5)
+
+    def test_mixed_sizes_each_handled(self, pipe):
+        a, b, c = random_image(8, 8, seed=1), random_image(10, 6, seed=2), random_image(8, 8, seed=3)
+        out = pipe([a, b, c], output_type="np").images
+        assert [o.shape for o in out] == [(32, 32, 3), (40, 24, 3), (32, 32, 3)]
+        np.testing.assert_allclose(out[1], pipe(b, output_type="np").images[0], atol=1e-5)
+        np.testing.assert_allclose(out[2], pipe(c, output_type="np").images[0], atol=1e-5)
+
+    def test_input_formats_agree(self, pipe):
+        image = random_image(10, 14, seed=4)
+        array = np.asarray(image)
+        reference = pipe(image, output_type="np").images
+        from_uint8 = pipe(array, output_type="np").images
+        from_float = pipe(array.astype(np.float32) / 255.0, output_type="np").images
+        from_tensor = pipe(torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0, output_type="np").images
+        from_batch = pipe(array[None].astype(np.float32) / 255.0, output_type="np").images
+        for other in (from_uint8, from_float, from_tensor, from_batch):
+            np.testing.assert_allclose(other, reference, atol=1e-5)
+
+    def test_grayscale_and_rgba(self, pipe):
+        gray = random_image(10, 14, seed=5, mode="L")
+        out_gray = pipe(gray, output_type="np").images
+        out_rgb = pipe(gray.convert("RGB"), output_type="np").images
+        assert out_gray.shape == (1, 40, 56, 3)
+        np.testing.assert_allclose(out_gray, out_rgb, atol=1e-6)
+
+        rgba = random_image(10, 14, seed=6, mode="RGBA")
+        out_rgba = pipe(rgba, output_type="np").images
+        np.testing.assert_allclose(out_rgba, pipe(rgba.convert("RGB"), output_type="np").images, atol=1e-6)
+        # 16-bit grayscale keeps its depth
+        gray16 = PIL.Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)
+        assert gray16.mode.startswith("I;16")
+        np.testing.assert_allclose(pipe(gray16, output_type="np").images, out_gray, atol=1e-5)
+
+    def test_bad_inputs(self, pipe):
+        with pytest.raises(TypeError, match="Unsupported image type"):
+            pipe("not an image")
+        with pytest.raises(ValueError, match="channels"):
+            pipe(torch.rand(5, 8, 8))
+        with pytest.raises(ValueError, match="output_type"):
+            pipe(random_image(8, 8), output_type="jpg")
+        with pytest.raises(ValueError, match="generators"):
+            pipe([random_image(8, 8)] * 2, generator=[torch.Generator()])
+
+    def test_deltadiff_is_deterministic(self, pipe):
+        image = random_image(12, 12, seed=7)
+        a = pipe(image, output_type="pt").images
+        b = pipe(image, output_type="pt").images
+        c = pipe(image, output_type="pt", generator=torch.Generator().manual_seed(42)).images
+        assert torch.equal(a, b)
+        assert torch.equal(a, c)
+
+    def test_resshift_generator_reproducibility(self):
+        pipe = make_pipeline(kappa=2.0)
+        image = random_image(12, 12, seed=8)
+        a = pipe(image, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+        b = pipe(image, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+        c = pipe(image, output_type="pt", generator=torch.Generator().manual_seed(1)).images
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
+
+    def test_fewer_steps(self, pipe):
+        image = random_image(8, 8)
+        calls = []
+        pipe(image, num_inference_steps=2, callback_on_step_end=lambda p, i, t, kw: calls.append(int(t)) or {})
+        assert calls == [3, 0]
+        with pytest.raises(ValueError, match="num_train_timesteps"):
+            pipe(image, num_inference_steps=5)
+
+    def test_intermediates(self, pipe):
+        image = random_image(8, 10)
+        out = pipe(image, output_type="np", return_intermediates=True)
+        assert len(out.intermediate_images) == 4
+        assert all(step.shape == (1, 32, 40, 3) for step in out.intermediate_images)
+        np.testing.assert_array_equal(out.intermediate_images[-1], out.images)
+        pil = pipe(image, return_intermediates=True).intermediate_images
+        assert len(pil) == 4 and pil[0][0].size == (40, 32)
+
+    def test_callback_on_step_end_can_replace_latents(self, pipe):
+        image = random_image(8, 8)
+        seen = []
+
+        def callback(pipeline, i, t, callback_kwargs):
+            seen.append(sorted(callback_kwargs))
+            return {"latents": torch.zeros_like(callback_kwargs["latents"])}
+
+        out = pipe(
+            image,
+            output_type="latent",
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents", "lr_latents"],
+        )
+        assert seen == [["latents", "lr_latents"]] * 4
+        assert torch.equal(out.images, torch.zeros_like(out.images))
+        with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+            pipe(image, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["noise"])
+
+
+class TestUpscaleFactor:
+    def test_x2_on_f4_autoencoder(self):
+        pipe = DeltaDiffPipeline(
+            vqvae=tiny_vqmodel(), unet=tiny_unet(), scheduler=DeltaShiftScheduler(), upscale_factor=2
+        )
+        pipe.set_progress_bar_config(disable=True)
+        assert pipe.upscale_factor == 2
+        out = pipe(random_image(13, 9), output_type="np").images
+        assert out.shape == (1, 26, 18, 3)
+
+
+class TestSaveLoad:
+    def test_round_trip(self, pipe, tmp_path):
+        image = random_image(12, 16, seed=9)
+        expected = pipe(image, output_type="np").images
+        pipe.save_pretrained(tmp_path)
+        files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+        assert "pipeline.py" in files
+        assert not any(f.endswith(".bin") for f in files)
+        assert "unet/diffusion_pytorch_model.safetensors" in files
+        assert "vqvae/diffusion_pytorch_model.safetensors" in files
+        index = json.loads((tmp_path / "model_index.json").read_text())
+        assert index["scheduler"] == ["diffusers_deltadiff.scheduling_delta_shift", "DeltaShiftScheduler"]
+        assert index["upscale_factor"] == 4
+
+        loaded = DeltaDiffPipeline.from_pretrained(tmp_path)
+        loaded.set_progress_bar_config(disable=True)
+        assert isinstance(loaded.scheduler, DeltaShiftScheduler)
+        np.testing.assert_array_equal(loaded(image, output_type="np").images, expected)
+
+    def test_refuses_pickle_weights(self, pipe, tmp_path):
+        with pytest.raises(ValueError, match="safetensors"):
+            pipe.save_pretrained(tmp_path, safe_serialization=False)
+
+    def test_scheduler_swap_keeps_weights(self, pipe, tmp_path):
+        pipe.save_pretrained(tmp_path)
+        scheduler = DeltaShiftScheduler.from_pretrained(tmp_path, subfolder="scheduler", kappa=2.0)
+        resshift = DeltaDiffPipeline.from_pretrained(tmp_path, scheduler=scheduler)
+        assert resshift.scheduler.config.kappa == 2.0
+
+    @pytest.mark.parametrize("custom_pipeline", ["package_file", "saved_dir", "loader"])
+    def test_loading_in_a_fresh_process(self, pipe, tmp_path, custom_pipeline):
+        """diffusers resolves components and custom pipelines by import: load where nothing was imported yet."""
+        model_dir = tmp_path / "model"
+        pipe.save_pretrained(model_dir)
+        image = random_image(12, 16, seed=10)
+        np.save(tmp_path / "lr.npy", np.asarray(image))
+        np.save(tmp_path / "expected.npy", pipe(image, output_type="np").images)
+        source = {
+            "package_file": repr(diffusers_deltadiff.custom_pipeline_path()),
+            "saved_dir": repr(str(model_dir)),
+        }.get(custom_pipeline)
+        if source is None:
+            load = (
+                f"from diffusers_deltadiff import DeltaDiffPipeline as P; pipe = P.from_pretrained({str(model_dir)!r})"
+            )
+        else:
+            load = (
+                "from diffusers import DiffusionPipeline; "
+                f"pipe = DiffusionPipeline.from_pretrained({str(model_dir)!r}, custom_pipeline={source}, "
+                "trust_remote_code=True)"
+            )
+        script = textwrap.dedent(
+            f"""
+            import numpy as np
+            {load}
+            assert type(pipe).__name__ == "DeltaDiffPipeline", type(pipe)
+            assert type(pipe.scheduler).__name__ == "DeltaShiftScheduler", type(pipe.scheduler)
+            pipe.set_progress_bar_config(disable=True)
+            out = pipe(np.load({str(tmp_path / "lr.npy")!r}), output_type="np").images
+            np.testing.assert_array_equal(out, np.load({str(tmp_path / "expected.npy")!r}))
+            print("LOADED-OK")
+            """
+        )
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "LOADED-OK" in result.stdout
+
+
+def test_custom_pipeline_file_is_packaged():
+    path = Path(diffusers_deltadiff.custom_pipeline_path())
+    assert path.name == "pipeline.py" and path.is_file()
