@@ -1,0 +1,38 @@
+"""Super-resolution fidelity metrics with the field's protocol (basicsr / ResShift / DeltaDiff).
+
+Images are RGB floats in `[0, 1]`, `(B, 3, H, W)` or `(3, H, W)`. They are rounded to 8 bits (as when saved to PNG),
+converted to the Y channel of YCbCr (`16 + 65.481 R + 128.553 G + 24.966 B`), `crop_border` pixels are dropped on
+every side, and PSNR / SSIM are computed on `[0, 255]` values in float64. SSIM is torchmetrics' (Gaussian window
+11, sigma 1.5), which keeps only the window's valid region like basicsr.
+"""
+
+import torch
+
+
+def rgb_to_y(images: torch.Tensor) -> torch.Tensor:
+    """The Y channel (BT.601, studio range `[16, 235]`) of RGB images in `[0, 1]`, as `(B, 1, H, W)` in float64."""
+    images = images if images.ndim == 4 else images[None]
+    images = (images.double().clamp(0, 1) * 255).round() / 255
+    weights = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float64, device=images.device)
+    return (16.0 + torch.einsum("bchw,c->bhw", images, weights))[:, None]
+
+
+def _crop(images: torch.Tensor, crop_border: int) -> torch.Tensor:
+    return images[..., crop_border:-crop_border, crop_border:-crop_border] if crop_border else images
+
+
+def psnr_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 4) -> torch.Tensor:
+    """Per-image PSNR (dB) on the Y channel."""
+    sr_y, hr_y = _crop(rgb_to_y(sr), crop_border), _crop(rgb_to_y(hr), crop_border)
+    mse = ((sr_y - hr_y) ** 2).mean(dim=(1, 2, 3))
+    return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
+
+
+def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 4) -> torch.Tensor:
+    """Per-image SSIM on the Y channel."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    sr_y, hr_y = _crop(rgb_to_y(sr), crop_border), _crop(rgb_to_y(hr), crop_border)
+    return structural_similarity_index_measure(
+        sr_y, hr_y, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=255.0, reduction="none"
+    )

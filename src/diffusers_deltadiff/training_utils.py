@@ -1,0 +1,86 @@
+"""Helpers shared by the training scripts in `training/` (checkpoint rotation and resume, validation images)."""
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+from .data import list_images, open_image
+from .image_utils import to_unit_tensor
+
+
+logger = logging.getLogger(__name__)
+
+
+def checkpoint_dirs(output_dir: str) -> list[Path]:
+    """The `checkpoint-<step>` folders of a run, oldest first."""
+    return sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def rotate_checkpoints(output_dir: str, total_limit: int | None):
+    """Before saving a new checkpoint, delete the oldest so that at most `total_limit` remain afterwards."""
+    if total_limit is None:
+        return
+    checkpoints = checkpoint_dirs(output_dir)
+    for old in checkpoints[: max(len(checkpoints) - total_limit + 1, 0)]:
+        logger.info(f"removing checkpoint {old}")
+        shutil.rmtree(old)
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> tuple[str | None, int]:
+    """The checkpoint folder to resume from (`latest` = the newest in `output_dir`) and its global step."""
+    if not resume_from_checkpoint:
+        return None, 0
+    path = resume_from_checkpoint
+    if path == "latest":
+        checkpoints = checkpoint_dirs(output_dir)
+        path = str(checkpoints[-1]) if checkpoints else None
+    if path is None or not Path(path).is_dir():
+        logger.warning(f"Checkpoint '{resume_from_checkpoint}' does not exist: starting a new run.")
+        return None, 0
+    return path, int(Path(path).name.split("-")[1])
+
+
+def load_center_crops(folder: str, count: int, size: int, multiple: int = 1) -> list[torch.Tensor]:
+    """Centre crops (at most `size`, a multiple of `multiple`) of the first `count` readable images in `folder`."""
+    images = []
+    for path in list_images(folder):
+        if len(images) == count:
+            break
+        try:
+            image = to_unit_tensor(open_image(path)[0])
+        except (OSError, ValueError) as err:
+            logger.warning(f"skipped unreadable validation image {path}: {err}")
+            continue
+        side = min(size, *image.shape[1:]) // multiple * multiple
+        top, left = (image.shape[1] - side) // 2, (image.shape[2] - side) // 2
+        images.append(image[:, top : top + side, left : left + side])
+    return images
+
+
+def image_grid(rows: list[list[torch.Tensor]]) -> PIL.Image.Image:
+    """A grid of `(3, H, W)` images in `[0, 1]`: each row is concatenated left to right (smaller ones upscaled by
+    nearest neighbour to the row's last image), rows are padded to one width."""
+    strips = []
+    for row in rows:
+        height, width = row[-1].shape[-2:]
+        resized = [F.interpolate(im[None], size=(height, width), mode="nearest")[0] for im in row]
+        strips.append(torch.cat(resized, dim=-1))
+    width = max(s.shape[-1] for s in strips)
+    grid = torch.cat([F.pad(s, (0, width - s.shape[-1])) for s in strips], dim=-2)
+    return PIL.Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+
+
+def log_image(accelerator, tag: str, image: PIL.Image.Image, step: int):
+    """Send an image to the tensorboard / wandb trackers of `accelerator`."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image(tag, np.asarray(image), step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({tag: wandb.Image(image)}, step=step)

@@ -1,0 +1,138 @@
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from diffusers_deltadiff.data import SRTrainDataset, collate_sr, load_hr_dataset, make_dataloader
+from diffusers_deltadiff.degradations import Degradation, bicubic_downsample
+
+
+def write_images(folder, sizes, modes=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        rng = np.random.RandomState(i)
+        mode = (modes or {}).get(i, "RGB")
+        if mode == "L":
+            image = PIL.Image.fromarray((rng.rand(h, w) * 255).astype(np.uint8))
+        elif mode == "I;16":
+            image = PIL.Image.fromarray((rng.rand(h, w) * 65535).astype(np.uint16))
+        elif mode == "RGBA":
+            image = PIL.Image.fromarray((rng.rand(h, w, 4) * 255).astype(np.uint8), mode="RGBA")
+        else:
+            image = PIL.Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8))
+        path = folder / (f"sub/img{i}.png" if i % 2 else f"train_img{i}.png")
+        path.parent.mkdir(exist_ok=True)
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_home" / "datasets"))
+
+
+def test_folder_is_read_recursively_whatever_the_names(tmp_path, hf_home):
+    # names like `train_*.png` must not make `datasets` infer a split and drop the others
+    write_images(tmp_path / "hr", [(40, 40)] * 5)
+    dataset = load_hr_dataset(train_data_dir=str(tmp_path / "hr"), cache_dir=str(tmp_path / "cache"))
+    assert len(dataset) == 5
+
+
+def test_missing_or_empty_folder(tmp_path, hf_home):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_hr_dataset(train_data_dir=str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        load_hr_dataset(train_data_dir=str(tmp_path / "empty"))
+
+
+def test_samples_shapes_ranges_and_input_kinds(tmp_path, hf_home):
+    modes = {1: "L", 2: "RGBA", 3: "I;16"}
+    write_images(tmp_path / "hr", [(40, 48), (33, 20), (64, 64), (50, 50), (12, 9)], modes)
+    dataset = SRTrainDataset(load_hr_dataset(train_data_dir=str(tmp_path / "hr")), resolution=32, scale=4)
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        assert sample["hr"].shape == (3, 32, 32)
+        assert sample["lr"].shape == (3, 8, 8)
+        assert sample["hr"].min() >= -1 and sample["hr"].max() <= 1
+        assert sample["skipped"] == []
+
+
+def test_corrupt_files_are_skipped_and_reported(tmp_path, hf_home):
+    write_images(tmp_path / "hr", [(40, 40)] * 3)
+    (tmp_path / "hr" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    (tmp_path / "hr" / "empty.jpg").write_bytes(b"")
+    dataset = SRTrainDataset(load_hr_dataset(train_data_dir=str(tmp_path / "hr")), resolution=32, scale=4)
+    assert len(dataset) == 5
+    skipped = [name for i in range(len(dataset)) for name in dataset[i]["skipped"]]
+    assert sorted({name.split(":")[0].rsplit("/", 1)[-1] for name in skipped}) == ["empty.jpg", "truncated.png"]
+    batch = collate_sr([dataset[i] for i in range(len(dataset))])
+    assert batch["hr"].shape == (5, 3, 32, 32)  # every sample replaced, batch size kept
+    loader = make_dataloader(dataset, batch_size=5, num_workers=0)
+    assert len(set(next(iter(loader))["skipped"])) == 2  # a sample may pass over several bad files
+
+
+def test_samples_depend_on_seed_epoch_index_only(tmp_path, hf_home):
+    write_images(tmp_path / "hr", [(64, 80)] * 3)
+    images = load_hr_dataset(train_data_dir=str(tmp_path / "hr"))
+    a, b = SRTrainDataset(images, 32, 4, seed=1), SRTrainDataset(images, 32, 4, seed=1)
+    assert torch.equal(a[2]["hr"], b[2]["hr"])
+    a.set_epoch(1)
+    assert not torch.equal(a[2]["hr"], b[2]["hr"])
+    # workers do not change what a sample is
+    loader = make_dataloader(b, batch_size=3, num_workers=2, shuffle=False)
+    batch = next(iter(loader))
+    assert torch.equal(batch["hr"][2], b[2]["hr"])
+
+
+def test_paired_lr_folder(tmp_path, hf_home):
+    hr_paths = write_images(tmp_path / "hr", [(64, 48), (48, 64)])
+    (tmp_path / "lr").mkdir()
+    for path in hr_paths:
+        image = PIL.Image.open(path)
+        image.resize((image.width // 4, image.height // 4), PIL.Image.BICUBIC).save(
+            tmp_path / "lr" / f"{path.stem}x4.png"
+        )
+    dataset = SRTrainDataset(
+        load_hr_dataset(train_data_dir=str(tmp_path / "hr")), 32, 4, lr_dir=str(tmp_path / "lr"), random_flip=False
+    )
+    sample = dataset[1]  # sorted paths: sub/img1.png, train_img0.png
+    assert sample["lr"].shape == (3, 8, 8) and sample["skipped"] == []
+    # the LR crop is the LR file's pixels at the HR crop's position / 4
+    lr_file = torch.from_numpy(np.asarray(PIL.Image.open(tmp_path / "lr" / "train_img0x4.png"))).permute(2, 0, 1)
+    lr_crop = ((sample["lr"] + 1) / 2 * 255).round()
+    found = any(
+        torch.equal(lr_crop, lr_file[:, i : i + 8, j : j + 8].float())
+        for i in range(lr_file.shape[1] - 7)
+        for j in range(lr_file.shape[2] - 7)
+    )
+    assert found
+
+
+def test_bicubic_degradation_matches_pil_closely():
+    rng = np.random.RandomState(0)
+    hr = PIL.Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).filter(PIL.ImageFilter.SMOOTH)
+    hr_t = torch.from_numpy(np.asarray(hr).astype(np.float32) / 255).permute(2, 0, 1)
+    ours = bicubic_downsample(hr_t, 4)
+    pil = np.asarray(hr.resize((16, 16), PIL.Image.BICUBIC)).astype(np.float32) / 255
+    assert ours.shape == (3, 16, 16)
+    assert np.abs(ours.permute(1, 2, 0).numpy() - pil).mean() < 2 / 255
+    assert torch.equal(ours, (ours * 255).round() / 255)  # 8-bit levels
+
+
+def test_realesrgan_degradation_is_seeded():
+    pytest.importorskip("albumentations")
+    hr = torch.rand(3, 64, 64)
+    degrade = Degradation("realesrgan", 4)
+    a, b, c = degrade(hr, seed=5), degrade(hr, seed=5), degrade(hr, seed=6)
+    assert a.shape == (3, 16, 16)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_unknown_degradation():
+    with pytest.raises(ValueError, match="Unknown degradation"):
+        Degradation("gaussian")

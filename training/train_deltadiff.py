@@ -1,0 +1,511 @@
+#!/usr/bin/env python
+# Copyright 2026 The diffusers-deltadiff authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Train a DeltaDiff (kappa = 0) or ResShift (kappa > 0) UNet in the latent space of a frozen VQ autoencoder.
+
+    accelerate launch training/train_deltadiff.py \
+        --vqvae_model_name_or_path path/to/vqvae --train_data_dir path/to/DIV2K_train_HR \
+        --resolution 256 --train_batch_size 64 --learning_rate 5e-5 --output_dir deltadiff-x4
+
+The final artifact is a `DeltaDiffPipeline` saved in `--output_dir` (with a model card).
+"""
+
+import argparse
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
+from diffusers import UNet2DModel, VQModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler
+from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
+from diffusers_deltadiff.degradations import DEGRADATIONS, bicubic_downsample
+from diffusers_deltadiff.image_utils import bicubic_upsample, resize_to
+from diffusers_deltadiff.training_utils import (
+    image_grid,
+    load_center_crops,
+    log_image,
+    resolve_checkpoint,
+    rotate_checkpoints,
+)
+
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description="Train a DeltaDiff super-resolution UNet.")
+    # models
+    parser.add_argument("--vqvae_model_name_or_path", type=str, required=True, help="Frozen VQModel (dir or Hub id).")
+    parser.add_argument("--vqvae_subfolder", type=str, default=None, help="e.g. `vqvae` inside a saved pipeline.")
+    parser.add_argument(
+        "--pretrained_model_name_or_path",
+        type=str,
+        default=None,
+        help="Start from a saved DeltaDiffPipeline (its `unet`) instead of a UNet built from the size flags.",
+    )
+    parser.add_argument("--unet_block_out_channels", type=str, default="64,128,256")
+    parser.add_argument("--unet_layers_per_block", type=int, default=2)
+    parser.add_argument(
+        "--unet_attention_levels", type=str, default="2", help="Comma-separated block indices with self-attention."
+    )
+    parser.add_argument("--unet_norm_num_groups", type=int, default=32)
+    # scheduler
+    parser.add_argument("--num_train_timesteps", type=int, default=4)
+    parser.add_argument("--eta_start", type=float, default=0.01)
+    parser.add_argument("--eta_end", type=float, default=0.99)
+    parser.add_argument("--power", type=float, default=0.3)
+    parser.add_argument("--kappa", type=float, default=0.0, help="0 trains DeltaDiff, 2 the ResShift baseline.")
+    # data
+    parser.add_argument("--dataset_name", type=str, default=None, help="Hub dataset id (e.g. a DIV2K dataset).")
+    parser.add_argument("--dataset_config_name", type=str, default=None)
+    parser.add_argument("--image_column", type=str, default="image")
+    parser.add_argument("--train_data_dir", type=str, default=None, help="Local folder of HR images (recursive).")
+    parser.add_argument("--train_lr_dir", type=str, default=None, help="Optional LR folder paired by file name.")
+    parser.add_argument("--cache_dir", type=str, default=None)
+    parser.add_argument("--resolution", type=int, default=256, help="HR crop size.")
+    parser.add_argument("--scale", type=int, default=4, help="Super-resolution factor.")
+    parser.add_argument("--degradation", type=str, default="bicubic", choices=DEGRADATIONS)
+    parser.add_argument("--no_random_flip", action="store_true", help="Disable random flips and rotations.")
+    parser.add_argument("--dataloader_num_workers", type=int, default=2)
+    # optimisation
+    parser.add_argument("--train_batch_size", type=int, default=64, help="Per device.")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--num_train_epochs", type=int, default=100)
+    parser.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--scale_lr", action="store_true", help="Multiply the LR by processes x batch x accumulation.")
+    parser.add_argument("--lr_scheduler", type=str, default="constant")
+    parser.add_argument("--lr_warmup_steps", type=int, default=0)
+    parser.add_argument("--adam_beta1", type=float, default=0.9)
+    parser.add_argument("--adam_beta2", type=float, default=0.999)
+    parser.add_argument("--adam_weight_decay", type=float, default=0.0)
+    parser.add_argument("--adam_epsilon", type=float, default=1e-8)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--lpips_weight", type=float, default=0.0, help="LPIPS on decoded images (needs `lpips`).")
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--use_ema", action="store_true", help="EMA weights for validation and the saved pipeline.")
+    parser.add_argument("--ema_decay", type=float, default=0.999)
+    # checkpoints, validation, logging
+    parser.add_argument("--output_dir", type=str, default="deltadiff-model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=None)
+    parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint dir or `latest`.")
+    parser.add_argument("--validation_data_dir", type=str, default=None, help="HR images for validation.")
+    parser.add_argument("--validation_steps", type=int, default=500)
+    parser.add_argument("--num_validation_images", type=int, default=4)
+    parser.add_argument("--validation_resolution", type=int, default=256, help="Centre crop of validation HR.")
+    parser.add_argument("--report_to", type=str, default="tensorboard", help="tensorboard, wandb, all or none.")
+    parser.add_argument("--logging_dir", type=str, default="logs")
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_model_id", type=str, default=None)
+    parser.add_argument("--hub_token", type=str, default=None)
+
+    args = parser.parse_args(input_args)
+    if args.dataset_name is None and args.train_data_dir is None:
+        parser.error("Pass --dataset_name or --train_data_dir.")
+    if args.resolution % args.scale:
+        parser.error(f"--resolution ({args.resolution}) must be a multiple of --scale ({args.scale}).")
+    env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    if env_local_rank != -1:
+        args.local_rank = env_local_rank
+    return args
+
+
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def build_unet(args, latent_channels: int) -> UNet2DModel:
+    if args.pretrained_model_name_or_path:
+        return UNet2DModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="unet")
+    channels = int_list(args.unet_block_out_channels)
+    attention = set(int_list(args.unet_attention_levels))
+    down = tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(len(channels)))
+    up = tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(range(len(channels))))
+    return UNet2DModel(
+        sample_size=args.resolution // args.scale,
+        in_channels=latent_channels + 3,
+        out_channels=latent_channels,
+        layers_per_block=args.unet_layers_per_block,
+        block_out_channels=tuple(channels),
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=args.unet_norm_num_groups,
+    )
+
+
+def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
+    """Y-PSNR / SSIM of the pipeline on the validation images (sharded over processes) and an LR|SR|HR grid."""
+    from diffusers_deltadiff.metrics import psnr_y, ssim_y
+
+    pipeline.set_progress_bar_config(disable=True)
+    indices = list(range(len(images)))
+    scores, grid_rows = [], []
+    with accelerator.split_between_processes(indices) as shard:
+        for i in shard:
+            hr = images[i]
+            lr = bicubic_downsample(hr, args.scale)
+            sr = pipeline(lr, output_type="pt").images[0]
+            scores.append((psnr_y(sr, hr, args.scale).item(), ssim_y(sr, hr, args.scale).item()))
+            grid_rows.append((i, lr, sr, hr))
+    scores = gather_object(scores)
+    grid_rows = gather_object(grid_rows)
+    metrics = {
+        "val/psnr_y": float(np.mean([s[0] for s in scores])),
+        "val/ssim_y": float(np.mean([s[1] for s in scores])),
+    }
+    if accelerator.is_main_process:
+        grid_rows.sort(key=lambda r: r[0])
+        grid = image_grid([[lr, sr, hr] for _, lr, sr, hr in grid_rows])
+        out_dir = Path(args.output_dir) / "validation"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        grid.save(out_dir / f"step-{global_step:07d}.png")
+        log_image(accelerator, "val/lr_sr_hr", grid, global_step)
+        logger.info(f"step {global_step}: Y-PSNR {metrics['val/psnr_y']:.2f} dB, SSIM {metrics['val/ssim_y']:.4f}")
+    accelerator.log(metrics, step=global_step)
+    return metrics
+
+
+def write_model_card(args, output_dir: str, metrics: dict, num_steps: int, wall_time_s: float):
+    from huggingface_hub import ModelCard, ModelCardData
+
+    method = "DeltaDiff (kappa = 0, no noise)" if args.kappa == 0 else f"ResShift (kappa = {args.kappa})"
+    data = args.dataset_name or f"local folder `{Path(args.train_data_dir).name}`"
+    metric_lines = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()) or "| (no validation run) | |"
+    card_data = ModelCardData(
+        license="apache-2.0",
+        library_name="diffusers",
+        tags=["super-resolution", "image-to-image", "deltadiff", "diffusers-deltadiff"],
+        pipeline_tag="image-to-image",
+    )
+    content = f"""---
+{card_data.to_yaml()}
+---
+
+# {Path(output_dir).name}
+
+A x{args.scale} super-resolution `DeltaDiffPipeline` trained with `diffusers-deltadiff`: {method}.
+
+```python
+from diffusers_deltadiff import DeltaDiffPipeline
+
+pipe = DeltaDiffPipeline.from_pretrained("{args.hub_model_id or output_dir}")
+image = pipe(low_res_image).images[0]
+```
+
+## Training
+
+| | |
+|---|---|
+| data | {data}, random {args.resolution}x{args.resolution} crops, flips/rotations: {not args.no_random_flip} |
+| degradation | {args.degradation} x{args.scale} |
+| schedule | T = {args.num_train_timesteps}, eta {args.eta_start} .. {args.eta_end}, p = {args.power}, kappa = {args.kappa} |
+| autoencoder | `{args.vqvae_model_name_or_path}` (frozen) |
+| optimisation | AdamW lr {args.learning_rate}, batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation, {num_steps} steps, EMA: {args.use_ema} |
+| wall time | {wall_time_s / 60:.1f} min |
+
+## Validation (Y channel, crop border {args.scale})
+
+| metric | value |
+|---|---|
+{metric_lines}
+
+## Licence
+
+Code and weights: Apache-2.0. The training images keep their own licences (DIV2K: research use only).
+"""
+    ModelCard(content).save(os.path.join(output_dir, "README.md"))
+
+
+def main(args):
+    logging_dir = Path(args.output_dir, args.logging_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(logging_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    set_seed(args.seed)
+
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    # 1. Models: frozen autoencoder, trainable UNet, scheduler (DeltaDiff or ResShift)
+    vqvae = VQModel.from_pretrained(args.vqvae_model_name_or_path, subfolder=args.vqvae_subfolder)
+    vqvae.requires_grad_(False).eval()
+    unet = build_unet(args, vqvae.config.latent_channels)
+    scheduler = DeltaShiftScheduler(
+        num_train_timesteps=args.num_train_timesteps,
+        eta_start=args.eta_start,
+        eta_end=args.eta_end,
+        power=args.power,
+        kappa=args.kappa,
+    )
+    vae_scale = 2 ** (len(vqvae.config.block_out_channels) - 1)
+    if (args.resolution // vae_scale) % 2 ** (len(unet.config.block_out_channels) - 1):
+        raise SystemExit(f"--resolution {args.resolution} gives latents the UNet cannot downsample evenly.")
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    ema_unet = None
+    if args.use_ema:
+        ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
+    lpips_model = None
+    if args.lpips_weight > 0:
+        try:
+            import lpips
+        except ImportError as err:
+            raise SystemExit(
+                "--lpips_weight needs the `lpips` package: pip install 'diffusers-deltadiff[metrics]'"
+            ) from err
+        lpips_model = lpips.LPIPS(net="vgg").eval().requires_grad_(False)
+
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    vqvae.to(accelerator.device, dtype=weight_dtype)
+    if lpips_model is not None:
+        lpips_model.to(accelerator.device)
+
+    # 2. Optimiser
+    if args.scale_lr:
+        args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+
+    # 3. Data
+    with accelerator.main_process_first():
+        hr_images = load_hr_dataset(
+            args.dataset_name,
+            args.dataset_config_name,
+            args.train_data_dir,
+            args.image_column,
+            cache_dir=args.cache_dir,
+        )
+    dataset = SRTrainDataset(
+        hr_images,
+        resolution=args.resolution,
+        scale=args.scale,
+        degradation=args.degradation,
+        seed=args.seed,
+        random_flip=not args.no_random_flip,
+        lr_dir=args.train_lr_dir,
+    )
+    if len(dataset) < args.train_batch_size * accelerator.num_processes:
+        raise SystemExit(
+            f"{len(dataset)} training images are fewer than one batch per process "
+            f"({args.train_batch_size} x {accelerator.num_processes})."
+        )
+    train_dataloader = make_dataloader(dataset, args.train_batch_size, args.dataloader_num_workers, seed=args.seed)
+
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / accelerator.num_processes)
+    num_update_steps_per_epoch = math.ceil(num_update_steps_per_epoch / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        unet, optimizer, train_dataloader, lr_scheduler
+    )
+    if ema_unet is not None:
+        ema_unet.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema_unet)
+
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+
+    if accelerator.is_main_process and args.report_to != "none":
+        tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("deltadiff", config=tracker_config)
+
+    validation_images = []
+    if args.validation_data_dir:
+        validation_images = load_center_crops(
+            args.validation_data_dir, args.num_validation_images, args.validation_resolution, multiple=args.scale
+        )
+
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running training *****")
+    logger.info(f"  Num examples = {len(dataset)}, num epochs = {args.num_train_epochs}")
+    logger.info(f"  Batch size per device = {args.train_batch_size}, total = {total_batch_size}")
+    logger.info(
+        f"  Optimization steps = {args.max_train_steps}, UNet parameters = {sum(p.numel() for p in unet.parameters()):,}"
+    )
+
+    # 4. Resume
+    path, global_step = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if path is not None:
+        accelerator.print(f"Resuming from checkpoint {path}")
+        accelerator.load_state(path)
+    first_epoch = global_step // num_update_steps_per_epoch
+    resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    # 5. Train
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    skipped_files: set[str] = set()
+    metrics: dict = {}
+    start_time, timed_samples, timed_since = time.perf_counter(), 0, None
+    for epoch in range(first_epoch, args.num_train_epochs):
+        unet.train()
+        dataset.set_epoch(epoch)
+        train_dataloader.set_epoch(epoch)
+        epoch_loader = train_dataloader
+        if epoch == first_epoch and resume_batches:
+            epoch_loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+        for batch in epoch_loader:
+            for name in batch["skipped"]:
+                if name not in skipped_files:
+                    skipped_files.add(name)
+                    logger.warning(f"skipped unreadable training image {name} ({len(skipped_files)} so far)")
+            with accelerator.accumulate(unet):
+                hr = batch["hr"].to(weight_dtype)
+                lr = batch["lr"].to(weight_dtype)
+                with torch.no_grad():
+                    x0 = vqvae.encode(hr).latents.float()
+                    y = vqvae.encode(bicubic_upsample(lr, args.scale)).latents.float()
+                    condition = resize_to(lr.float(), tuple(x0.shape[-2:]))
+                # per-step, per-process generator: timesteps and noise do not depend on RNG state, so resuming
+                # replays exactly what a straight run would draw
+                generator = torch.Generator().manual_seed(
+                    args.seed * 1_000_003 + global_step * accelerator.num_processes + accelerator.process_index
+                )
+                timesteps = torch.randint(0, args.num_train_timesteps, (x0.shape[0],), generator=generator)
+                noise = torch.randn(x0.shape, generator=generator) if args.kappa > 0 else None
+                timesteps = timesteps.to(x0.device)
+                noise = noise.to(x0.device) if noise is not None else None
+                x_t = scheduler.shift(x0, y, timesteps, noise=noise)
+                model_input = torch.cat([scheduler.scale_model_input(x_t, timesteps), condition], dim=1)
+
+                pred = unet(model_input, timesteps).sample
+                loss = F.mse_loss(pred.float(), x0, reduction="mean")
+                if lpips_model is not None:
+                    decoded = vqvae.decode(pred.to(weight_dtype), force_not_quantize=True).sample.float()
+                    loss = loss + args.lpips_weight * lpips_model(decoded.clamp(-1, 1), hr.float()).mean()
+
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            avg_loss = accelerator.gather(loss.detach().repeat(hr.shape[0])).mean().item()
+            timed_samples += hr.shape[0] * accelerator.num_processes
+            if accelerator.sync_gradients:
+                if ema_unet is not None:
+                    ema_unet.step(unet.parameters())
+                progress_bar.update(1)
+                global_step += 1
+                if timed_since is None:  # the first step (warm-up, data workers starting) is not timed
+                    timed_since, timed_samples = time.perf_counter(), 0
+                elapsed = time.perf_counter() - timed_since
+                samples_per_s = timed_samples / elapsed if elapsed > 0 and timed_samples else float("nan")
+                logs = {"loss": avg_loss, "lr": lr_scheduler.get_last_lr()[0], "samples_per_s": samples_per_s}
+                progress_bar.set_postfix(loss=f"{avg_loss:.4f}", lr=f"{logs['lr']:.2e}", sps=f"{samples_per_s:.2f}")
+                accelerator.log({"train/" + k: v for k, v in logs.items()}, step=global_step)
+
+                if global_step % args.checkpointing_steps == 0:
+                    save_checkpoint(accelerator, args, global_step)
+                if validation_images and global_step % args.validation_steps == 0:
+                    metrics = run_validation(
+                        accelerator, args, unet, ema_unet, vqvae, scheduler, validation_images, global_step
+                    )
+            if global_step >= args.max_train_steps:
+                break
+
+    # 6. Save the pipeline (EMA weights when enabled)
+    accelerator.wait_for_everyone()
+    wall_time = time.perf_counter() - start_time
+    if validation_images and global_step % args.validation_steps != 0:
+        metrics = run_validation(accelerator, args, unet, ema_unet, vqvae, scheduler, validation_images, global_step)
+    if accelerator.is_main_process:
+        final_unet = accelerator.unwrap_model(unet)
+        if ema_unet is not None:
+            ema_unet.copy_to(final_unet.parameters())
+        pipeline = DeltaDiffPipeline(
+            vqvae=vqvae.to(torch.float32),
+            unet=final_unet.to(torch.float32),
+            scheduler=scheduler,
+            upscale_factor=args.scale,
+        )
+        pipeline.save_pretrained(args.output_dir)
+        write_model_card(args, args.output_dir, metrics, global_step, wall_time)
+        if skipped_files:
+            logger.warning(f"{len(skipped_files)} unreadable training image(s) were skipped: {sorted(skipped_files)}")
+        logger.info(f"Saved the pipeline to {args.output_dir} after {global_step} steps ({wall_time / 60:.1f} min)")
+        if args.push_to_hub:
+            from huggingface_hub import create_repo, upload_folder
+
+            repo_id = create_repo(
+                args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token
+            ).repo_id
+            upload_folder(
+                repo_id=repo_id,
+                folder_path=args.output_dir,
+                commit_message="DeltaDiff training run",
+                ignore_patterns=["checkpoint-*", "logs/*", "validation/*"],
+                token=args.hub_token,
+            )
+    accelerator.end_training()
+
+
+def save_checkpoint(accelerator, args, global_step):
+    if accelerator.is_main_process:
+        rotate_checkpoints(args.output_dir, args.checkpoints_total_limit)
+    save_path = os.path.join(args.output_dir, f"checkpoint-{global_step}")
+    accelerator.save_state(save_path)
+    logger.info(f"Saved state to {save_path}")
+
+
+def run_validation(accelerator, args, unet, ema_unet, vqvae, scheduler, images, global_step) -> dict:
+    model = accelerator.unwrap_model(unet)
+    if ema_unet is not None:
+        ema_unet.store(model.parameters())
+        ema_unet.copy_to(model.parameters())
+    model.eval()
+    pipeline = DeltaDiffPipeline(vqvae=vqvae, unet=model, scheduler=scheduler, upscale_factor=args.scale)
+    metrics = log_validation(pipeline, images, args, accelerator, global_step)
+    if ema_unet is not None:
+        ema_unet.restore(model.parameters())
+    model.train()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(parse_args())
