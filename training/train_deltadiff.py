@@ -434,7 +434,8 @@ def main(args):
                 global_step += 1
                 if timed_since is None:  # the first step (warm-up, data workers starting) is not timed
                     timed_since, timed_samples = time.perf_counter(), 0
-                elapsed = time.perf_counter() - timed_since
+                timed_until = time.perf_counter()
+                elapsed = timed_until - timed_since
                 samples_per_s = timed_samples / elapsed if elapsed > 0 and timed_samples else float("nan")
                 logs = {"loss": avg_loss, "lr": lr_scheduler.get_last_lr()[0], "samples_per_s": samples_per_s}
                 progress_bar.set_postfix(loss=f"{avg_loss:.4f}", lr=f"{logs['lr']:.2e}", sps=f"{samples_per_s:.2f}")
@@ -469,6 +470,9 @@ def main(args):
         if skipped_files:
             logger.warning(f"{len(skipped_files)} unreadable training image(s) were skipped: {sorted(skipped_files)}")
         logger.info(f"Saved the pipeline to {args.output_dir} after {global_step} steps ({wall_time / 60:.1f} min)")
+        if timed_since is not None and timed_samples:
+            throughput = timed_samples / (timed_until - timed_since)
+            logger.info(f"training throughput: {throughput:.3f} samples/s (all processes, after the first step)")
         if args.push_to_hub:
             from huggingface_hub import create_repo, upload_folder
 
