@@ -29,6 +29,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 
 from .image_utils import bicubic_upsample, pad_to_multiple, resize_to, split_images, to_unit_tensor
 from .scheduling_delta_shift import DeltaShiftScheduler
+from .tiling import TileBlender, tile_starts, tile_weights
 
 
 EXAMPLE_DOC_STRING = """
@@ -96,6 +97,8 @@ class DeltaDiffPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "vqvae->unet"
+    default_tile_size = 128
+    auto_tile_threshold = 256
     _callback_tensor_inputs = ["latents", "lr_latents", "lr_condition"]
 
     def __init__(
@@ -211,6 +214,77 @@ class DeltaDiffPipeline(DiffusionPipeline):
         processed = [self.image_processor.postprocess(im[None], output_type=output_type) for im in images]
         return [p[0] for p in processed]
 
+    def _tile_size_for(self, size: tuple[int, int], tile_size: int | None) -> int:
+        """The tile size (in latent pixels) to use for an LR image of `size`, 0 when it is processed whole."""
+        latent_size = [math.ceil(n * self.upscale_factor / self.vae_scale_factor) for n in size]
+        if tile_size is None:
+            return self.default_tile_size if max(latent_size) > self.auto_tile_threshold else 0
+        if tile_size < 0:
+            raise ValueError(f"`tile_size` must be positive, 0 (never tile) or None (automatic), got {tile_size}.")
+        return tile_size if tile_size and max(latent_size) > tile_size else 0
+
+    def _tile_plan(self, size: tuple[int, int], tile_size: int | None, overlap: int) -> list[tuple]:
+        """LR-pixel boxes `(top, left, height, width, top_edge, bottom_edge, left_edge, right_edge)` of the tiles."""
+        # latent pixels to LR pixels; tile starts stay on the latent grid
+        lr_per_latent = self.vae_scale_factor / self.upscale_factor
+        align = max(int(round(lr_per_latent)), 1)
+        tile = max(int(self._tile_size_for(size, tile_size) * lr_per_latent), align)
+        lr_overlap = int(overlap * lr_per_latent)
+        if lr_overlap >= tile:
+            raise ValueError(f"`tile_overlap` ({overlap}) must be smaller than the tile size.")
+        rows = tile_starts(size[0], tile, lr_overlap, align)
+        cols = tile_starts(size[1], tile, lr_overlap, align)
+        height, width = min(tile, size[0]), min(tile, size[1])
+        return [
+            (top, left, height, width, r > 0, r < len(rows) - 1, c > 0, c < len(cols) - 1)
+            for r, top in enumerate(rows)
+            for c, left in enumerate(cols)
+        ]
+
+    def _upscale_batch(self, lr: torch.Tensor, generator, output_type: str, **chain_kwargs):
+        """
+        LR images `(B, 3, h, w)` in `[-1, 1]` of one size through pad, chain, decode and crop. Returns the outputs
+        (decoded images in `[-1, 1]`, or latents for `output_type="latent"`) and the decoded image of every step.
+        """
+        height, width = lr.shape[-2:]
+        scale = self.upscale_factor
+        latents, intermediates = self._denoise(pad_to_multiple(lr, self.lr_size_multiple), generator, **chain_kwargs)
+        if output_type == "latent":
+            outputs = latents[
+                ...,
+                : math.ceil(height * scale / self.vae_scale_factor),
+                : math.ceil(width * scale / self.vae_scale_factor),
+            ]
+        else:
+            outputs = self.decode_latents(latents)[..., : height * scale, : width * scale]
+        steps = [step[..., : height * scale, : width * scale].float().cpu() for step in intermediates]
+        return outputs.float().cpu(), steps
+
+    def _upscale_tiled(self, lr, plan, overlap, tile_batch_size, generator, output_type: str, **chain_kwargs):
+        """One large LR image `(1, 3, h, w)` upscaled tile by tile; returns the blended output and steps."""
+        height, width = lr.shape[-2:]
+        scale = self.upscale_factor
+        # outputs are images (scale) or latents (scale / vae factor); intermediates are always images
+        out_scale = scale / self.vae_scale_factor if output_type == "latent" else scale
+        out_channels = self.vqvae.config.latent_channels if output_type == "latent" else 3
+        out_overlap = overlap if output_type == "latent" else overlap * self.vae_scale_factor
+        output = TileBlender(out_channels, math.ceil(height * out_scale), math.ceil(width * out_scale))
+        steps = [TileBlender(3, height * scale, width * scale) for _ in range(self._num_timesteps)]
+        used_steps = 0
+        for start in range(0, len(plan), tile_batch_size):
+            boxes = plan[start : start + tile_batch_size]
+            crops = torch.cat([lr[..., t : t + h, l : l + w] for t, l, h, w, *_ in boxes])
+            outputs, intermediates = self._upscale_batch(crops, generator, output_type=output_type, **chain_kwargs)
+            used_steps = len(intermediates)
+            for k, (top, left, h, w, *edges) in enumerate(boxes):
+                tile_out = outputs[k]
+                weights = tile_weights(*tile_out.shape[-2:], out_overlap, *edges)
+                output.add(tile_out, round(top * out_scale), round(left * out_scale), weights)
+                step_weights = tile_weights(h * scale, w * scale, overlap * self.vae_scale_factor, *edges)
+                for s, step_images in enumerate(intermediates):
+                    steps[s].add(step_images[k], top * scale, left * scale, step_weights)
+        return output.result(), [blender.result() for blender in steps[:used_steps]]
+
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
@@ -223,6 +297,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
         return_intermediates: bool = False,
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        tile_size: int | None = None,
+        tile_overlap: int = 16,
+        tile_batch_size: int = 4,
     ) -> DeltaDiffPipelineOutput | tuple:
         r"""
         The call function to the pipeline for super-resolution.
@@ -251,6 +328,16 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 `callback_on_step_end_tensor_inputs`. It returns a dict; a `"latents"` entry replaces the latents.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 Tensor inputs for `callback_on_step_end`, among `latents`, `lr_latents` and `lr_condition`.
+            tile_size (`int`, *optional*):
+                Upscale in overlapping tiles of `tile_size` x `tile_size` latent pixels (LR pixels for x4 with an f4
+                autoencoder), so that memory stays bounded whatever the image size. Each tile is encoded, run
+                through the chain and decoded on its own; decoded tiles are blended with linear-ramp weights over
+                their overlap. `None` (default) tiles automatically, with tiles of `default_tile_size` (128), images
+                larger than `auto_tile_threshold` (256) on a side; `0` never tiles.
+            tile_overlap (`int`, *optional*, defaults to 16):
+                Overlap between neighbouring tiles, in latent pixels.
+            tile_batch_size (`int`, *optional*, defaults to 4):
+                Tiles run through the UNet together.
 
         Examples:
 
@@ -279,45 +366,46 @@ class DeltaDiffPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self._num_timesteps = len(self.scheduler.timesteps)
 
-        # 3. Group the images by size: each group is one batch through the chain
+        # 3. Plan the work: small images batched by size, large ones (or all, with `tile_size`) cut into tiles
         groups: dict[tuple[int, int], list[int]] = {}
+        tiled: list[int] = []
         for index, im in enumerate(images):
-            groups.setdefault(tuple(im.shape[-2:]), []).append(index)
+            if self._tile_size_for(im.shape[-2:], tile_size):
+                tiled.append(index)
+            else:
+                groups.setdefault(tuple(im.shape[-2:]), []).append(index)
+        tile_plans = {i: self._tile_plan(images[i].shape[-2:], tile_size, tile_overlap) for i in tiled}
+        num_batches = len(groups) + sum(math.ceil(len(plan) / tile_batch_size) for plan in tile_plans.values())
 
-        scale = self.upscale_factor
         results: list[torch.Tensor | None] = [None] * len(images)
         steps: list[list[torch.Tensor | None]] = [[None] * len(images) for _ in range(self._num_timesteps)]
-        with self.progress_bar(total=len(groups) * self._num_timesteps) as progress_bar:
-            for (height, width), indices in groups.items():
-                # 4. LR in [-1, 1], padded to a size the VQ autoencoder and the UNet accept
+        chain_kwargs = {
+            "return_intermediates": return_intermediates,
+            "output_type": output_type,
+            "callback_on_step_end": callback_on_step_end,
+            "callback_on_step_end_tensor_inputs": callback_on_step_end_tensor_inputs,
+        }
+        with self.progress_bar(total=num_batches * self._num_timesteps) as progress_bar:
+            chain_kwargs["progress_bar"] = progress_bar
+            # 4. Whole images, one batch per size
+            for indices in groups.values():
                 lr = torch.stack([images[i] for i in indices]).to(device=device, dtype=self.vqvae.dtype) * 2 - 1
-                lr = pad_to_multiple(lr, self.lr_size_multiple)
                 group_generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
-
-                # 5. Reverse chain
-                latents, intermediates = self._denoise(
-                    lr,
-                    group_generator,
-                    return_intermediates,
-                    callback_on_step_end,
-                    callback_on_step_end_tensor_inputs,
-                    progress_bar,
-                )
-
-                # 6. Decode and crop the padding away
-                if output_type == "latent":
-                    crop = (
-                        math.ceil(height * scale / self.vae_scale_factor),
-                        math.ceil(width * scale / self.vae_scale_factor),
-                    )
-                    decoded = latents[..., : crop[0], : crop[1]]
-                else:
-                    decoded = self.decode_latents(latents)[..., : height * scale, : width * scale]
+                outputs, intermediates = self._upscale_batch(lr, group_generator, **chain_kwargs)
                 for k, i in enumerate(indices):
-                    results[i] = decoded[k].float().cpu()
-                for s, step_images in enumerate(intermediates):
-                    for k, i in enumerate(indices):
-                        steps[s][i] = step_images[k, :, : height * scale, : width * scale].float().cpu()
+                    results[i] = outputs[k]
+                    for s, step_images in enumerate(intermediates):
+                        steps[s][i] = step_images[k]
+
+            # 5. Large images: tiles in batches, blended with linear ramps over the overlaps
+            for i in tiled:
+                lr = images[i][None].to(device=device, dtype=self.vqvae.dtype) * 2 - 1
+                image_generator = generator[i] if isinstance(generator, list) else generator
+                results[i], image_steps = self._upscale_tiled(
+                    lr, tile_plans[i], tile_overlap, tile_batch_size, image_generator, **chain_kwargs
+                )
+                for s, step_image in enumerate(image_steps):
+                    steps[s][i] = step_image
 
         # 7. Post-process
         output = self._postprocess(results, output_type)

@@ -1,0 +1,293 @@
+"""The paper's evaluation protocol: x`scale` super-resolution of benchmark HR images, scored on the Y channel.
+
+For every HR image: mod-crop to a multiple of the scale (optionally a centre crop first), make the LR image
+(antialiased bicubic with PIL, 8-bit, or a seeded Real-ESRGAN-style degradation, or read it from an LR folder),
+upscale it with every method (bicubic and the given pipelines), and score against HR:
+
+- PSNR and SSIM on the Y channel with `crop_border = scale` ([`metrics`]),
+- LPIPS (AlexNet) when the `lpips` package and its backbone weights are available, otherwise reported unavailable
+  with the reason (never estimated),
+- LR-consistency PSNR: Y-PSNR between the SR image downscaled back (same bicubic as the LR) and the LR input, no
+  crop: how faithful the SR image is to what was observed.
+"""
+
+import csv
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from tqdm.auto import tqdm
+
+from .data import index_lr_folder, list_images, open_image
+from .degradations import Degradation
+from .image_utils import to_unit_tensor
+from .metrics import psnr_y, ssim_y
+from .training_utils import image_grid
+
+
+def to_pil(image: torch.Tensor) -> PIL.Image.Image:
+    """`(3, H, W)` in `[0, 1]` to an 8-bit RGB PIL image."""
+    return PIL.Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
+def from_pil(image: PIL.Image.Image) -> torch.Tensor:
+    return to_unit_tensor(image)
+
+
+def bicubic_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PIL bicubic resize (antialiased when downscaling) of a `(3, H, W)` image in `[0, 1]` to `size` (h, w)."""
+    return from_pil(to_pil(image).resize((size[1], size[0]), PIL.Image.BICUBIC))
+
+
+def mod_crop(image: torch.Tensor, scale: int, crop: int | None = None) -> torch.Tensor:
+    """Optional centre crop to `crop` pixels, then crop the bottom/right to a multiple of `scale`."""
+    if crop:
+        height, width = image.shape[-2:]
+        ch, cw = min(crop, height), min(crop, width)
+        top, left = (height - ch) // 2, (width - cw) // 2
+        image = image[:, top : top + ch, left : left + cw]
+    height, width = image.shape[-2:]
+    return image[:, : height - height % scale, : width - width % scale]
+
+
+class LPIPSMetric:
+    """LPIPS (AlexNet) when available; `reason` says why not otherwise."""
+
+    def __init__(self, net: str = "alex"):
+        self.model, self.reason = None, None
+        try:
+            import lpips
+
+            self.model = lpips.LPIPS(net=net, verbose=False).eval()
+        except ImportError:
+            self.reason = "the `lpips` package is not installed (pip install 'diffusers-deltadiff[metrics]')"
+        except Exception as err:  # noqa: BLE001 - e.g. backbone weights not in the torch hub cache, offline
+            self.reason = f"LPIPS {net} weights unavailable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+
+    @property
+    def available(self) -> bool:
+        return self.model is not None
+
+    @torch.no_grad()
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
+        return float(self.model(sr[None] * 2 - 1, hr[None] * 2 - 1).item())
+
+
+@dataclass
+class Score:
+    image: str
+    method: str
+    psnr: float
+    ssim: float
+    lr_psnr: float
+    lpips: float | None = None
+    seed: int | None = None
+
+
+@dataclass
+class EvaluationResult:
+    scores: list[Score] = field(default_factory=list)
+    lpips_reason: str | None = None
+    grid_rows: list = field(default_factory=list)
+
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(s.method for s in self.scores))
+
+    def summary(self) -> list[dict]:
+        """Mean metrics per method, and the std over inference seeds of the per-seed mean PSNR."""
+        rows = []
+        for method in self.methods():
+            scores = [s for s in self.scores if s.method == method]
+            seeds = sorted({s.seed for s in scores}, key=lambda v: -1 if v is None else v)
+            per_seed = [statistics.fmean(s.psnr for s in scores if s.seed == seed) for seed in seeds]
+            lpips_values = [s.lpips for s in scores if s.lpips is not None]
+            rows.append(
+                {
+                    "method": method,
+                    "images": len({s.image for s in scores}),
+                    "psnr": statistics.fmean(s.psnr for s in scores),
+                    "ssim": statistics.fmean(s.ssim for s in scores),
+                    "lr_psnr": statistics.fmean(s.lr_psnr for s in scores),
+                    "lpips": statistics.fmean(lpips_values) if lpips_values else None,
+                    "seeds": len(seeds),
+                    "psnr_seed_std": statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
+                }
+            )
+        return rows
+
+    def markdown(self, title: str = "") -> str:
+        lines = [f"### {title}", ""] if title else []
+        lines += [
+            "| method | images | Y-PSNR (dB) | SSIM | LPIPS | LR-consistency PSNR (dB) | seeds | PSNR std over seeds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in self.summary():
+            lpips_text = f"{row['lpips']:.4f}" if row["lpips"] is not None else "n/a"
+            lines.append(
+                f"| {row['method']} | {row['images']} | {row['psnr']:.2f} | {row['ssim']:.4f} | {lpips_text} | "
+                f"{row['lr_psnr']:.2f} | {row['seeds']} | {row['psnr_seed_std']:.4f} |"
+            )
+        if self.lpips_reason:
+            lines += ["", f"LPIPS not computed: {self.lpips_reason}."]
+        return "\n".join(lines) + "\n"
+
+    def write(self, output_dir: str, title: str = ""):
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "per_image.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "method", "seed", "psnr_y", "ssim_y", "lpips", "lr_psnr_y"])
+            for s in self.scores:
+                lpips_text = "" if s.lpips is None else f"{s.lpips:.6f}"
+                seed = "" if s.seed is None else s.seed
+                writer.writerow(
+                    [s.image, s.method, seed, f"{s.psnr:.4f}", f"{s.ssim:.6f}", lpips_text, f"{s.lr_psnr:.4f}"]
+                )
+        (out / "summary.md").write_text(self.markdown(title))
+        if self.grid_rows:
+            comparison_grid(self.grid_rows).save(out / "grid.png")
+
+
+def zoom(image: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
+    """The centre `fraction` of an image (the grid enlarges it to full size)."""
+    height, width = image.shape[-2:]
+    ch, cw = max(int(height * fraction), 1), max(int(width * fraction), 1)
+    top, left = (height - ch) // 2, (width - cw) // 2
+    return image[:, top : top + ch, left : left + cw]
+
+
+def comparison_grid(rows: list[list[torch.Tensor]]) -> PIL.Image.Image:
+    """Each image: `bicubic | method(s) | HR`, then the same with the centre zoomed in (nearest neighbour)."""
+    grid_rows = []
+    for images in rows:
+        grid_rows.append(images)
+        height, width = images[-1].shape[-2:]
+        zoomed = [
+            torch.nn.functional.interpolate(zoom(im)[None], size=(height, width), mode="nearest")[0] for im in images
+        ]
+        grid_rows.append(zoomed)
+    return image_grid(grid_rows)
+
+
+def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, degradation: str, seed: int):
+    """
+    `(name, hr, lr)` for every HR image (mod-cropped), LR from `lr_dir` (by name) or degraded from HR; and the
+    one-line errors of the files that could not be used.
+    """
+    lr_paths = index_lr_folder(lr_dir) if lr_dir else None
+    degrade = Degradation(degradation, scale) if degradation != "bicubic" else None
+    pairs, errors = [], []
+    for index, path in enumerate(list_images(hr_dir)):
+        try:
+            hr = mod_crop(from_pil(open_image(path)[0]), scale, crop)
+            name = Path(path).name
+            if lr_paths is not None:
+                if Path(path).stem not in lr_paths:
+                    raise FileNotFoundError(f"no LR image named {Path(path).stem}.* in {lr_dir}")
+                lr = from_pil(open_image(lr_paths[Path(path).stem])[0])
+                hr = hr[:, : lr.shape[1] * scale, : lr.shape[2] * scale]
+            elif degrade is None:
+                lr = bicubic_resize(hr, (hr.shape[1] // scale, hr.shape[2] // scale))
+            else:
+                lr = degrade(hr, seed=seed * 100_003 + index)
+        except (OSError, ValueError) as err:
+            errors.append(f"{path}: {str(err).splitlines()[0]}")
+            continue
+        pairs.append((name, hr, lr))
+    return pairs, errors
+
+
+def score(name, method, sr, hr, lr, scale, lpips_metric, seed=None) -> Score:
+    sr = sr[:, : hr.shape[1], : hr.shape[2]]
+    lr_back = bicubic_resize(sr, tuple(lr.shape[-2:]))
+    return Score(
+        image=name,
+        method=method,
+        psnr=psnr_y(sr, hr, scale).item(),
+        ssim=ssim_y(sr, hr, scale).item(),
+        lr_psnr=psnr_y(lr_back, lr, 0).item(),
+        lpips=lpips_metric(sr, hr) if lpips_metric is not None and lpips_metric.available else None,
+        seed=seed,
+    )
+
+
+def evaluate(
+    pairs,
+    pipelines: dict,
+    scale: int = 4,
+    baseline: bool = True,
+    seeds: tuple[int, ...] = (0,),
+    lpips_metric: LPIPSMetric | None = None,
+    grid_images: int = 4,
+    pipeline_kwargs: dict | None = None,
+) -> EvaluationResult:
+    """
+    Score bicubic (if `baseline`) and every pipeline of `pipelines` (`{label: pipeline}`) on `(name, hr, lr)` pairs.
+    Pipelines with a stochastic scheduler (`kappa > 0`) run once per seed; deterministic ones once.
+    """
+    result = EvaluationResult(
+        lpips_reason=None if lpips_metric is None or lpips_metric.available else lpips_metric.reason
+    )
+    pipeline_kwargs = pipeline_kwargs or {}
+    total = len(pairs) * (
+        int(baseline) + sum(len(seeds) if p.scheduler.config.kappa > 0 else 1 for p in pipelines.values())
+    )
+    with tqdm(total=total, desc="evaluate", unit="image") as progress:
+        for index, (name, hr, lr) in enumerate(pairs):
+            row = []
+            if baseline:
+                bicubic = bicubic_resize(lr, (lr.shape[1] * scale, lr.shape[2] * scale))
+                result.scores.append(score(name, "bicubic", bicubic, hr, lr, scale, lpips_metric))
+                row.append(bicubic[:, : hr.shape[1], : hr.shape[2]])
+                progress.update()
+            for label, pipe in pipelines.items():
+                stochastic = pipe.scheduler.config.kappa > 0
+                for seed in seeds if stochastic else (None,):
+                    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+                    sr = pipe(lr, output_type="pt", generator=generator, **pipeline_kwargs).images[0]
+                    result.scores.append(score(name, label, sr, hr, lr, scale, lpips_metric, seed))
+                    progress.update()
+                row.append(sr[:, : hr.shape[1], : hr.shape[2]])
+            if index < grid_images:
+                result.grid_rows.append(row + [hr])
+    return result
+
+
+def ablate(pairs, pipe, eta_starts, eta_ends, steps_list, scale: int = 4, pipeline_kwargs: dict | None = None) -> str:
+    """
+    Sweep the sampling schedule of one trained pipeline (`eta_1`, `eta_T`, number of steps) and return a markdown
+    table shaped like the paper's Table II (mean Y-PSNR / SSIM / LR-consistency PSNR per setting). The model is not
+    retrained: this measures how sensitive it is to the schedule it is sampled with.
+    """
+    from .scheduling_delta_shift import DeltaShiftScheduler
+
+    base_scheduler = pipe.scheduler
+    lines = [
+        "| eta_1 | eta_T | steps | Y-PSNR (dB) | SSIM | LR-consistency PSNR (dB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    settings = [(a, b, n) for a in eta_starts for b in eta_ends for n in steps_list]
+    try:
+        with tqdm(total=len(settings) * len(pairs), desc="ablate", unit="image") as progress:
+            for eta_start, eta_end, steps in settings:
+                pipe.scheduler = DeltaShiftScheduler.from_config(
+                    base_scheduler.config, eta_start=eta_start, eta_end=eta_end
+                )
+                scores = []
+                for name, hr, lr in pairs:
+                    generator = torch.Generator().manual_seed(0)
+                    out = pipe(
+                        lr, output_type="pt", num_inference_steps=steps, generator=generator, **(pipeline_kwargs or {})
+                    )
+                    scores.append(score(name, "", out.images[0], hr, lr, scale, None))
+                    progress.update()
+                lines.append(
+                    f"| {eta_start:g} | {eta_end:g} | {steps} | {statistics.fmean(s.psnr for s in scores):.2f} | "
+                    f"{statistics.fmean(s.ssim for s in scores):.4f} | {statistics.fmean(s.lr_psnr for s in scores):.2f} |"
+                )
+    finally:
+        pipe.scheduler = base_scheduler
+    return "\n".join(lines) + "\n"
