@@ -118,7 +118,7 @@ class EvaluationResult:
             )
         return rows
 
-    def markdown(self, title: str = "") -> str:
+    def markdown(self, title: str = "", extra_rows: list[str] | None = None) -> str:
         lines = [f"### {title}", ""] if title else []
         lines += [
             "| method | images | Y-PSNR (dB) | SSIM | LPIPS | LR-consistency PSNR (dB) | seeds | PSNR std over seeds |",
@@ -130,6 +130,7 @@ class EvaluationResult:
                 f"| {row['method']} | {row['images']} | {row['psnr']:.2f} | {row['ssim']:.4f} | {lpips_text} | "
                 f"{row['lr_psnr']:.2f} | {row['seeds']} | {row['psnr_seed_std']:.4f} |"
             )
+        lines += extra_rows or []
         if self.lpips_reason:
             lines += ["", f"LPIPS not computed: {self.lpips_reason}."]
         return "\n".join(lines) + "\n"

@@ -1,0 +1,74 @@
+"""The quality table: DeltaDiff vs ResShift vs bicubic on SR benchmarks, with the autoencoder's own ceiling.
+
+    python benchmarks/quality.py --benchmarks ../shared/data/benchmarks/Set14 ../shared/data/benchmarks/BSD68 \
+        --model DeltaDiff=outputs/deltadiff-x4 --model ResShift=outputs/resshift-x4 --seeds 0,1,2 --output quality
+
+For each benchmark folder: the `deltadiff evaluate` protocol (x4, PIL bicubic LR, Y channel, crop border 4) for
+bicubic and every model, plus the VQ round-trip ceiling: the first model's autoencoder encoding and decoding the HR
+image itself (through the same quantisation as the pipeline). No super-resolution through that autoencoder can
+score above it. Writes `<output>/<benchmark>/` (CSV, summary, grid) and `<output>/quality.md`.
+"""
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from diffusers_deltadiff.cli import load_pipeline, parse_models
+from diffusers_deltadiff.evaluation import LPIPSMetric, evaluate, load_pairs
+from diffusers_deltadiff.image_utils import pad_to_multiple
+from diffusers_deltadiff.metrics import psnr_y, ssim_y
+
+
+@torch.no_grad()
+def vq_ceiling(pipe, pairs, scale: int) -> tuple[float, float]:
+    """Mean Y-PSNR / SSIM of the VQ round trip (encode, quantise, decode) of the HR images."""
+    psnrs, ssims = [], []
+    multiple = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    for _, hr, _ in tqdm(pairs, desc="VQ round trip", unit="image"):
+        height, width = hr.shape[-2:]
+        x = pad_to_multiple(hr[None] * 2 - 1, multiple)
+        recon = pipe.decode_latents(pipe.vqvae.encode(x).latents)[0, :, :height, :width]
+        recon = (recon + 1) / 2
+        psnrs.append(psnr_y(recon, hr, scale).item())
+        ssims.append(ssim_y(recon, hr, scale).item())
+    return statistics.fmean(psnrs), statistics.fmean(ssims)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmarks", nargs="+", required=True, help="HR folders")
+    parser.add_argument("--model", action="append", required=True, help="label=folder, repeatable")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--output", default="quality")
+    args = parser.parse_args()
+
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    pipelines = {label: load_pipeline(path) for label, path in parse_models(args.model)}
+    lpips_metric = LPIPSMetric()
+    lines = ["# Quality (x4, bicubic LR, Y channel, crop border 4)", ""]
+    for folder in args.benchmarks:
+        name = Path(folder).name
+        pairs, errors = load_pairs(folder, args.scale, None, None, "bicubic", 0)
+        for message in errors:
+            print(f"error: {message}")
+        result = evaluate(pairs, pipelines, scale=args.scale, seeds=seeds, lpips_metric=lpips_metric)
+        result.write(str(Path(args.output) / name), title=name)
+        first_label = next(iter(pipelines))
+        ceiling = vq_ceiling(pipelines[first_label], pairs, args.scale)
+        ceiling_row = (
+            f"| VQ round-trip ceiling ({first_label}'s autoencoder on HR) | {len(pairs)} | {ceiling[0]:.2f} | "
+            f"{ceiling[1]:.4f} | n/a | n/a | - | - |"
+        )
+        lines.append(result.markdown(title=f"{name} ({len(pairs)} images)", extra_rows=[ceiling_row]))
+    text = "\n".join(lines) + "\n"
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    (Path(args.output) / "quality.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
