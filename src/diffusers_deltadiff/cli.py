@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .data import IMAGE_EXTENSIONS, list_images
 from .image_utils import to_unit_tensor
-from .pretrained import default_model_path
+from .pretrained import default_model_path, from_pretrained
 
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -62,8 +62,6 @@ def resolve_device(name: str) -> str:
 
 def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32"):
     """Load a `DeltaDiffPipeline` from a folder or Hub id (default: the shipped model), with one-line errors."""
-    from .pipeline_deltadiff import DeltaDiffPipeline
-
     model = model or default_model_path()
     if model is None:
         raise CLIError("no default model is shipped with this installation: pass --model DIR")
@@ -76,10 +74,10 @@ def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32"):
         if not (path / "model_index.json").is_file():
             raise CLIError(f"{model}: not a pipeline folder (no model_index.json)")
     try:
-        pipe = DeltaDiffPipeline.from_pretrained(model)
+        pipe = from_pretrained(model, dtype=DTYPES[dtype])
     except Exception as err:  # noqa: BLE001 - any loading failure becomes one line
         raise CLIError(f"{model}: cannot load the model ({one_line(err)})") from err
-    pipe.to(device) if dtype == "fp32" else pipe.to(device, DTYPES[dtype])
+    pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

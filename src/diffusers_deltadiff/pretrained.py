@@ -11,11 +11,24 @@ def default_model_path() -> str | None:
     return str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "model_index.json").is_file() else None
 
 
-def load_default_pipeline(**kwargs):
-    """`DeltaDiffPipeline.from_pretrained(<the shipped default model>, **kwargs)`."""
+def from_pretrained(path: str, dtype=None, **kwargs):
+    """
+    `DeltaDiffPipeline.from_pretrained(path)` with its weights cast to `dtype` (default float32: the shipped model
+    is stored in float16 to keep the package small), under whichever name this diffusers takes the dtype.
+    """
+    import torch
+    from diffusers.pipelines import pipeline_utils
+
     from .pipeline_deltadiff import DeltaDiffPipeline
 
+    dtype = dtype or torch.float32
+    key = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+    return DeltaDiffPipeline.from_pretrained(path, **{key: dtype}, **kwargs)
+
+
+def load_default_pipeline(dtype=None, **kwargs):
+    """The shipped default x4 pipeline: `DeltaDiffPipeline.from_pretrained(<its folder>)`, float32 by default."""
     path = default_model_path()
     if path is None:
         raise FileNotFoundError(f"{DEFAULT_MODEL_DIR}: no default model in this installation; pass a model folder")
-    return DeltaDiffPipeline.from_pretrained(path, **kwargs)
+    return from_pretrained(path, dtype=dtype, **kwargs)

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Export a trained `DeltaDiffPipeline` as the package's shipped default model (float16 safetensors).
+
+    python training/export_default_model.py --pipeline outputs/deltadiff-x4 --card outputs/default_model_card.md
+
+Writes `src/diffusers_deltadiff/pretrained/deltadiff-x4/` (weights stored in float16, loaded as float32) and checks
+that float16 storage holds quality: the float32 and the float16-stored pipeline upscale the same images, and the
+PSNR between their outputs is printed (and must exceed `--min_psnr`).
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffusers_deltadiff.data import list_images, open_image
+from diffusers_deltadiff.pretrained import DEFAULT_MODEL_DIR, from_pretrained
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", required=True, help="trained pipeline folder (train_deltadiff.py output)")
+    parser.add_argument("--card", required=True, help="markdown model card to ship as README.md")
+    parser.add_argument("--check_images", default="../shared/data/benchmarks/Set5", help="images for the fp16 check")
+    parser.add_argument("--min_psnr", type=float, default=45.0, help="fp16 vs fp32 output PSNR needed (dB)")
+    parser.add_argument("--output_dir", default=str(DEFAULT_MODEL_DIR))
+    return parser.parse_args(input_args)
+
+
+def main(args):
+    reference = from_pretrained(args.pipeline)
+    with tempfile.TemporaryDirectory() as tmp:
+        reference.to(torch.float16).save_pretrained(tmp)
+        half = from_pretrained(tmp)  # float16 on disk, float32 in memory
+        reference = from_pretrained(args.pipeline)
+        for pipe in (reference, half):
+            pipe.set_progress_bar_config(disable=True)
+        psnrs = []
+        for path in list_images(args.check_images)[:5]:
+            image = open_image(path)[0].convert("RGB")
+            image = image.resize((image.width // 4, image.height // 4))
+            a = reference(image, output_type="np").images
+            b = half(image, output_type="np").images
+            psnrs.append(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
+        print(f"float16 storage vs float32: output PSNR min {min(psnrs):.2f} dB over {len(psnrs)} images")
+        if min(psnrs) < args.min_psnr:
+            sys.exit(f"error: float16 storage changes outputs too much ({min(psnrs):.2f} dB < {args.min_psnr} dB)")
+
+        out = Path(args.output_dir)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(tmp, out, ignore=shutil.ignore_patterns("*.bin"))
+    shutil.copyfile(args.card, out / "README.md")
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"exported to {out}: {size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main(parse_args())
