@@ -21,43 +21,22 @@ import time
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DDIMScheduler, UNet2DModel, VQModel
+from diffusers import DDIMScheduler
 
 # imported from its module: diffusers' top level hides the latent_diffusion pipelines when transformers is absent
 from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolution import LDMSuperResolutionPipeline
 
-from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler
+from diffusers_deltadiff import DeltaDiffPipeline
 from diffusers_deltadiff.image_utils import bicubic_upsample
 from diffusers_deltadiff.pretrained import default_model_path
-
-
-def random_model() -> DeltaDiffPipeline:
-    torch.manual_seed(0)
-    vqvae = VQModel(
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64),
-        layers_per_block=1,
-        latent_channels=3,
-        num_vq_embeddings=1024,
-        vq_embed_dim=3,
-    )
-    unet = UNet2DModel(
-        in_channels=6,
-        out_channels=3,
-        block_out_channels=(64, 128, 128),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    )
-    return DeltaDiffPipeline(vqvae=vqvae, unet=unet, scheduler=DeltaShiftScheduler())
+from diffusers_deltadiff.testing_utils import recipe_pipeline
 
 
 def load(model: str | None) -> tuple[DeltaDiffPipeline, str]:
     path = model or default_model_path()
     if path:
         return DeltaDiffPipeline.from_pretrained(path), path
-    return random_model(), "random weights, VQModel 32/64/64 + UNet 64/128/128"
+    return recipe_pipeline(), "random weights, VQModel 32/64/64 + UNet 64/128/128"
 
 
 def lr_image(size: int, seed: int = 0) -> PIL.Image.Image:

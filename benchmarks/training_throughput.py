@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import VQModel
 
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
+from diffusers_deltadiff.testing_utils import recipe_vqmodel
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,17 +44,7 @@ def loader_samples_per_s(args) -> float:
 
 
 def train_samples_per_s(args, workdir: Path) -> float:
-    torch.manual_seed(0)
-    VQModel(
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64),
-        layers_per_block=1,
-        latent_channels=3,
-        num_vq_embeddings=1024,
-        vq_embed_dim=3,
-        norm_num_groups=32,
-    ).save_pretrained(workdir / "vq")
+    recipe_vqmodel(seed=0).save_pretrained(workdir / "vq")
     command = [
         sys.executable, "training/train_deltadiff.py",
         "--vqvae_model_name_or_path", str(workdir / "vq"),

@@ -44,9 +44,11 @@ from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_datal
 from diffusers_deltadiff.degradations import DEGRADATIONS, bicubic_downsample
 from diffusers_deltadiff.image_utils import bicubic_upsample, resize_to
 from diffusers_deltadiff.training_utils import (
+    add_data_arguments,
     image_grid,
     load_center_crops,
     log_image,
+    report_skipped,
     resolve_checkpoint,
     rotate_checkpoints,
 )
@@ -79,12 +81,8 @@ def parse_args(input_args=None):
     parser.add_argument("--power", type=float, default=0.3)
     parser.add_argument("--kappa", type=float, default=0.0, help="0 trains DeltaDiff, 2 the ResShift baseline.")
     # data
-    parser.add_argument("--dataset_name", type=str, default=None, help="Hub dataset id (e.g. a DIV2K dataset).")
-    parser.add_argument("--dataset_config_name", type=str, default=None)
-    parser.add_argument("--image_column", type=str, default="image")
-    parser.add_argument("--train_data_dir", type=str, default=None, help="Local folder of HR images (recursive).")
+    add_data_arguments(parser)
     parser.add_argument("--train_lr_dir", type=str, default=None, help="Optional LR folder paired by file name.")
-    parser.add_argument("--cache_dir", type=str, default=None)
     parser.add_argument("--resolution", type=int, default=256, help="HR crop size.")
     parser.add_argument("--scale", type=int, default=4, help="Super-resolution factor.")
     parser.add_argument("--degradation", type=str, default="bicubic", choices=DEGRADATIONS)
@@ -389,10 +387,7 @@ def main(args):
         if epoch == first_epoch and resume_batches:
             epoch_loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
         for batch in epoch_loader:
-            for name in batch["skipped"]:
-                if name not in skipped_files:
-                    skipped_files.add(name)
-                    logger.warning(f"skipped unreadable training image {name} ({len(skipped_files)} so far)")
+            report_skipped(batch, skipped_files, logger)
             with accelerator.accumulate(unet):
                 hr = batch["hr"].to(weight_dtype)
                 lr = batch["lr"].to(weight_dtype)

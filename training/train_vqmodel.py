@@ -53,9 +53,11 @@ from tqdm.auto import tqdm
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.metrics import psnr_y
 from diffusers_deltadiff.training_utils import (
+    add_data_arguments,
     image_grid,
     load_center_crops,
     log_image,
+    report_skipped,
     resolve_checkpoint,
     rotate_checkpoints,
 )
@@ -72,11 +74,7 @@ def parse_args(input_args=None):
     parser.add_argument("--latent_channels", type=int, default=3)
     parser.add_argument("--num_vq_embeddings", type=int, default=1024)
     parser.add_argument("--norm_num_groups", type=int, default=32)
-    parser.add_argument("--dataset_name", type=str, default=None)
-    parser.add_argument("--dataset_config_name", type=str, default=None)
-    parser.add_argument("--image_column", type=str, default="image")
-    parser.add_argument("--train_data_dir", type=str, default=None)
-    parser.add_argument("--cache_dir", type=str, default=None)
+    add_data_arguments(parser)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--dataloader_num_workers", type=int, default=2)
     parser.add_argument("--train_batch_size", type=int, default=8)
@@ -247,10 +245,7 @@ def main(args):
         if epoch == first_epoch and resume_batches:
             loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
         for batch in loader:
-            for name in batch["skipped"]:
-                if name not in skipped_files:
-                    skipped_files.add(name)
-                    logger.warning(f"skipped unreadable training image {name} ({len(skipped_files)} so far)")
+            report_skipped(batch, skipped_files, logger)
             quantize = global_step >= args.warmup_steps
             generator = torch.Generator().manual_seed(
                 args.seed * 1_000_003 + global_step * accelerator.num_processes + accelerator.process_index

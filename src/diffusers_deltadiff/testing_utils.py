@@ -25,6 +25,34 @@ def tiny_vqmodel(seed: int = 0) -> VQModel:
     )
 
 
+def recipe_vqmodel(seed: int = 0) -> VQModel:
+    """A random VQModel of the CPU recipe's (and the shipped default model's) size: f4, 32/64/64, 1024 codes."""
+    torch.manual_seed(seed)
+    return VQModel(
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        latent_channels=3,
+        num_vq_embeddings=1024,
+        vq_embed_dim=3,
+    )
+
+
+def recipe_pipeline(seed: int = 0) -> DeltaDiffPipeline:
+    """A random `DeltaDiffPipeline` of the shipped default model's size (UNet 64/128/128, 4.44M parameters)."""
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        in_channels=6,
+        out_channels=3,
+        block_out_channels=(64, 128, 128),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    )
+    return DeltaDiffPipeline(vqvae=recipe_vqmodel(seed), unet=unet, scheduler=DeltaShiftScheduler())
+
+
 def tiny_unet(seed: int = 0, latent_channels: int = 3) -> UNet2DModel:
     """A random `UNet2DModel` taking the latent plus the RGB LR image and predicting the latent."""
     torch.manual_seed(seed)

@@ -16,6 +16,23 @@ from .image_utils import to_unit_tensor
 logger = logging.getLogger(__name__)
 
 
+def add_data_arguments(parser):
+    """The data flags both training scripts take: a Hub dataset or a local folder of HR images."""
+    parser.add_argument("--dataset_name", type=str, default=None, help="Hub dataset id (e.g. a DIV2K dataset).")
+    parser.add_argument("--dataset_config_name", type=str, default=None)
+    parser.add_argument("--image_column", type=str, default="image")
+    parser.add_argument("--train_data_dir", type=str, default=None, help="Local folder of HR images (recursive).")
+    parser.add_argument("--cache_dir", type=str, default=None)
+
+
+def report_skipped(batch: dict, seen: set[str], log):
+    """Warn once for every unreadable training file named in a batch; `seen` accumulates them."""
+    for name in batch["skipped"]:
+        if name not in seen:
+            seen.add(name)
+            log.warning(f"skipped unreadable training image {name} ({len(seen)} so far)")
+
+
 def checkpoint_dirs(output_dir: str) -> list[Path]:
     """The `checkpoint-<step>` folders of a run, oldest first."""
     return sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
