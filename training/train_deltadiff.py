@@ -45,12 +45,14 @@ from diffusers_deltadiff.degradations import DEGRADATIONS, bicubic_downsample
 from diffusers_deltadiff.image_utils import bicubic_upsample, resize_to
 from diffusers_deltadiff.training_utils import (
     add_data_arguments,
+    epoch_loader,
     image_grid,
     load_center_crops,
     log_image,
     report_skipped,
-    resolve_checkpoint,
-    rotate_checkpoints,
+    resume,
+    save_checkpoint,
+    step_generator,
 )
 
 
@@ -365,12 +367,13 @@ def main(args):
     )
 
     # 4. Resume
-    path, global_step = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if path is not None:
-        accelerator.print(f"Resuming from checkpoint {path}")
-        accelerator.load_state(path)
-    first_epoch = global_step // num_update_steps_per_epoch
-    resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+    global_step, first_epoch, resume_batches = resume(
+        accelerator,
+        args.resume_from_checkpoint,
+        args.output_dir,
+        num_update_steps_per_epoch,
+        args.gradient_accumulation_steps,
+    )
 
     # 5. Train
     progress_bar = tqdm(
@@ -381,12 +384,10 @@ def main(args):
     start_time, timed_samples, timed_since = time.perf_counter(), 0, None
     for epoch in range(first_epoch, args.num_train_epochs):
         unet.train()
-        dataset.set_epoch(epoch)
-        train_dataloader.set_epoch(epoch)
-        epoch_loader = train_dataloader
-        if epoch == first_epoch and resume_batches:
-            epoch_loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
-        for batch in epoch_loader:
+        loader = epoch_loader(
+            accelerator, dataset, train_dataloader, epoch, resume_batches if epoch == first_epoch else 0
+        )
+        for batch in loader:
             report_skipped(batch, skipped_files, logger)
             with accelerator.accumulate(unet):
                 hr = batch["hr"].to(weight_dtype)
@@ -395,11 +396,7 @@ def main(args):
                     x0 = vqvae.encode(hr).latents.float()
                     y = vqvae.encode(bicubic_upsample(lr, args.scale)).latents.float()
                     condition = resize_to(lr.float(), tuple(x0.shape[-2:]))
-                # per-step, per-process generator: timesteps and noise do not depend on RNG state, so resuming
-                # replays exactly what a straight run would draw
-                generator = torch.Generator().manual_seed(
-                    args.seed * 1_000_003 + global_step * accelerator.num_processes + accelerator.process_index
-                )
+                generator = step_generator(args.seed, global_step, accelerator)
                 timesteps = torch.randint(0, args.num_train_timesteps, (x0.shape[0],), generator=generator)
                 noise = torch.randn(x0.shape, generator=generator) if args.kappa > 0 else None
                 timesteps = timesteps.to(x0.device)
@@ -437,7 +434,7 @@ def main(args):
                 accelerator.log({"train/" + k: v for k, v in logs.items()}, step=global_step)
 
                 if global_step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, args, global_step)
+                    save_checkpoint(accelerator, args.output_dir, args.checkpoints_total_limit, global_step)
                 if validation_images and global_step % args.validation_steps == 0:
                     metrics = run_validation(
                         accelerator, args, unet, ema_unet, vqvae, scheduler, validation_images, global_step
@@ -482,14 +479,6 @@ def main(args):
                 token=args.hub_token,
             )
     accelerator.end_training()
-
-
-def save_checkpoint(accelerator, args, global_step):
-    if accelerator.is_main_process:
-        rotate_checkpoints(args.output_dir, args.checkpoints_total_limit)
-    save_path = os.path.join(args.output_dir, f"checkpoint-{global_step}")
-    accelerator.save_state(save_path)
-    logger.info(f"Saved state to {save_path}")
 
 
 def run_validation(accelerator, args, unet, ema_unet, vqvae, scheduler, images, global_step) -> dict:

@@ -54,12 +54,14 @@ from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_datal
 from diffusers_deltadiff.metrics import psnr_y
 from diffusers_deltadiff.training_utils import (
     add_data_arguments,
+    epoch_loader,
     image_grid,
     load_center_crops,
     log_image,
     report_skipped,
-    resolve_checkpoint,
-    rotate_checkpoints,
+    resume,
+    save_checkpoint,
+    step_generator,
 )
 
 
@@ -224,12 +226,9 @@ def main(args):
         )
     logger.info(f"VQModel parameters: {sum(p.numel() for p in model.parameters()):,}; {len(dataset)} images")
 
-    path, global_step = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if path is not None:
-        accelerator.print(f"Resuming from checkpoint {path}")
-        accelerator.load_state(path)
-    first_epoch = global_step // steps_per_epoch
-    resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    global_step, first_epoch, resume_batches = resume(
+        accelerator, args.resume_from_checkpoint, args.output_dir, steps_per_epoch, args.gradient_accumulation_steps
+    )
 
     progress_bar = tqdm(
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
@@ -239,17 +238,13 @@ def main(args):
     start_time = time.perf_counter()
     for epoch in range(first_epoch, num_epochs):
         round_trip.train()
-        dataset.set_epoch(epoch)
-        train_dataloader.set_epoch(epoch)
-        loader = train_dataloader
-        if epoch == first_epoch and resume_batches:
-            loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+        loader = epoch_loader(
+            accelerator, dataset, train_dataloader, epoch, resume_batches if epoch == first_epoch else 0
+        )
         for batch in loader:
             report_skipped(batch, skipped_files, logger)
             quantize = global_step >= args.warmup_steps
-            generator = torch.Generator().manual_seed(
-                args.seed * 1_000_003 + global_step * accelerator.num_processes + accelerator.process_index
-            )
+            generator = step_generator(args.seed, global_step, accelerator)
             with accelerator.accumulate(round_trip):
                 hr = batch["hr"]
                 if quantize and global_step == args.warmup_steps:
@@ -295,9 +290,7 @@ def main(args):
                 progress_bar.set_postfix(l1=f"{logs['l1']:.4f}", vq=f"{logs['vq']:.4f}", quant=quantize)
                 accelerator.log({"train/" + k: v for k, v in logs.items()}, step=global_step)
                 if global_step % args.checkpointing_steps == 0:
-                    if accelerator.is_main_process:
-                        rotate_checkpoints(args.output_dir, args.checkpoints_total_limit)
-                    accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+                    save_checkpoint(accelerator, args.output_dir, args.checkpoints_total_limit, global_step)
                 if validation_images and global_step % args.validation_steps == 0:
                     metrics = validate(accelerator, model, validation_images, args, global_step, quantize)
             if global_step >= args.max_train_steps:

@@ -33,13 +33,9 @@ def to_pil(image: torch.Tensor) -> PIL.Image.Image:
     return PIL.Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
 
 
-def from_pil(image: PIL.Image.Image) -> torch.Tensor:
-    return to_unit_tensor(image)
-
-
 def bicubic_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """PIL bicubic resize (antialiased when downscaling) of a `(3, H, W)` image in `[0, 1]` to `size` (h, w)."""
-    return from_pil(to_pil(image).resize((size[1], size[0]), PIL.Image.BICUBIC))
+    return to_unit_tensor(to_pil(image).resize((size[1], size[0]), PIL.Image.BICUBIC))
 
 
 def mod_crop(image: torch.Tensor, scale: int, crop: int | None = None) -> torch.Tensor:
@@ -183,12 +179,12 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
     pairs, errors = [], []
     for index, path in enumerate(list_images(hr_dir)):
         try:
-            hr = mod_crop(from_pil(open_image(path)[0]), scale, crop)
+            hr = mod_crop(to_unit_tensor(open_image(path)[0]), scale, crop)
             name = Path(path).name
             if lr_paths is not None:
                 if Path(path).stem not in lr_paths:
                     raise FileNotFoundError(f"no LR image named {Path(path).stem}.* in {lr_dir}")
-                lr = from_pil(open_image(lr_paths[Path(path).stem])[0])
+                lr = to_unit_tensor(open_image(lr_paths[Path(path).stem])[0])
                 hr = hr[:, : lr.shape[1] * scale, : lr.shape[2] * scale]
             elif degrade is None:
                 lr = bicubic_resize(hr, (hr.shape[1] // scale, hr.shape[2] // scale))

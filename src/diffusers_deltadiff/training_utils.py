@@ -62,6 +62,45 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> t
     return path, int(Path(path).name.split("-")[1])
 
 
+def resume(accelerator, resume_from_checkpoint: str | None, output_dir: str, steps_per_epoch: int, accumulation: int):
+    """
+    Restore the state of `--resume_from_checkpoint` (if any) into `accelerator`. Returns the global step, the epoch
+    to start in and how many batches of that epoch were already seen.
+    """
+    path, global_step = resolve_checkpoint(resume_from_checkpoint, output_dir)
+    if path is not None:
+        accelerator.print(f"Resuming from checkpoint {path}")
+        accelerator.load_state(path)
+    return global_step, global_step // steps_per_epoch, (global_step % steps_per_epoch) * accumulation
+
+
+def epoch_loader(accelerator, dataset, dataloader, epoch: int, skip_batches: int = 0):
+    """The loader of one epoch: crops and shuffling seeded by `epoch`, the first `skip_batches` skipped (resume)."""
+    dataset.set_epoch(epoch)
+    dataloader.set_epoch(epoch)
+    return accelerator.skip_first_batches(dataloader, skip_batches) if skip_batches else dataloader
+
+
+def step_generator(seed: int, global_step: int, accelerator) -> torch.Generator:
+    """
+    A generator for one optimisation step on one process: draws do not depend on RNG state, so a resumed run
+    replays exactly what a straight run would draw.
+    """
+    return torch.Generator().manual_seed(
+        seed * 1_000_003 + global_step * accelerator.num_processes + accelerator.process_index
+    )
+
+
+def save_checkpoint(accelerator, output_dir: str, total_limit: int | None, global_step: int) -> str:
+    """`accelerator.save_state` to `output_dir/checkpoint-<step>`, oldest checkpoints rotated out first."""
+    if accelerator.is_main_process:
+        rotate_checkpoints(output_dir, total_limit)
+    path = str(Path(output_dir) / f"checkpoint-{global_step}")
+    accelerator.save_state(path)
+    logger.info(f"Saved state to {path}")
+    return path
+
+
 def load_center_crops(folder: str, count: int, size: int, multiple: int = 1) -> list[torch.Tensor]:
     """Centre crops (at most `size`, a multiple of `multiple`) of the first `count` readable images in `folder`."""
     images = []
