@@ -290,3 +290,68 @@ class TestConfig:
         assert torch.equal(out.prev_sample, prev)
         assert torch.equal(out.pred_original_sample, pred_x0)
         assert torch.equal(pred_x0, pred)
+
+
+class ResidualOracleModel:
+    """A 'UNet' that returns the true residual e_0 = y - x_0."""
+
+    def __init__(self, x0, y):
+        self.residual = y - x0
+
+    def __call__(self, sample, t):
+        return self.residual.clone()
+
+
+class TestResidualPrediction:
+    @pytest.mark.parametrize("steps", [4, 2, 1])
+    def test_oracle_residual_lands_on_x0(self, steps):
+        """kappa = 0, a model returning the true residual y - x_0: the chain from y ends on x_0 (float64)."""
+        scheduler = DeltaShiftScheduler(prediction_type="residual")
+        x0, y = latents(10), latents(11)
+        model = ResidualOracleModel(x0, y)
+        scheduler.set_timesteps(steps)
+        sample = scheduler.init_latents(y)
+        for t in scheduler.timesteps:
+            sample = scheduler.step(model(sample, t), t, sample, lr_sample=y).prev_sample
+        max_error = (sample - x0).abs().max().item()
+        print(f"residual oracle max error, {steps} steps: {max_error:.3e}")
+        assert max_error < 1e-12
+
+    @pytest.mark.parametrize("t", [3, 2, 1, 0])
+    def test_residual_equals_sample_prediction_of_y_minus_residual(self, t):
+        # eq. 5/6 written by hand with x_0 = y - e: for kappa = 0 and kappa = 2 (posterior mean, same noise)
+        for kappa in (0.0, 2.0):
+            sample_sched = DeltaShiftScheduler(kappa=kappa)
+            residual_sched = DeltaShiftScheduler(kappa=kappa, prediction_type="residual")
+            for s in (sample_sched, residual_sched):
+                s.set_timesteps(4)
+            x_t, y, e = latents(12), latents(13), latents(14)
+            a = sample_sched.step(y - e, t, x_t, generator=torch.Generator().manual_seed(0))
+            b = residual_sched.step(e, t, x_t, generator=torch.Generator().manual_seed(0), lr_sample=y)
+            torch.testing.assert_close(b.pred_original_sample, y - e, rtol=0, atol=0)
+            torch.testing.assert_close(b.prev_sample, a.prev_sample, rtol=0, atol=1e-12)
+            etas = paper_etas(4, 0.01, 0.99, 0.3)
+            eta_t, eta_prev = etas[t], (etas[t - 1] if t > 0 else 0.0)
+            mean = eta_prev / eta_t * x_t + (eta_t - eta_prev) / eta_t * (y - e)
+            if kappa == 0:
+                torch.testing.assert_close(b.prev_sample, mean, rtol=0, atol=1e-12)
+
+    def test_zero_residual_keeps_y_on_every_step(self):
+        scheduler = DeltaShiftScheduler(prediction_type="residual")
+        scheduler.set_timesteps(4)
+        y = latents(15)
+        sample = scheduler.init_latents(y)
+        for t in scheduler.timesteps:
+            sample = scheduler.step(torch.zeros_like(y), t, sample, lr_sample=y).prev_sample
+            torch.testing.assert_close(sample, y, rtol=0, atol=1e-15)
+
+    def test_residual_needs_lr_sample(self):
+        scheduler = DeltaShiftScheduler(prediction_type="residual")
+        scheduler.set_timesteps(4)
+        x = latents(16)
+        with pytest.raises(ValueError, match="lr_sample"):
+            scheduler.step(x, 3, x)
+
+    def test_unknown_prediction_type(self):
+        with pytest.raises(ValueError, match="prediction_type"):
+            DeltaShiftScheduler(prediction_type="epsilon")

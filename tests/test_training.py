@@ -13,7 +13,7 @@ import torch
 from diffusers import VQModel
 from safetensors.torch import load_file
 
-from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler
+from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNet2DModel, SpaceToDepthAutoencoder
 from diffusers_deltadiff.testing_utils import tiny_vqmodel
 
 
@@ -113,6 +113,60 @@ def test_train_deltadiff(workdir):
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe.scheduler, DeltaShiftScheduler) and pipe.scheduler.config.kappa == 0
     assert pipe(np.zeros((8, 12, 3), dtype=np.uint8), output_type="np").images.shape == (1, 32, 48, 3)
+
+
+def test_train_lossless_residual_local(workdir):
+    """The shipped default's recipe: lossless latent, residual prediction from a zeroed output, per-pixel norms."""
+    out = workdir / "lossless"
+    args = [
+        "--lossless_latent",
+        "--prediction_type", "residual",
+        "--unet_norm", "pixel",
+        "--unet_attention_levels", "",
+        "--zero_init_output",
+        "--hr_downscale", "1.5",
+        "--train_data_dir", str(workdir / "data"),
+        "--resolution", "32",
+        "--train_batch_size", "2",
+        "--dataloader_num_workers", "0",
+        "--report_to", "none",
+        "--unet_block_out_channels", "16,32",
+        "--unet_norm_num_groups", "8",
+        "--unet_layers_per_block", "1",
+        "--max_train_steps", "2",
+        "--use_ema",
+        "--output_dir", str(out),
+    ]  # fmt: skip
+    run(accelerate_launch("training/train_deltadiff.py", args), workdir, "lossless")
+    pipe = DeltaDiffPipeline.from_pretrained(out)
+    assert isinstance(pipe.vqvae, SpaceToDepthAutoencoder) and isinstance(pipe.unet, LocalUNet2DModel)
+    assert pipe.scheduler.config.prediction_type == "residual"
+    assert pipe.unet.config.in_channels == 51 and pipe.unet.config.out_channels == 48
+    assert "lossless space-to-depth" in (out / "README.md").read_text()
+    # 2 steps moved the zeroed output layer away from zero (so training reached it)
+    assert pipe.unet.conv_out.weight.abs().max() > 0
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--unet_norm", "pixel"], "has no attention"),
+        (["--hr_downscale", "0.5"], "--hr_downscale must be at least 1"),
+    ],
+)
+def test_recipe_flag_errors(workdir, flags, message):
+    command = [sys.executable, "training/train_deltadiff.py", "--lossless_latent", "--train_data_dir", "x", *flags]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_latent_flags_are_exclusive(workdir):
+    command = [sys.executable, "training/train_deltadiff.py", "--train_data_dir", "x"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--vqvae_model_name_or_path" in result.stderr
+    both = [*command, "--lossless_latent", "--vqvae_model_name_or_path", "vq"]
+    result = subprocess.run(both, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not allowed with" in result.stderr
 
 
 def test_resume_gives_identical_weights(workdir):

@@ -39,10 +39,11 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler
+from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNet2DModel, SpaceToDepthAutoencoder
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import DEGRADATIONS, bicubic_downsample
 from diffusers_deltadiff.image_utils import bicubic_upsample, resize_to
+from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_factor
 from diffusers_deltadiff.training_utils import (
     add_data_arguments,
     epoch_loader,
@@ -62,7 +63,13 @@ logger = get_logger(__name__, log_level="INFO")
 def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description="Train a DeltaDiff super-resolution UNet.")
     # models
-    parser.add_argument("--vqvae_model_name_or_path", type=str, required=True, help="Frozen VQModel (dir or Hub id).")
+    latent = parser.add_mutually_exclusive_group(required=True)
+    latent.add_argument("--vqvae_model_name_or_path", type=str, help="Frozen VQModel (dir or Hub id).")
+    latent.add_argument(
+        "--lossless_latent",
+        action="store_true",
+        help="Work in the lossless, parameter-free space-to-depth latent (SpaceToDepthAutoencoder, block = --scale).",
+    )
     parser.add_argument("--vqvae_subfolder", type=str, default=None, help="e.g. `vqvae` inside a saved pipeline.")
     parser.add_argument(
         "--pretrained_model_name_or_path",
@@ -76,16 +83,42 @@ def parse_args(input_args=None):
         "--unet_attention_levels", type=str, default="2", help="Comma-separated block indices with self-attention."
     )
     parser.add_argument("--unet_norm_num_groups", type=int, default=32)
+    parser.add_argument(
+        "--unet_norm",
+        type=str,
+        default="group",
+        choices=["group", "pixel"],
+        help="`group`: UNet2DModel's GroupNorm (image-wide statistics); `pixel`: LocalUNet2DModel (per-pixel norms, "
+        "no attention, so crops, tiles and whole images see the same model).",
+    )
+    parser.add_argument(
+        "--zero_init_output",
+        action="store_true",
+        help="Zero the UNet's output convolution: with --prediction_type residual the untrained model returns bicubic.",
+    )
     # scheduler
     parser.add_argument("--num_train_timesteps", type=int, default=4)
     parser.add_argument("--eta_start", type=float, default=0.01)
     parser.add_argument("--eta_end", type=float, default=0.99)
     parser.add_argument("--power", type=float, default=0.3)
     parser.add_argument("--kappa", type=float, default=0.0, help="0 trains DeltaDiff, 2 the ResShift baseline.")
+    parser.add_argument(
+        "--prediction_type",
+        type=str,
+        default="sample",
+        choices=["sample", "residual"],
+        help="The UNet predicts x_0 (`sample`, the paper's) or the residual y - x_0 (`residual`, ResShift's option).",
+    )
     # data
     add_data_arguments(parser)
     parser.add_argument("--train_lr_dir", type=str, default=None, help="Optional LR folder paired by file name.")
     parser.add_argument("--resolution", type=int, default=256, help="HR crop size.")
+    parser.add_argument(
+        "--hr_downscale",
+        type=float,
+        default=1.0,
+        help="Shrink the HR photos by this factor before cropping (hides their JPEG artefacts below the pixel).",
+    )
     parser.add_argument("--scale", type=int, default=4, help="Super-resolution factor.")
     parser.add_argument("--degradation", type=str, default="bicubic", choices=DEGRADATIONS)
     parser.add_argument("--no_random_flip", action="store_true", help="Disable random flips and rotations.")
@@ -130,6 +163,10 @@ def parse_args(input_args=None):
         parser.error("Pass --dataset_name or --train_data_dir.")
     if args.resolution % args.scale:
         parser.error(f"--resolution ({args.resolution}) must be a multiple of --scale ({args.scale}).")
+    if args.unet_norm == "pixel" and int_list(args.unet_attention_levels):
+        parser.error("--unet_norm pixel has no attention (it sees the whole image): pass --unet_attention_levels ''.")
+    if args.hr_downscale < 1:
+        parser.error(f"--hr_downscale must be at least 1, got {args.hr_downscale}.")
     env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
     if env_local_rank != -1:
         args.local_rank = env_local_rank
@@ -140,14 +177,19 @@ def int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def unet_class(args) -> type[UNet2DModel]:
+    return LocalUNet2DModel if args.unet_norm == "pixel" else UNet2DModel
+
+
 def build_unet(args, latent_channels: int) -> UNet2DModel:
     if args.pretrained_model_name_or_path:
-        return UNet2DModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="unet")
+        pipeline = DeltaDiffPipeline.from_pretrained(args.pretrained_model_name_or_path)
+        return pipeline.unet
     channels = int_list(args.unet_block_out_channels)
     attention = set(int_list(args.unet_attention_levels))
     down = tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(len(channels)))
     up = tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(range(len(channels))))
-    return UNet2DModel(
+    unet = unet_class(args)(
         sample_size=args.resolution // args.scale,
         in_channels=latent_channels + 3,
         out_channels=latent_channels,
@@ -156,7 +198,12 @@ def build_unet(args, latent_channels: int) -> UNet2DModel:
         down_block_types=down,
         up_block_types=up,
         norm_num_groups=args.unet_norm_num_groups,
+        add_attention=bool(attention),
     )
+    if args.zero_init_output:
+        torch.nn.init.zeros_(unet.conv_out.weight)
+        torch.nn.init.zeros_(unet.conv_out.bias)
+    return unet
 
 
 def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
@@ -196,6 +243,11 @@ def write_model_card(args, output_dir: str, metrics: dict, num_steps: int, wall_
 
     method = "DeltaDiff (kappa = 0, no noise)" if args.kappa == 0 else f"ResShift (kappa = {args.kappa})"
     data = args.dataset_name or f"local folder `{Path(args.train_data_dir).name}`"
+    autoencoder = (
+        f"lossless space-to-depth f{args.scale}"
+        if args.lossless_latent
+        else f"`{args.vqvae_model_name_or_path}` (frozen)"
+    )
     metric_lines = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()) or "| (no validation run) | |"
     card_data = ModelCardData(
         license="apache-2.0",
@@ -225,7 +277,8 @@ image = pipe(low_res_image).images[0]
 | data | {data}, random {args.resolution}x{args.resolution} crops, flips/rotations: {not args.no_random_flip} |
 | degradation | {args.degradation} x{args.scale} |
 | schedule | T = {args.num_train_timesteps}, eta {args.eta_start} .. {args.eta_end}, p = {args.power}, kappa = {args.kappa} |
-| autoencoder | `{args.vqvae_model_name_or_path}` (frozen) |
+| autoencoder | {autoencoder} |
+| UNet | {args.unet_block_out_channels}, {args.unet_layers_per_block} layer(s) per block, {args.unet_norm} norm, predicts {args.prediction_type} |
 | optimisation | AdamW lr {args.learning_rate}, batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation, {num_steps} steps, EMA: {args.use_ema} |
 | wall time | {wall_time_s / 60:.1f} min |
 
@@ -259,7 +312,10 @@ def main(args):
         os.makedirs(args.output_dir, exist_ok=True)
 
     # 1. Models: frozen autoencoder, trainable UNet, scheduler (DeltaDiff or ResShift)
-    vqvae = VQModel.from_pretrained(args.vqvae_model_name_or_path, subfolder=args.vqvae_subfolder)
+    if args.lossless_latent:
+        vqvae = SpaceToDepthAutoencoder(downsampling_factor=args.scale)
+    else:
+        vqvae = VQModel.from_pretrained(args.vqvae_model_name_or_path, subfolder=args.vqvae_subfolder)
     vqvae.requires_grad_(False).eval()
     unet = build_unet(args, vqvae.config.latent_channels)
     scheduler = DeltaShiftScheduler(
@@ -268,15 +324,16 @@ def main(args):
         eta_end=args.eta_end,
         power=args.power,
         kappa=args.kappa,
+        prediction_type=args.prediction_type,
     )
-    vae_scale = 2 ** (len(vqvae.config.block_out_channels) - 1)
+    vae_scale = autoencoder_downsampling_factor(vqvae)
     if (args.resolution // vae_scale) % 2 ** (len(unet.config.block_out_channels) - 1):
         raise SystemExit(f"--resolution {args.resolution} gives latents the UNet cannot downsample evenly.")
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     ema_unet = None
     if args.use_ema:
-        ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
+        ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=type(unet), model_config=unet.config)
     lpips_model = None
     if args.lpips_weight > 0:
         try:
@@ -320,6 +377,7 @@ def main(args):
         seed=args.seed,
         random_flip=not args.no_random_flip,
         lr_dir=args.train_lr_dir,
+        hr_downscale=args.hr_downscale,
     )
     if len(dataset) < args.train_batch_size * accelerator.num_processes:
         raise SystemExit(
@@ -405,9 +463,12 @@ def main(args):
                 model_input = torch.cat([scheduler.scale_model_input(x_t, timesteps), condition], dim=1)
 
                 pred = unet(model_input, timesteps).sample
-                loss = F.mse_loss(pred.float(), x0, reduction="mean")
+                # the model predicts x_0, or the residual e_0 = y - x_0
+                target = x0 if args.prediction_type == "sample" else y - x0
+                loss = F.mse_loss(pred.float(), target, reduction="mean")
                 if lpips_model is not None:
-                    decoded = vqvae.decode(pred.to(weight_dtype), force_not_quantize=True).sample.float()
+                    pred_x0 = pred if args.prediction_type == "sample" else y - pred.float()
+                    decoded = vqvae.decode(pred_x0.to(weight_dtype), force_not_quantize=True).sample.float()
                     loss = loss + args.lpips_weight * lpips_model(decoded.clamp(-1, 1), hr.float()).mean()
 
                 accelerator.backward(loss)

@@ -1,7 +1,9 @@
 """DeltaDiff: residual-guided, noise-free diffusion for image super-resolution, as a diffusers integration."""
 
+from .autoencoder_space_to_depth import SpaceToDepthAutoencoder
 from .pipeline_deltadiff import DeltaDiffPipeline, DeltaDiffPipelineOutput
 from .scheduling_delta_shift import DeltaShiftScheduler, DeltaShiftSchedulerOutput
+from .unet_local_norm import LocalUNet2DModel
 
 
 __version__ = "0.1.0"
@@ -11,6 +13,8 @@ __all__ = [
     "DeltaDiffPipelineOutput",
     "DeltaShiftScheduler",
     "DeltaShiftSchedulerOutput",
+    "LocalUNet2DModel",
+    "SpaceToDepthAutoencoder",
     "custom_pipeline_path",
 ]
 

@@ -133,6 +133,9 @@ class SRTrainDataset(torch.utils.data.Dataset):
         seed: the base seed of every random choice.
         random_flip: flip and rotate crops at random.
         lr_dir: optional folder of LR images paired with the HR images by file name.
+        hr_downscale: shrink every HR image by this factor (antialiased bicubic) before cropping, so that
+            compression artefacts of the source photos (JPEG blocking) shrink below the pixel; 1 keeps them as they
+            are. Not with `lr_dir`.
     """
 
     def __init__(
@@ -144,9 +147,15 @@ class SRTrainDataset(torch.utils.data.Dataset):
         seed: int = 0,
         random_flip: bool = True,
         lr_dir: str | None = None,
+        hr_downscale: float = 1.0,
     ):
         if resolution % scale:
             raise ValueError(f"The crop resolution ({resolution}) must be a multiple of the scale ({scale}).")
+        if hr_downscale < 1:
+            raise ValueError(f"`hr_downscale` must be at least 1, got {hr_downscale}.")
+        if hr_downscale != 1 and lr_dir:
+            raise ValueError("`hr_downscale` would break the pairing with the LR folder: use one or the other.")
+        self.hr_downscale = hr_downscale
         self.images = images
         self.resolution = resolution
         self.scale = scale
@@ -169,6 +178,10 @@ class SRTrainDataset(torch.utils.data.Dataset):
     def _load(self, index) -> tuple[torch.Tensor, torch.Tensor | None, str]:
         image, name = open_image(self._image(index))
         hr = to_unit_tensor(image)
+        if self.hr_downscale != 1:
+            size = [max(round(n / self.hr_downscale), 1) for n in hr.shape[-2:]]
+            hr = F.interpolate(hr[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0]
+            hr = hr.clamp(0.0, 1.0)
         lr = None
         if self.lr_paths is not None:
             stem = Path(name).stem

@@ -18,6 +18,16 @@ Saved pipelines name this module in `model_index.json`: never rename it.
 Equation numbers refer to Yang et al., "A Residual-Guided Diffusion Model for Enhanced Image Super-Resolution"
 (DeltaDiff). ResShift is Yue et al., "ResShift: Efficient Diffusion Model for Image Super-resolution by Residual
 Shifting" (NeurIPS 2023).
+
+Symbols:
+
+- `x_0`: the latent of the high-resolution image; `x_t`: the latent at timestep `t` of the chain.
+- `y`: the latent of the bicubic-upsampled low-resolution image, where the reverse chain starts.
+- `e_0 = y - x_0`: the residual between the two.
+- `eta_t`: the shift of timestep `t`, growing from `eta_1` to `eta_T` (eq. 7); `eta_0 = 0`.
+- `alpha_t = eta_t - eta_{t-1}`.
+- `kappa`: the noise scale; `0` for DeltaDiff, `2` for ResShift.
+- `f(x_t, LR, t)`: the model. It predicts `x_0` (`prediction_type="sample"`) or `e_0` (`"residual"`).
 """
 
 import math
@@ -122,8 +132,9 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         kappa (`float`, defaults to 0.0):
             The noise scale. `0` gives DeltaDiff, ResShift uses `2`.
         prediction_type (`str`, defaults to `"sample"`):
-            What the model predicts. Only `"sample"` (the clean latent `x_0`, as in DeltaDiff and ResShift) is
-            supported.
+            What the model predicts. `"sample"`: the clean latent `x_0`, as in DeltaDiff (the paper's choice).
+            `"residual"`: the residual `e_0 = y - x_0` (ResShift's `predict_type: residual`), so that
+            `x_0 = y - f(x_t, LR, t)`. A model whose output is zero then returns `y` exactly: the bicubic upsampling.
     """
 
     _compatibles = []
@@ -145,8 +156,11 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"Need 0 < eta_start <= eta_end <= 1, got eta_start={eta_start}, eta_end={eta_end}.")
         if kappa < 0:
             raise ValueError(f"`kappa` must be non-negative, got {kappa}.")
-        if prediction_type != "sample":
-            raise ValueError(f"`prediction_type` must be 'sample' (the model predicts x_0), got {prediction_type!r}.")
+        if prediction_type not in ("sample", "residual"):
+            raise ValueError(
+                f"`prediction_type` must be 'sample' (the model predicts x_0) or 'residual' (it predicts y - x_0), "
+                f"got {prediction_type!r}."
+            )
 
         self._etas = eta_schedule(num_train_timesteps, eta_start, eta_end, power)
         self.etas = torch.from_numpy(self._etas)
@@ -156,7 +170,11 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         # setable values
         self.num_inference_steps = None
         self.timesteps = None
-        self._prev_etas = None
+        # eta_{t-1} of the respaced chain and the step's coefficients, indexed by the trained timestep t
+        self.etas_prev = None
+        self.sample_coefficients = None
+        self.original_coefficients = None
+        self.posterior_stds = None
 
     @classmethod
     def from_resshift_config(
@@ -280,12 +298,22 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
                 f"`num_train_timesteps` ({num_train_timesteps}): the chain can be respaced to fewer steps, not more."
             )
         indices = respaced_indices(num_train_timesteps, num_inference_steps)
-        prev = np.concatenate([[0.0], self._etas[indices[:-1]]])
+        etas = self._etas[indices]
+        etas_prev = np.concatenate([[0.0], etas[:-1]])  # eta_0 = 0
+        coef_sample, coef_original = posterior_mean_coefficients(etas, etas_prev)
+
+        def by_timestep(values: np.ndarray) -> torch.Tensor:
+            """Values of the kept timesteps at their trained index; NaN at the skipped ones."""
+            table = np.full(num_train_timesteps, np.nan)
+            table[indices] = values
+            return torch.from_numpy(table)
 
         self.num_inference_steps = num_inference_steps
         self.timesteps = torch.from_numpy(indices[::-1].copy()).to(device)
-        # eta_{t-1} of each kept timestep in the respaced chain, indexed by the trained timestep
-        self._prev_etas = dict(zip(indices.tolist(), prev.tolist()))
+        self.etas_prev = by_timestep(etas_prev)
+        self.sample_coefficients = by_timestep(coef_sample)
+        self.original_coefficients = by_timestep(coef_original)
+        self.posterior_stds = by_timestep(np.sqrt(posterior_variance(etas, etas_prev, self.config.kappa)))
 
     def step(
         self,
@@ -294,13 +322,15 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         sample: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
+        lr_sample: torch.Tensor | None = None,
     ) -> DeltaShiftSchedulerOutput | tuple:
         """
         Predict the sample at the previous timestep by reversing the shift (eq. 5/6).
 
         Args:
             model_output (`torch.Tensor`):
-                The direct output of the model: the predicted clean latent `x_0`.
+                The direct output of the model: the clean latent `x_0` or the residual `e_0 = y - x_0`, as the
+                config's `prediction_type` says.
             timestep (`int` or `torch.Tensor`):
                 The current 0-based timestep, one of `scheduler.timesteps`.
             sample (`torch.Tensor`):
@@ -309,6 +339,8 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
                 A random number generator for the posterior noise when `kappa > 0`.
             return_dict (`bool`, defaults to `True`):
                 Whether to return a [`DeltaShiftSchedulerOutput`] or a `tuple`.
+            lr_sample (`torch.Tensor`, *optional*):
+                The latents `y` of the bicubic-upsampled LR images; required when `prediction_type="residual"`.
 
         Returns:
             [`DeltaShiftSchedulerOutput`] or `tuple`:
@@ -320,25 +352,26 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
             )
         t = int(timestep)
-        if t not in self._prev_etas:
+        if not 0 <= t < self.config.num_train_timesteps or torch.isnan(self.etas_prev[t]):
             raise ValueError(f"Timestep {t} is not in the current schedule {self.timesteps.tolist()}.")
 
-        # 1. eta_t and eta_{t-1} of the (possibly respaced) chain; eta_0 = 0
-        eta_t = np.array([self._etas[t]])
-        eta_prev = np.array([self._prev_etas[t]])
+        # 1. predicted x_0 = f(x_t, LR, t), or y - f(x_t, LR, t) for a model of the residual e_0 = y - x_0
+        if self.config.prediction_type == "residual":
+            if lr_sample is None:
+                raise ValueError("`lr_sample` (the latents y) is required by `step` when prediction_type='residual'.")
+            pred_original_sample = lr_sample - model_output
+        else:
+            pred_original_sample = model_output
 
-        # 2. predicted x_0: the model predicts the clean latent directly
-        pred_original_sample = model_output
+        # 2. posterior mean (eq. 5/6): x_{t-1} = (eta_{t-1} / eta_t) x_t + (alpha_t / eta_t) x_0
+        coef_sample, coef_original = self.sample_coefficients[t].item(), self.original_coefficients[t].item()
+        prev_sample = coef_sample * sample + coef_original * pred_original_sample
 
-        # 3. posterior mean (eq. 5/6): (eta_{t-1} / eta_t) x_t + (alpha_t / eta_t) x_0
-        coef_sample, coef_original = posterior_mean_coefficients(eta_t, eta_prev)
-        prev_sample = float(coef_sample[0]) * sample + float(coef_original[0]) * pred_original_sample
-
-        # 4. ResShift only (kappa > 0): add noise with variance kappa^2 * eta_{t-1} / eta_t * alpha_t
-        variance = float(posterior_variance(eta_t, eta_prev, self.config.kappa)[0])
-        if variance > 0:
+        # 3. ResShift only (kappa > 0): noise of variance kappa^2 * eta_{t-1} / eta_t * alpha_t
+        std = self.posterior_stds[t].item()
+        if std > 0:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-            prev_sample = prev_sample + math.sqrt(variance) * noise
+            prev_sample = prev_sample + std * noise
 
         if not return_dict:
             return (prev_sample, pred_original_sample)

@@ -3,8 +3,10 @@
 import torch
 from diffusers.models import UNet2DModel, VQModel
 
+from .autoencoder_space_to_depth import SpaceToDepthAutoencoder
 from .pipeline_deltadiff import DeltaDiffPipeline
 from .scheduling_delta_shift import DeltaShiftScheduler
+from .unet_local_norm import LocalUNet2DModel
 
 
 def tiny_vqmodel(seed: int = 0) -> VQModel:
@@ -72,4 +74,37 @@ def tiny_pipeline(seed: int = 0, **scheduler_kwargs) -> DeltaDiffPipeline:
     """A tiny random-weight x4 `DeltaDiffPipeline` (DeltaDiff by default, pass `kappa=2.0` for ResShift)."""
     return DeltaDiffPipeline(
         vqvae=tiny_vqmodel(seed), unet=tiny_unet(seed), scheduler=DeltaShiftScheduler(**scheduler_kwargs)
+    )
+
+
+def tiny_local_unet(seed: int = 0, latent_channels: int = 48, zero_output: bool = False) -> LocalUNet2DModel:
+    """A random `LocalUNet2DModel` (per-pixel norms, no attention); `zero_output` zeroes its last convolution."""
+    torch.manual_seed(seed)
+    unet = LocalUNet2DModel(
+        sample_size=8,
+        in_channels=latent_channels + 3,
+        out_channels=latent_channels,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        add_attention=False,
+        norm_num_groups=8,
+    )
+    if zero_output:
+        torch.nn.init.zeros_(unet.conv_out.weight)
+        torch.nn.init.zeros_(unet.conv_out.bias)
+    return unet
+
+
+def tiny_lossless_pipeline(seed: int = 0, zero_output: bool = False, **scheduler_kwargs) -> DeltaDiffPipeline:
+    """
+    A tiny x4 `DeltaDiffPipeline` of the shipped default's kind: lossless space-to-depth latent, a local-norm UNet
+    predicting the residual (`prediction_type="residual"` unless given).
+    """
+    scheduler_kwargs.setdefault("prediction_type", "residual")
+    return DeltaDiffPipeline(
+        vqvae=SpaceToDepthAutoencoder(),
+        unet=tiny_local_unet(seed, zero_output=zero_output),
+        scheduler=DeltaShiftScheduler(**scheduler_kwargs),
     )
