@@ -30,7 +30,10 @@ def main():
 
     tiles = [int(t) for t in args.tiles.split(",")]
     models = dict(spec.split("=", 1) for spec in args.model)
-    lines = ["| model | tile | " + " | ".join(Path(f).name for f in args.hr) + " |", "|---|---|" + "---|" * len(args.hr)]
+    lines = [
+        "| model | tile | " + " | ".join(Path(f).name for f in args.hr) + " |",
+        "|---|---|" + "---|" * len(args.hr),
+    ]
     data = {folder: load_pairs(folder, 4, None, None, "bicubic", 0)[0] for folder in args.hr}
 
     def row(label, tile, sr_fn):

@@ -59,16 +59,16 @@ class TestSpaceToDepthAutoencoder:
 
 
 def local_unet_kwargs():
-    return dict(
-        in_channels=6,
-        out_channels=3,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        add_attention=False,
-        norm_num_groups=8,
-    )
+    return {
+        "in_channels": 6,
+        "out_channels": 3,
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D"),
+        "add_attention": False,
+        "norm_num_groups": 8,
+    }
 
 
 class TestLocalUNet:

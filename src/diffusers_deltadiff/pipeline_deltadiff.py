@@ -27,6 +27,7 @@ from diffusers.models import UNet2DModel, VQModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import BaseOutput, replace_example_docstring
 
+from .autoencoder_space_to_depth import SpaceToDepthAutoencoder
 from .image_utils import bicubic_upsample, pad_to_multiple, resize_to, split_images, to_unit_tensor
 from .scheduling_delta_shift import DeltaShiftScheduler
 from .tiling import TileBlender, tile_starts, tile_weights
@@ -50,6 +51,12 @@ EXAMPLE_DOC_STRING = """
 """
 
 
+def autoencoder_downsampling_factor(autoencoder: VQModel | SpaceToDepthAutoencoder) -> int:
+    """How many image pixels one latent pixel spans: `downsampling_factor`, or `2^(blocks - 1)` for a `VQModel`."""
+    factor = getattr(autoencoder.config, "downsampling_factor", None)
+    return int(factor) if factor else 2 ** (len(autoencoder.config.block_out_channels) - 1)
+
+
 @dataclass
 class DeltaDiffPipelineOutput(BaseOutput):
     """
@@ -71,7 +78,7 @@ class DeltaDiffPipelineOutput(BaseOutput):
 class DeltaDiffPipeline(DiffusionPipeline):
     r"""
     Pipeline for image super-resolution with DeltaDiff (a residual-guided, noise-free diffusion in the latent space of
-    a VQ autoencoder), or ResShift when the scheduler has `kappa > 0`.
+    an autoencoder), or ResShift when the scheduler has `kappa > 0`.
 
     The low-resolution (LR) image is upsampled with bicubic interpolation to the output size and encoded by `vqvae`
     into `y`; the reverse chain starts at `x_T = y` and runs the scheduler's steps, the UNet seeing the current latent
@@ -86,10 +93,12 @@ class DeltaDiffPipeline(DiffusionPipeline):
     implemented for all pipelines (downloading, saving, running on a particular device, etc.).
 
     Parameters:
-        vqvae ([`VQModel`]):
-            Frozen vector-quantized autoencoder; latents are used unquantized and quantized on decoding.
+        vqvae ([`VQModel`] or [`SpaceToDepthAutoencoder`]):
+            The frozen autoencoder. A `VQModel` (as in the paper: LDM's VQ-f4) is used unquantized and quantizes on
+            decoding; a [`SpaceToDepthAutoencoder`] is lossless and parameter-free (the shipped default model).
         unet ([`UNet2DModel`]):
-            A `UNet2DModel` predicting the clean latent `x_0`, with `in_channels = latent_channels + 3`.
+            A `UNet2DModel` (or [`LocalUNet2DModel`]) predicting the clean latent `x_0` or the residual `y - x_0` (the
+            scheduler's `prediction_type`), with `in_channels = latent_channels + 3`.
         scheduler ([`DeltaShiftScheduler`]):
             The residual-shifting scheduler.
         upscale_factor (`int`, *optional*):
@@ -103,14 +112,17 @@ class DeltaDiffPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        vqvae: VQModel,
+        vqvae: VQModel | SpaceToDepthAutoencoder,
         unet: UNet2DModel,
         scheduler: DeltaShiftScheduler,
         upscale_factor: int | None = None,
     ):
         super().__init__()
         self.register_modules(vqvae=vqvae, unet=unet, scheduler=scheduler)
-        self.vae_scale_factor = 2 ** (len(vqvae.config.block_out_channels) - 1)
+        # inference modules: in eval mode, as `from_pretrained` leaves them, however the pipeline was built
+        vqvae.eval()
+        unet.eval()
+        self.vae_scale_factor = autoencoder_downsampling_factor(vqvae)
         upscale_factor = int(upscale_factor or self.vae_scale_factor)
         self.register_to_config(upscale_factor=upscale_factor)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
@@ -183,7 +195,8 @@ class DeltaDiffPipeline(DiffusionPipeline):
         """Run the reverse chain for LR images of one size; returns the final latents and the decoded steps."""
         lr_latents, lr_condition = self.encode_lr(lr)
         lr_condition = lr_condition.to(self.unet.dtype)
-        latents = self.scheduler.init_latents(lr_latents.to(self.unet.dtype), generator=generator)
+        lr_latents = lr_latents.to(self.unet.dtype)
+        latents = self.scheduler.init_latents(lr_latents, generator=generator)
 
         intermediates = []
         for i, t in enumerate(self.scheduler.timesteps):
@@ -192,7 +205,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
             model_input = torch.cat([self.scheduler.scale_model_input(latents, t), lr_condition], dim=1)
             timestep = t.expand(latents.shape[0]).to(latents.device)
             model_output = self.unet(model_input, timestep).sample
-            latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
+            latents = self.scheduler.step(
+                model_output, t, latents, generator=generator, lr_sample=lr_latents
+            ).prev_sample
 
             if callback_on_step_end is not None:
                 tensors = {"latents": latents, "lr_latents": lr_latents, "lr_condition": lr_condition}
