@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import skimage.metrics as skimage_metrics  # the independent reference implementation
@@ -67,3 +69,22 @@ def test_mod_crop_and_bicubic_baseline_protocol():
     assert mod_crop(image, 4, crop=50).shape == (3, 48, 48)
     lr = bicubic_resize(cropped, (16, 22))
     assert lr.shape == (3, 16, 22)
+
+
+def test_cbcr_of_pure_colours():
+    """Cb/Cr of pure colours against the BT.601 studio-range values written out (ITU-R BT.601 tables)."""
+    from diffusers_deltadiff.metrics import psnr_cbcr, rgb_to_cbcr
+
+    colours = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0], [0, 0, 0]])
+    images = colours[:, :, None, None]
+    cbcr = rgb_to_cbcr(images)[:, :, 0, 0]
+    # BT.601 8-bit: red (90, 240), green (54, 34), blue (240, 110), white and black (128, 128)
+    expected = torch.tensor([[90.0, 240.0], [54.0, 34.0], [240.0, 110.0], [128.0, 128.0], [128.0, 128.0]])
+    torch.testing.assert_close(cbcr.float(), expected, rtol=0, atol=0.5)
+    grey = torch.full((1, 3, 16, 16), 128 / 255)
+    tinted = grey.clone()
+    tinted[:, 2] = 153 / 255  # 25 levels more blue
+    cb, cr = 112.0 * 25 / 255, -18.214 * 25 / 255
+    expected_psnr = 10 * math.log10(255.0**2 / ((cb**2 + cr**2) / 2))
+    assert psnr_cbcr(tinted, grey, 0).item() == pytest.approx(expected_psnr, abs=1e-9)
+    assert psnr_cbcr(grey, grey, 0).item() == pytest.approx(10 * math.log10(255.0**2 / 1e-10))

@@ -20,6 +20,16 @@ def rgb_to_y(images: torch.Tensor) -> torch.Tensor:
     return (16.0 + torch.einsum("bchw,c->bhw", images, weights))[:, None]
 
 
+def rgb_to_cbcr(images: torch.Tensor) -> torch.Tensor:
+    """The Cb and Cr channels (BT.601, studio range `[16, 240]`) of RGB images in `[0, 1]`, `(B, 2, H, W)` float64."""
+    images = images if images.ndim == 4 else images[None]
+    images = (images.double().clamp(0, 1) * 255).round() / 255
+    weights = torch.tensor(
+        [[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=torch.float64, device=images.device
+    )
+    return 128.0 + torch.einsum("bchw,kc->bkhw", images, weights)
+
+
 def _crop(images: torch.Tensor, crop_border: int) -> torch.Tensor:
     return images[..., crop_border:-crop_border, crop_border:-crop_border] if crop_border else images
 
@@ -28,6 +38,13 @@ def psnr_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 4) -> torch.Te
     """Per-image PSNR (dB) on the Y channel."""
     sr_y, hr_y = _crop(rgb_to_y(sr), crop_border), _crop(rgb_to_y(hr), crop_border)
     mse = ((sr_y - hr_y) ** 2).mean(dim=(1, 2, 3))
+    return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
+
+
+def psnr_cbcr(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 4) -> torch.Tensor:
+    """Per-image PSNR (dB) of the Cb and Cr channels together: how true the colours are (`(B,)`)."""
+    sr_c, hr_c = _crop(rgb_to_cbcr(sr), crop_border), _crop(rgb_to_cbcr(hr), crop_border)
+    mse = ((sr_c - hr_c) ** 2).mean(dim=(1, 2, 3))
     return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
 
 
