@@ -16,6 +16,7 @@
 import math
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,7 +31,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 from .autoencoder_space_to_depth import SpaceToDepthAutoencoder
 from .image_utils import bicubic_upsample, pad_to_multiple, resize_to, split_images, to_unit_tensor
 from .scheduling_delta_shift import DeltaShiftScheduler
-from .tiling import TileBlender, tile_starts, tile_weights
+from .tiling import Tile, plan_tiles
 
 
 EXAMPLE_DOC_STRING = """
@@ -89,6 +90,23 @@ class DeltaDiffPipeline(DiffusionPipeline):
     Output images are always exactly `upscale_factor` times the input size: inputs are padded by reflection to a size
     the models accept and the result is cropped, never resized.
 
+    Large images are processed in tiles, on one latent canvas per image. At every reverse step the UNet runs tile by
+    tile, each tile seen with a margin of context (`tile_context` latent pixels of its neighbours, on the UNet's
+    downsampling grid), and only the tile's own pixels are kept; the scheduler then steps the whole canvas at once.
+    Encoding and decoding are tiled the same way, and decoded tiles go straight into the output (a uint8 canvas for
+    PIL output), so memory stays flat in the image size. Of the known ways to tile a diffusion upscaler, this one was
+    chosen because, with a model whose layers only see local context, it is the whole-image computation itself:
+
+    - With the shipped default model (a lossless [`SpaceToDepthAutoencoder`] and a [`LocalUNet2DModel`]: per-pixel
+      normalisation, no attention) every output pixel depends only on a neighbourhood of the input. Tiles whose
+      context covers the UNet's receptive field give the whole-image output up to float error, whatever the tile
+      size: `tile_size` and `tile_batch_size` only set memory and speed. Running every tile through the whole chain
+      on its own (and blending at the end) would need the context of all steps together, four times more.
+    - Models with image-wide statistics (`GroupNorm`, attention; a learned `VQModel`) see per-tile statistics in
+      tiles, so their tiled output is close to the whole-image output, not equal to it: tone may change from tile to
+      tile. Sharing the statistics of all tiles (as tiled VAEs do) is not implemented; use `tile_size=0` for them
+      when memory allows.
+
     This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
     implemented for all pipelines (downloading, saving, running on a particular device, etc.).
 
@@ -103,6 +121,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
             The residual-shifting scheduler.
         upscale_factor (`int`, *optional*):
             The super-resolution factor. Defaults to the downsampling factor of `vqvae`.
+        tile_context (`int`, *optional*, defaults to 16):
+            The margin (latent pixels) each tile sees around itself: part of the model, as wide as its receptive
+            field needs (see the pipeline's model card for the measured choice).
     """
 
     model_cpu_offload_seq = "vqvae->unet"
@@ -116,6 +137,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         unet: UNet2DModel,
         scheduler: DeltaShiftScheduler,
         upscale_factor: int | None = None,
+        tile_context: int = 16,
     ):
         super().__init__()
         self.register_modules(vqvae=vqvae, unet=unet, scheduler=scheduler)
@@ -124,7 +146,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         unet.eval()
         self.vae_scale_factor = autoencoder_downsampling_factor(vqvae)
         upscale_factor = int(upscale_factor or self.vae_scale_factor)
-        self.register_to_config(upscale_factor=upscale_factor)
+        self.register_to_config(upscale_factor=upscale_factor, tile_context=tile_context)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
 
         latent_channels = vqvae.config.latent_channels
@@ -183,122 +205,164 @@ class DeltaDiffPipeline(DiffusionPipeline):
         """Decode (and quantize) latents to images in `[-1, 1]`."""
         return self.vqvae.decode(latents.to(self.vqvae.dtype)).sample.clamp(-1.0, 1.0)
 
-    def _denoise(
+    @property
+    def latent_tile_multiple(self) -> int:
+        """Tile edges (latent pixels) fall on multiples of this: the UNet's downsampling grid, and whole LR pixels."""
+        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        latents_per_lr_step = self.upscale_factor // math.gcd(self.upscale_factor, self.vae_scale_factor)
+        return math.lcm(unet_factor, latents_per_lr_step)
+
+    def _plan(self, latent_size: tuple[int, int], tile_size: int | None, context: int) -> list[Tile]:
+        """The tiles of a latent canvas: one (the whole canvas) unless the image is tiled."""
+        height, width = latent_size
+        if tile_size is None:
+            tile_size = self.default_tile_size if max(latent_size) > self.auto_tile_threshold else 0
+        if not tile_size or tile_size >= max(latent_size):
+            return plan_tiles(height, width, max(height, width), 0)
+        return plan_tiles(height, width, tile_size, context, self.latent_tile_multiple)
+
+    def _map_tiles(self, tiles: list[Tile], batch_size: int, function, write, progress_bar=None):
+        """
+        Call `function(outer_box)` on batches of at most `batch_size` tiles of one shape (their outer boxes
+        concatenated along the batch), then `write(tile, result)` with each tile's share of the result.
+        """
+        by_shape: dict[tuple[int, int], list[Tile]] = {}
+        for tile in tiles:
+            by_shape.setdefault(tile.outer.shape, []).append(tile)
+        for group in by_shape.values():
+            for start in range(0, len(group), batch_size):
+                batch = group[start : start + batch_size]
+                results = function([tile.outer for tile in batch]).chunk(len(batch))
+                for tile, result in zip(batch, results):
+                    write(tile, result)
+                if progress_bar is not None:
+                    progress_bar.update()
+
+    def _encode_tiles(self, lr: torch.Tensor, tiles: list[Tile], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(y, condition)` of [`encode_lr`] for padded LR images, computed tile by tile on the latent canvas."""
+        f, s = self.vae_scale_factor, self.upscale_factor
+        height, width = (n * s // f for n in lr.shape[-2:])
+        lr_latents = lr_condition = None
+
+        def encode(boxes):
+            return torch.cat([torch.cat(self.encode_lr(box.scaled(f, s).crop(lr)), dim=1) for box in boxes])
+
+        def write(tile, result):
+            nonlocal lr_latents, lr_condition
+            if lr_latents is None:
+                channels = result.shape[1] - 3
+                lr_latents = lr.new_empty(lr.shape[0], channels, height, width, dtype=self.unet.dtype)
+                lr_condition = lr.new_empty(lr.shape[0], 3, height, width, dtype=self.unet.dtype)
+            inner = tile.inner.within(tile.outer).crop(result)
+            tile.inner.crop(lr_latents).copy_(inner[:, :-3])
+            tile.inner.crop(lr_condition).copy_(inner[:, -3:])
+
+        self._map_tiles(tiles, batch_size, encode, write)
+        return lr_latents, lr_condition
+
+    def _denoise_step(self, latents, lr_latents, lr_condition, t, tiles, batch_size, generator, progress_bar):
+        """One reverse step (eq. 5/6) of the whole canvas; the UNet runs tile by tile, each tile with its context."""
+        model_output = torch.empty_like(latents)
+
+        def predict(boxes):
+            sample = torch.cat([box.crop(latents) for box in boxes])
+            condition = torch.cat([box.crop(lr_condition) for box in boxes])
+            model_input = torch.cat([self.scheduler.scale_model_input(sample, t), condition], dim=1)
+            return self.unet(model_input, t.expand(model_input.shape[0]).to(latents.device)).sample
+
+        def write(tile, result):
+            tile.inner.crop(model_output).copy_(tile.inner.within(tile.outer).crop(result))
+
+        self._map_tiles(tiles, batch_size, predict, write, progress_bar)
+        return self.scheduler.step(model_output, t, latents, generator=generator, lr_sample=lr_latents).prev_sample
+
+    def _decode_tiles(self, latents, tiles, batch_size, output_type: str, size: tuple[int, int]):
+        """
+        Decode the latent canvas tile by tile into the output of `output_type`, cropped to `size`: a uint8 `(B, H, W,
+        3)` array for `"pil"`, float32 for `"np"`, a float `(B, 3, H, W)` tensor in `[0, 1]` for `"pt"`. No float
+        copy of the whole image is made for `"pil"`.
+        """
+        f = self.vae_scale_factor
+        batch, (height, width) = latents.shape[0], size
+        if output_type == "pt":
+            canvas = torch.empty(batch, 3, height, width, dtype=torch.float32)
+        else:
+            canvas = np.empty((batch, height, width, 3), dtype=np.uint8 if output_type == "pil" else np.float32)
+
+        def decode(boxes):
+            return torch.cat([self.decode_latents(box.crop(latents)) for box in boxes])
+
+        def write(tile, result):
+            inner = tile.inner.scaled(f)
+            image = (inner.within(tile.outer.scaled(f)).crop(result).float().cpu() / 2 + 0.5).clamp(0, 1)
+            bottom, right = min(inner.bottom, height), min(inner.right, width)
+            if bottom <= inner.top or right <= inner.left:
+                return
+            image = image[..., : bottom - inner.top, : right - inner.left]
+            if output_type == "pt":
+                canvas[..., inner.top : bottom, inner.left : right] = image
+                return
+            image = image.permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                image = (image * 255).round().astype(np.uint8)
+            canvas[:, inner.top : bottom, inner.left : right] = image
+
+        self._map_tiles(tiles, batch_size, decode, write)
+        return canvas
+
+    def _upscale_group(
         self,
         lr: torch.Tensor,
         generator,
+        output_type: str,
+        tile_size: int | None,
+        context: int,
+        batch_size: int,
         return_intermediates: bool,
         callback_on_step_end,
         callback_on_step_end_tensor_inputs: list[str],
         progress_bar,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run the reverse chain for LR images of one size; returns the final latents and the decoded steps."""
-        lr_latents, lr_condition = self.encode_lr(lr)
-        lr_condition = lr_condition.to(self.unet.dtype)
-        lr_latents = lr_latents.to(self.unet.dtype)
+    ):
+        """
+        LR images `(B, 3, h, w)` in `[-1, 1]` of one size: pad, encode, reverse chain, decode, crop. Returns the
+        outputs in the internal format of `output_type` (see [`_decode_tiles`]) and the same for every step.
+        """
+        height, width = lr.shape[-2:]
+        scale, f = self.upscale_factor, self.vae_scale_factor
+        lr = pad_to_multiple(lr, self.lr_size_multiple)
+        tiles = self._plan((lr.shape[-2] * scale // f, lr.shape[-1] * scale // f), tile_size, context)
+        lr_latents, lr_condition = self._encode_tiles(lr, tiles, batch_size)
         latents = self.scheduler.init_latents(lr_latents, generator=generator)
+        output_size = (height * scale, width * scale)
 
         intermediates = []
         for i, t in enumerate(self.scheduler.timesteps):
             if self.interrupt:
                 continue
-            model_input = torch.cat([self.scheduler.scale_model_input(latents, t), lr_condition], dim=1)
-            timestep = t.expand(latents.shape[0]).to(latents.device)
-            model_output = self.unet(model_input, timestep).sample
-            latents = self.scheduler.step(
-                model_output, t, latents, generator=generator, lr_sample=lr_latents
-            ).prev_sample
-
+            latents = self._denoise_step(
+                latents, lr_latents, lr_condition, t, tiles, batch_size, generator, progress_bar
+            )
             if callback_on_step_end is not None:
                 tensors = {"latents": latents, "lr_latents": lr_latents, "lr_condition": lr_condition}
                 callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = callback_outputs.pop("latents", latents)
             if return_intermediates:
-                intermediates.append(self.decode_latents(latents))
-            progress_bar.update()
-        return latents, intermediates
-
-    def _postprocess(self, images: list[torch.Tensor], output_type: str):
-        """Images `(3, H, W)` in `[-1, 1]` to `output_type`; stacked when they share one size, else a list."""
+                step_type = "pt" if output_type == "latent" else output_type
+                intermediates.append(self._decode_tiles(latents, tiles, batch_size, step_type, output_size))
         if output_type == "latent":
-            same_size = len({tuple(im.shape) for im in images}) == 1
-            return torch.stack(images) if same_size else images
-        if len({tuple(im.shape) for im in images}) == 1:
-            return self.image_processor.postprocess(torch.stack(images), output_type=output_type)
-        processed = [self.image_processor.postprocess(im[None], output_type=output_type) for im in images]
-        return [p[0] for p in processed]
+            latent_size = (math.ceil(height * scale / f), math.ceil(width * scale / f))
+            return latents[..., : latent_size[0], : latent_size[1]].float().cpu(), intermediates
+        return self._decode_tiles(latents, tiles, batch_size, output_type, output_size), intermediates
 
-    def _tile_size_for(self, size: tuple[int, int], tile_size: int | None) -> int:
-        """The tile size (in latent pixels) to use for an LR image of `size`, 0 when it is processed whole."""
-        latent_size = [math.ceil(n * self.upscale_factor / self.vae_scale_factor) for n in size]
-        if tile_size is None:
-            return self.default_tile_size if max(latent_size) > self.auto_tile_threshold else 0
-        if tile_size < 0:
-            raise ValueError(f"`tile_size` must be positive, 0 (never tile) or None (automatic), got {tile_size}.")
-        return tile_size if tile_size and max(latent_size) > tile_size else 0
-
-    def _tile_plan(self, size: tuple[int, int], tile_size: int | None, overlap: int) -> list[tuple]:
-        """LR-pixel boxes `(top, left, height, width, top_edge, bottom_edge, left_edge, right_edge)` of the tiles."""
-        # latent pixels to LR pixels; tile starts stay on the latent grid
-        lr_per_latent = self.vae_scale_factor / self.upscale_factor
-        align = max(int(round(lr_per_latent)), 1)
-        tile = max(int(self._tile_size_for(size, tile_size) * lr_per_latent), align)
-        lr_overlap = int(overlap * lr_per_latent)
-        if lr_overlap >= tile:
-            raise ValueError(f"`tile_overlap` ({overlap}) must be smaller than the tile size.")
-        rows = tile_starts(size[0], tile, lr_overlap, align)
-        cols = tile_starts(size[1], tile, lr_overlap, align)
-        height, width = min(tile, size[0]), min(tile, size[1])
-        return [
-            (top, left, height, width, r > 0, r < len(rows) - 1, c > 0, c < len(cols) - 1)
-            for r, top in enumerate(rows)
-            for c, left in enumerate(cols)
-        ]
-
-    def _upscale_batch(self, lr: torch.Tensor, generator, output_type: str, **chain_kwargs):
-        """
-        LR images `(B, 3, h, w)` in `[-1, 1]` of one size through pad, chain, decode and crop. Returns the outputs
-        (decoded images in `[-1, 1]`, or latents for `output_type="latent"`) and the decoded image of every step.
-        """
-        height, width = lr.shape[-2:]
-        scale = self.upscale_factor
-        latents, intermediates = self._denoise(pad_to_multiple(lr, self.lr_size_multiple), generator, **chain_kwargs)
-        if output_type == "latent":
-            outputs = latents[
-                ...,
-                : math.ceil(height * scale / self.vae_scale_factor),
-                : math.ceil(width * scale / self.vae_scale_factor),
-            ]
-        else:
-            outputs = self.decode_latents(latents)[..., : height * scale, : width * scale]
-        steps = [step[..., : height * scale, : width * scale].float().cpu() for step in intermediates]
-        return outputs.float().cpu(), steps
-
-    def _upscale_tiled(self, lr, plan, overlap, tile_batch_size, generator, output_type: str, **chain_kwargs):
-        """One large LR image `(1, 3, h, w)` upscaled tile by tile; returns the blended output and steps."""
-        height, width = lr.shape[-2:]
-        scale = self.upscale_factor
-        # outputs are images (scale) or latents (scale / vae factor); intermediates are always images
-        out_scale = scale / self.vae_scale_factor if output_type == "latent" else scale
-        out_channels = self.vqvae.config.latent_channels if output_type == "latent" else 3
-        out_overlap = overlap if output_type == "latent" else overlap * self.vae_scale_factor
-        output = TileBlender(out_channels, math.ceil(height * out_scale), math.ceil(width * out_scale))
-        steps = [TileBlender(3, height * scale, width * scale) for _ in range(self._num_timesteps)]
-        used_steps = 0
-        for start in range(0, len(plan), tile_batch_size):
-            boxes = plan[start : start + tile_batch_size]
-            crops = torch.cat([lr[..., t : t + h, l : l + w] for t, l, h, w, *_ in boxes])
-            outputs, intermediates = self._upscale_batch(crops, generator, output_type=output_type, **chain_kwargs)
-            used_steps = len(intermediates)
-            for k, (top, left, h, w, *edges) in enumerate(boxes):
-                tile_out = outputs[k]
-                weights = tile_weights(*tile_out.shape[-2:], out_overlap, *edges)
-                output.add(tile_out, round(top * out_scale), round(left * out_scale), weights)
-                step_weights = tile_weights(h * scale, w * scale, overlap * self.vae_scale_factor, *edges)
-                for s, step_images in enumerate(intermediates):
-                    steps[s].add(step_images[k], top * scale, left * scale, step_weights)
-        return output.result(), [blender.result() for blender in steps[:used_steps]]
+    def _to_output(self, canvases: list, output_type: str, single_group: bool):
+        """Per-group canvases (in input order when there is one group) to the pipeline's output format."""
+        if output_type == "pil":
+            images = [PIL.Image.fromarray(image) for canvas in canvases for image in canvas]
+            return images
+        if single_group:
+            return canvases[0]
+        return [image for canvas in canvases for image in canvas]
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -313,7 +377,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         tile_size: int | None = None,
-        tile_overlap: int = 16,
+        tile_overlap: int | None = None,
         tile_batch_size: int = 4,
     ) -> DeltaDiffPipelineOutput | tuple:
         r"""
@@ -344,13 +408,14 @@ class DeltaDiffPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 Tensor inputs for `callback_on_step_end`, among `latents`, `lr_latents` and `lr_condition`.
             tile_size (`int`, *optional*):
-                Upscale in overlapping tiles of `tile_size` x `tile_size` latent pixels (LR pixels for x4 with an f4
-                autoencoder), so that memory stays bounded whatever the image size. Each tile is encoded, run
-                through the chain and decoded on its own; decoded tiles are blended with linear-ramp weights over
-                their overlap. `None` (default) tiles automatically, with tiles of `default_tile_size` (128), images
-                larger than `auto_tile_threshold` (256) on a side; `0` never tiles.
-            tile_overlap (`int`, *optional*, defaults to 16):
-                Overlap between neighbouring tiles, in latent pixels.
+                Process the image in tiles of `tile_size` x `tile_size` latent pixels (LR pixels for x4 with an f4
+                autoencoder) so that memory stays bounded whatever the image size. `None` (default) tiles images
+                larger than `auto_tile_threshold` (256) on a side, with tiles of `default_tile_size` (128); `0` never
+                tiles. With a local model (the default one) the output does not depend on it; see the class
+                documentation for what it does to other models.
+            tile_overlap (`int`, *optional*):
+                The context each tile sees around itself, in latent pixels. Defaults to the pipeline's
+                `tile_context`, which is wide enough for its model; smaller values are faster and less exact.
             tile_batch_size (`int`, *optional*, defaults to 4):
                 Tiles run through the UNet together.
 
@@ -369,6 +434,14 @@ class DeltaDiffPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
             )
+        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0):
+            raise ValueError(f"`tile_size` must be positive, 0 (never tile) or None (automatic), got {tile_size!r}.")
+        if tile_overlap is not None and (
+            isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0
+        ):
+            raise ValueError(f"`tile_overlap` must be 0 or more latent pixels, or None, got {tile_overlap!r}.")
+        if isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1:
+            raise ValueError(f"`tile_batch_size` must be a positive integer, got {tile_batch_size!r}.")
         images = [to_unit_tensor(im) for im in split_images(image)]
         if not images:
             raise ValueError("`image` is empty: pass at least one image.")
@@ -381,54 +454,58 @@ class DeltaDiffPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self._num_timesteps = len(self.scheduler.timesteps)
 
-        # 3. Plan the work: small images batched by size, large ones (or all, with `tile_size`) cut into tiles
+        # 3. Batch images by size; each batch is one canvas, upscaled whole or (large ones) in tiles
         groups: dict[tuple[int, int], list[int]] = {}
-        tiled: list[int] = []
         for index, im in enumerate(images):
-            if self._tile_size_for(im.shape[-2:], tile_size):
-                tiled.append(index)
-            else:
-                groups.setdefault(tuple(im.shape[-2:]), []).append(index)
-        tile_plans = {i: self._tile_plan(images[i].shape[-2:], tile_size, tile_overlap) for i in tiled}
-        num_batches = len(groups) + sum(math.ceil(len(plan) / tile_batch_size) for plan in tile_plans.values())
+            groups.setdefault(tuple(im.shape[-2:]), []).append(index)
+        context = self.config.tile_context if tile_overlap is None else tile_overlap
+        scale, f = self.upscale_factor, self.vae_scale_factor
+        num_unet_calls = 0
+        for size in groups:
+            padded = [-(-n // self.lr_size_multiple) * self.lr_size_multiple for n in size]
+            tiles = self._plan((padded[0] * scale // f, padded[1] * scale // f), tile_size, context)
+            num_unet_calls += sum(
+                math.ceil(n / tile_batch_size) for n in Counter(tile.outer.shape for tile in tiles).values()
+            )
 
-        results: list[torch.Tensor | None] = [None] * len(images)
-        steps: list[list[torch.Tensor | None]] = [[None] * len(images) for _ in range(self._num_timesteps)]
-        chain_kwargs = {
-            "return_intermediates": return_intermediates,
-            "output_type": output_type,
-            "callback_on_step_end": callback_on_step_end,
-            "callback_on_step_end_tensor_inputs": callback_on_step_end_tensor_inputs,
-        }
-        with self.progress_bar(total=num_batches * self._num_timesteps) as progress_bar:
-            chain_kwargs["progress_bar"] = progress_bar
-            # 4. Whole images, one batch per size
-            for indices in groups.values():
+        outputs, steps = [None] * len(groups), [None] * len(groups)
+        order = [i for indices in groups.values() for i in indices]
+        with self.progress_bar(total=num_unet_calls * self._num_timesteps) as progress_bar:
+            for g, indices in enumerate(groups.values()):
                 lr = torch.stack([images[i] for i in indices]).to(device=device, dtype=self.vqvae.dtype) * 2 - 1
                 group_generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
-                outputs, intermediates = self._upscale_batch(lr, group_generator, **chain_kwargs)
-                for k, i in enumerate(indices):
-                    results[i] = outputs[k]
-                    for s, step_images in enumerate(intermediates):
-                        steps[s][i] = step_images[k]
-
-            # 5. Large images: tiles in batches, blended with linear ramps over the overlaps
-            for i in tiled:
-                lr = images[i][None].to(device=device, dtype=self.vqvae.dtype) * 2 - 1
-                image_generator = generator[i] if isinstance(generator, list) else generator
-                results[i], image_steps = self._upscale_tiled(
-                    lr, tile_plans[i], tile_overlap, tile_batch_size, image_generator, **chain_kwargs
+                outputs[g], steps[g] = self._upscale_group(
+                    lr,
+                    group_generator,
+                    output_type,
+                    tile_size,
+                    context,
+                    tile_batch_size,
+                    return_intermediates,
+                    callback_on_step_end,
+                    callback_on_step_end_tensor_inputs,
+                    progress_bar,
                 )
-                for s, step_image in enumerate(image_steps):
-                    steps[s][i] = step_image
 
-        # 7. Post-process
-        output = self._postprocess(results, output_type)
+        # 4. Post-process: back to input order
+        single = len(groups) == 1
+        if not single:
+            # one image per entry, then the input order
+            flat = [image for canvas in outputs for image in canvas]
+            inverse = sorted(range(len(order)), key=order.__getitem__)
+            outputs = [[flat[k] for k in inverse]]
+        output = self._to_output(outputs, output_type, single)
         intermediate_images = None
         if return_intermediates:
             step_type = "pt" if output_type == "latent" else output_type
-            completed = [step for step in steps if all(im is not None for im in step)]
-            intermediate_images = [self._postprocess(step, step_type) for step in completed]
+            completed = min(len(group_steps) for group_steps in steps)
+            intermediate_images = []
+            for s in range(completed):
+                step_canvases = [group_steps[s] for group_steps in steps]
+                if not single:
+                    flat = [image for canvas in step_canvases for image in canvas]
+                    step_canvases = [[flat[k] for k in inverse]]
+                intermediate_images.append(self._to_output(step_canvases, step_type, single))
 
         self.maybe_free_model_hooks()
 

@@ -1,55 +1,72 @@
-"""Overlapping tiles and their blending weights, for upscaling images of any size in bounded memory."""
+"""Tiles of a latent canvas, each seen with a margin of context, for upscaling images of any size in bounded memory."""
 
-import torch
+from dataclasses import dataclass
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+@dataclass(frozen=True)
+class Box:
+    """Rows `[top, bottom)` and columns `[left, right)` of a grid."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.bottom - self.top, self.right - self.left)
+
+    def scaled(self, numerator: int, denominator: int = 1) -> "Box":
+        """The same box on a grid `numerator / denominator` times finer (edges must land on whole pixels)."""
+        edges = [edge * numerator for edge in (self.top, self.bottom, self.left, self.right)]
+        if any(edge % denominator for edge in edges):
+            raise ValueError(f"{self} does not land on whole pixels at scale {numerator}/{denominator}.")
+        return Box(*(edge // denominator for edge in edges))
+
+    def within(self, outer: "Box") -> "Box":
+        """This box in the coordinates of `outer` (which contains it)."""
+        return Box(self.top - outer.top, self.bottom - outer.top, self.left - outer.left, self.right - outer.left)
+
+    def crop(self, images):
+        """`images[..., rows, cols]` of a `(..., H, W)` tensor."""
+        return images[..., self.top : self.bottom, self.left : self.right]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile writes its `inner` box and sees its `outer` box: `inner` grown by the context, clipped to the canvas."""
+
+    inner: Box
+    outer: Box
+
+
+def spans(length: int, tile: int) -> list[tuple[int, int]]:
+    """`[start, stop)` spans of `tile` cutting `[0, length)`, the last one shorter when `tile` does not divide it."""
+    return [(start, min(start + tile, length)) for start in range(0, length, tile)]
+
+
+def plan_tiles(height: int, width: int, tile: int, context: int, multiple: int = 1) -> list[Tile]:
     """
-    Start offsets of tiles of size `min(tile, length)` covering `[0, length)`, consecutive tiles overlapping by at
-    least `overlap`; starts are multiples of `align` except that the last tile ends exactly at `length`.
+    Cut a `height` x `width` canvas into tiles of `tile` x `tile` (fewer at the bottom and right), each seen with
+    `context` pixels on every side that has a neighbour. Tile edges and context are rounded up to multiples of
+    `multiple` (a UNet's downsampling grid), so that every crop sees the same grid as the whole canvas. A tile at least
+    as large as the canvas gives one tile: the whole canvas.
     """
-    tile = min(tile, length)
-    if tile == length:
-        return [0]
-    stride = max(tile - overlap, 1) // align * align or align
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
-
-
-def ramp(length: int, ramp_in: int, ramp_out: int) -> torch.Tensor:
-    """1-D weights rising linearly over the first `ramp_in` samples and falling over the last `ramp_out` (> 0)."""
-    weights = torch.ones(length, dtype=torch.float32)
-    position = torch.arange(length, dtype=torch.float32)
-    if ramp_in > 0:
-        weights = torch.minimum(weights, (position + 1) / (ramp_in + 1))
-    if ramp_out > 0:
-        weights = torch.minimum(weights, (length - position) / (ramp_out + 1))
-    return weights
-
-
-def tile_weights(height: int, width: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool):
-    """
-    Linear-ramp blending weights `(1, height, width)` of one tile: they ramp over `overlap` pixels on the sides that
-    meet a neighbouring tile (`top`, `bottom`, ...) and stay 1 at the image border, so weights summed over all tiles
-    are positive everywhere and the blend is seamless.
-    """
-    rows = ramp(height, overlap if top else 0, overlap if bottom else 0)
-    cols = ramp(width, overlap if left else 0, overlap if right else 0)
-    return (rows[:, None] * cols[None, :])[None]
-
-
-class TileBlender:
-    """Accumulates weighted tiles on a canvas and returns their blend."""
-
-    def __init__(self, channels: int, height: int, width: int):
-        self.canvas = torch.zeros(channels, height, width, dtype=torch.float32)
-        self.weight = torch.zeros(1, height, width, dtype=torch.float32)
-
-    def add(self, tile: torch.Tensor, top: int, left: int, weights: torch.Tensor):
-        height, width = tile.shape[-2:]
-        self.canvas[:, top : top + height, left : left + width] += tile.float().cpu() * weights
-        self.weight[:, top : top + height, left : left + width] += weights
-
-    def result(self) -> torch.Tensor:
-        return self.canvas / self.weight.clamp_min(1e-8)
+    if tile <= 0:
+        raise ValueError(f"The tile size must be positive, got {tile}.")
+    if context < 0:
+        raise ValueError(f"The tile context must be zero or positive, got {context}.")
+    tile = -(-tile // multiple) * multiple
+    context = -(-context // multiple) * multiple
+    tiles = []
+    for top, bottom in spans(height, tile):
+        for left, right in spans(width, tile):
+            inner = Box(top, bottom, left, right)
+            outer = Box(
+                max(top - context, 0),
+                min(bottom + context, height),
+                max(left - context, 0),
+                min(right + context, width),
+            )
+            tiles.append(Tile(inner, outer))
+    return tiles
