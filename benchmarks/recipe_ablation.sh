@@ -11,20 +11,21 @@
 set -u
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-export HF_HUB_OFFLINE=1
+# one thread: a second busy process on 2 cores stalls a 2-thread torch (its threads wait on each other)
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 STEPS=${STEPS:-2000}
 COMMON=(--lossless_latent --prediction_type residual --zero_init_output --unet_attention_levels ""
   --train_data_dir outputs/data/train72 --resolution 128 --train_batch_size 8
   --learning_rate 2e-4 --lr_scheduler cosine --unet_block_out_channels 64,128,128 --unet_layers_per_block 1
   --max_train_steps "$STEPS" --use_ema --ema_decay 0.999 --checkpointing_steps 500
   --validation_data_dir outputs/data/val8_half --validation_resolution 320 --num_validation_images 8
-  --validation_steps 500 --dataloader_num_workers 0 --report_to none --seed 0)
+  --validation_steps 500 --dataloader_num_workers 0 --report_to none --seed 0 --resume_from_checkpoint latest)
 mkdir -p outputs/ablate
 for norm in group pixel; do
   for ds in 1 2; do
     name=${norm}_ds${ds}
     [ -f outputs/ablate/$name/model_index.json ] && continue
-    python training/train_deltadiff.py "${COMMON[@]}" --unet_norm $norm --hr_downscale $ds \
-      --output_dir outputs/ablate/$name "$@" > outputs/ablate/$name.log 2>&1
+    nice -n -10 python training/train_deltadiff.py "${COMMON[@]}" --unet_norm $norm --hr_downscale $ds \
+      --output_dir outputs/ablate/$name "$@" >> outputs/ablate/$name.log 2>&1
   done
 done

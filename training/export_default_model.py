@@ -28,15 +28,25 @@ def parse_args(input_args=None):
     parser.add_argument("--check_images", default="../shared/data/benchmarks/Set5", help="images for the fp16 check")
     parser.add_argument("--min_psnr", type=float, default=45.0, help="fp16 vs fp32 output PSNR needed (dB)")
     parser.add_argument("--output_dir", default=str(DEFAULT_MODEL_DIR))
+    parser.add_argument(
+        "--tile_context",
+        type=int,
+        default=None,
+        help="the context (latent pixels) each tile sees, as measured for this model (default: keep the pipeline's)",
+    )
     return parser.parse_args(input_args)
 
 
 def main(args):
     reference = from_pretrained(args.pipeline)
+    if args.tile_context is not None:
+        reference.register_to_config(tile_context=args.tile_context)
     with tempfile.TemporaryDirectory() as tmp:
         reference.to(torch.float16).save_pretrained(tmp)
         half = from_pretrained(tmp)  # float16 on disk, float32 in memory
         reference = from_pretrained(args.pipeline)
+        if args.tile_context is not None:
+            reference.register_to_config(tile_context=args.tile_context)
         for pipe in (reference, half):
             pipe.set_progress_bar_config(disable=True)
         psnrs = []
