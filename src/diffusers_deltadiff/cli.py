@@ -5,14 +5,18 @@
     deltadiff ablate --hr Set14/ --model path/to/model --eta-start 0.01,0.04 --eta-end 0.9,0.99 --steps 1,2,4
 
 Errors are one line each, naming the file and the problem; other files are still processed and the exit code is
-non-zero at the end (1: some files failed, 2: nothing could be done, e.g. the model or output cannot be used).
+non-zero at the end (1: some files failed, 2: nothing could be done, e.g. a bad flag, or the model or output cannot
+be used). Flags are checked before the model loads. Existing files are never replaced without `--overwrite`, and an
+input is never replaced at all.
 """
 
 import argparse
 import glob
 import os
+import re
+import secrets
 import sys
-import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,8 @@ from .pretrained import default_model_path, from_pretrained
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GRAY_MODES = ("L", "1", "I;16", "I;16B", "I;16L", "I", "F")
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
 class CLIError(Exception):
@@ -41,9 +47,18 @@ def error(message: str):
     tqdm.write(f"error: {message}", file=sys.stderr)
 
 
+def warning(message: str):
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+def progress(iterable=None, **kwargs):
+    """A progress bar on a terminal only: piped or redirected, stderr holds nothing but the error lines."""
+    return tqdm(iterable, disable=None, **kwargs)
 
 
 def resolve_device(name: str) -> str:
@@ -58,6 +73,12 @@ def resolve_device(name: str) -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def warn_dtype(device: str, dtype: str):
+    """One warning for half precision on the CPU (diffusers would repeat its own for every model component)."""
+    if device == "cpu" and dtype == "fp16":
+        warning("--dtype fp16 on the CPU is slow and some layers may not support it; fp32 is the CPU's choice")
 
 
 def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32"):
@@ -77,62 +98,247 @@ def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32"):
         pipe = from_pretrained(model, dtype=DTYPES[dtype])
     except Exception as err:  # noqa: BLE001 - any loading failure becomes one line
         raise CLIError(f"{model}: cannot load the model ({one_line(err)})") from err
-    pipe.to(device)
+    pipe.to(device, silence_dtype_warnings=True)  # `warn_dtype` says it once
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """`(file, path relative to the output folder)` for files, folders (recursive) and globs; and errors."""
-    found, errors = [], []
+def check_steps(pipe, steps: list[int | None], model: str):
+    """`--steps` against the model's chain, once, before any image is processed."""
+    most = pipe.scheduler.config.num_train_timesteps
+    for value in steps:
+        if value is not None and value > most:
+            raise CLIError(f"--steps {value}: {model} runs at most {most} steps (pass 1 to {most})")
+
+
+def glob_root(pattern: str) -> tuple[Path, str]:
+    """`(folder, rest)`: the literal folder a glob starts from and the pattern below it."""
+    parts = Path(pattern).parts
+    literal = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    return Path(*parts[:literal]) if literal else Path("."), str(Path(*parts[literal:]))
+
+
+def glob_files(pattern: str) -> tuple[Path, list[Path]]:
+    """
+    The files matching a glob, and its literal folder. `**` is walked like a folder argument: symbolic links to
+    folders are not followed, so a link back up the tree cannot make it loop.
+    """
+    root, rest = glob_root(pattern)
+    if not rest or rest == ".":
+        return root, [root] if root.is_file() else []
+    return root, sorted(p for p in root.glob(rest) if p.is_file())
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether `path` lies in `folder` or below it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def collect_inputs(inputs: list[str], output: Path | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """
+    `(file, path relative to the output folder)` for files, folders (recursive) and globs; and errors.
+
+    Files already in `output` are not taken from a folder or glob that contains it, so that a rerun does not upscale
+    the previous run's results.
+    """
+    found, errors, skipped = [], [], 0
+    named, output = output, output.resolve() if output is not None else None
+
+    def keep(files: list[Path], root: Path) -> list[Path]:
+        nonlocal skipped
+        if output is None or output == root.resolve() or not is_inside(output, root.resolve()):
+            return files
+        kept = [f for f in files if not is_inside(f.resolve(), output)]
+        skipped += len(files) - len(kept)
+        return kept
+
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            files = list_images(item)
+        if not item:
+            errors.append("'': empty path")
+        elif path.is_dir():
+            files = keep([Path(f) for f in list_images(item)], path)
             if not files:
                 errors.append(f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-            found += [(Path(f), Path(f).relative_to(path)) for f in files]
+            found += [(f, f.relative_to(path)) for f in files]
         elif path.is_file():
             found.append((path, Path(path.name)))
-        elif any(ch in item for ch in "*?["):
-            matches = sorted(m for m in glob.glob(item, recursive=True) if Path(m).is_file())
+        elif path.exists():
+            errors.append(f"{item}: not a regular file (a device, pipe or socket)")
+        elif glob.has_magic(item):
+            root, matches = glob_files(item)
+            matches = keep(matches, root)
             if not matches:
                 errors.append(f"{item}: no file matches this pattern")
-            found += [(Path(m), Path(Path(m).name)) for m in matches]
+            found += [(m, Path(m.name)) for m in matches]
         else:
             errors.append(f"{item}: no such file or folder")
-    unique = list(dict.fromkeys(found))
+    if skipped:
+        warning(f"{named}: {skipped} file(s) in the output folder are not taken as inputs")
+    unique, seen = [], set()
+    for source, relative in found:  # one file named twice (`a.png ./a.png`, a folder and a file in it) runs once
+        if (source.resolve(), relative) not in seen:
+            seen.add((source.resolve(), relative))
+            unique.append((source, relative))
     return unique, errors
 
 
+def image_extension(path: Path) -> str | None:
+    """The lower-case extension of `path` when it names an image file Pillow knows, else `None`."""
+    suffix = path.suffix.lower()
+    return suffix.lstrip(".") if suffix in PIL.Image.registered_extensions() else None
+
+
+def output_file(output: Path) -> bool:
+    """Whether `-o` names one image file rather than a folder."""
+    return image_extension(output) is not None and not output.is_dir()
+
+
 def output_path(output: Path, relative: Path, fmt: str | None, single: bool) -> Path:
-    if single and output.suffix.lower().lstrip(".") in FORMATS and not output.is_dir():
+    if single and output_file(output):
         return output
     extension = fmt or relative.suffix.lower().lstrip(".")
     return output / relative.with_suffix("." + (extension if extension in FORMATS else "png"))
 
 
-def open_input(path: Path) -> PIL.Image.Image:
+def steps_path(dest: Path) -> Path:
+    return dest.with_name(dest.stem + "_steps" + dest.suffix)
+
+
+def check_output_flags(args, single: bool, count: int):
+    """`-o` and `--format` together, before the model loads: a file name must fit the run and the format."""
+    output = Path(args.output)
+    if not output_file(output):
+        return
+    extension = image_extension(output)
+    if not single:
+        raise CLIError(f"-o {output}: a file name, but there are {count} inputs: pass a folder")
+    if extension not in FORMATS:
+        raise CLIError(f"-o {output}: cannot write .{extension} files (use .png, .jpg, .jpeg or .webp, or a folder)")
+    if args.format and FORMATS[args.format] != FORMATS[extension]:
+        raise CLIError(
+            f"-o {output}: the name says {FORMATS[extension]} but --format {args.format} asks for "
+            f"{FORMATS[args.format]} (drop --format, or name the file {output.with_suffix('.' + args.format)})"
+        )
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name the file system of `folder` (or of its nearest existing parent) accepts."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def plan_outputs(files, output: Path, args, single: bool) -> tuple[list[tuple[Path, Path, list[Path]]], list[str]]:
+    """
+    `(source, dest, outputs)` for every input that can be written, and an error for every one that cannot, decided
+    before anything is written: an output that would replace an input of the run (even with `--overwrite`), two
+    inputs with one output, an existing output without `--overwrite`, a name too long.
+    """
+    inputs = {source.resolve(): source for source, _ in files}
+    claimed: dict[Path, Path] = {}
+    jobs, errors = [], []
+    for source, relative in files:
+        dest = output_path(output, relative, args.format, single)
+        outputs = [dest, steps_path(dest)] if args.save_steps else [dest]
+        problem = None
+        for out in outputs:
+            resolved = out.resolve()
+            if resolved in inputs:
+                problem = f"{source}: the output {out} would replace the input {inputs[resolved]}"
+            elif resolved in claimed:
+                problem = (
+                    f"{source}: its output {out} is also the output of {claimed[resolved]} "
+                    "(same name: upscale them into separate folders)"
+                )
+            elif out.is_symlink() or out.exists():
+                if not args.overwrite:
+                    problem = f"{out}: already exists (pass --overwrite to replace it)"
+                elif not out.is_file():
+                    problem = f"{out}: exists and is not a file"
+            elif len(out.name.encode()) > name_max(out.parent):
+                problem = f"{source}: the output name {out.name} is too long for this file system"
+            if problem:
+                break
+        if problem:
+            errors.append(problem)
+            continue
+        claimed.update({out.resolve(): source for out in outputs})
+        jobs.append((source, dest, outputs))
+    return jobs, errors
+
+
+def check_output_folder(folder: Path):
+    """That `folder` exists or can be made, without making it (nothing is left behind if the run stops early)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(f"{folder}: cannot create the output folder ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"{folder}: output folder is not writable")
+
+
+def make_folders(folder: Path, created: list[Path]):
+    """`mkdir -p`, remembering the folders it made in `created` (to remove them again if they stay empty)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        created.append(path)
+
+
+def remove_empty(created: list[Path]):
+    for path in reversed(created):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def open_input(path: Path, max_pixels: int | None = None) -> PIL.Image.Image:
+    """Open and decode an image, every problem as a `ValueError` with a one-line message."""
     if path.stat().st_size == 0:
         raise ValueError("empty file")
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    PIL.Image.MAX_IMAGE_PIXELS = max_pixels or None
     try:
-        image = PIL.Image.open(path)
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            image = PIL.Image.open(path)
+            image.load()
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{pixels.group(1)} pixels" if pixels else "too many pixels"
+        raise ValueError(
+            f"image too large ({size}, more than --max-pixels {max_pixels}): pass a larger --max-pixels (0: no "
+            "limit) to upscale it on purpose"
+        ) from err
     except PIL.UnidentifiedImageError as err:
         raise ValueError("not an image") from err
     except OSError as err:
         raise ValueError(f"unreadable image ({str(err).splitlines()[0]})") from err
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = limit
     return image
 
 
 def to_output_image(sr: torch.Tensor, source: PIL.Image.Image, fmt: str) -> PIL.Image.Image:
-    """The SR result `(3, H, W)` in `[0, 1]` in the input's kind: RGB, grayscale (8/16-bit) or with its alpha."""
+    """
+    The SR result `(3, H, W)` in `[0, 1]` in the input's kind: RGB, grayscale (8-bit, or 16-bit PNG for 16-bit and
+    float inputs) or with its alpha.
+    """
     array = sr.clamp(0, 1).permute(1, 2, 0).float().numpy()
     mode = source.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I") and fmt == "PNG":
+    if mode in HIGH_DEPTH_MODES and fmt == "PNG":
         return PIL.Image.fromarray((array.mean(axis=-1) * 65535).round().astype(np.uint16))
     rgb = PIL.Image.fromarray((array * 255).round().astype(np.uint8))
-    if mode in ("L", "I;16", "I;16B", "I;16L", "I", "1"):
+    if mode in GRAY_MODES:
         return rgb.convert("L")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in source.info):
         if fmt == "JPEG":
@@ -144,8 +350,11 @@ def to_output_image(sr: torch.Tensor, source: PIL.Image.Image, fmt: str) -> PIL.
     return rgb
 
 
-def save_atomic(image: PIL.Image.Image, dest: Path, fmt: str, quality: int, source: PIL.Image.Image):
-    """Write to a temporary file next to `dest`, then rename: a failed write never leaves a broken file."""
+def save_atomic(image: PIL.Image.Image, dest: Path, fmt: str, quality: int, source: PIL.Image.Image, created=None):
+    """
+    Write to a temporary file next to `dest`, then rename: a failed write never leaves a broken file. The temporary
+    name is short (any legal `dest` name works) and the file is made with the umask's permissions, like any other.
+    """
     kwargs = {}
     if source.info.get("icc_profile"):
         kwargs["icc_profile"] = source.info["icc_profile"]
@@ -153,9 +362,9 @@ def save_atomic(image: PIL.Image.Image, dest: Path, fmt: str, quality: int, sour
         kwargs["exif"] = source.info["exif"]
     if fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = quality
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(handle)
+    make_folders(dest.parent, created if created is not None else [])
+    tmp = dest.parent / f".deltadiff-{secrets.token_hex(6)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         image.save(tmp, format=fmt, **kwargs)
         os.replace(tmp, dest)
@@ -176,54 +385,69 @@ def steps_strip(source: torch.Tensor, steps: list[torch.Tensor]) -> PIL.Image.Im
 def cmd_upscale(args) -> int:
     fmt = FORMATS[args.format] if args.format else None
     output = Path(args.output)
-    files, errors = collect_inputs(args.inputs)
+    files, errors = collect_inputs(args.inputs, output)
     for message in errors:
         error(message)
     if not files:
         raise CLIError("nothing to upscale", code=2 if not errors else 1)
     single = len(files) == 1 and len(args.inputs) == 1 and not Path(args.inputs[0]).is_dir()
-    target_dir = output.parent if single and output.suffix.lower().lstrip(".") in FORMATS else output
+    check_output_flags(args, single, len(files))
+    target_dir = output.parent if single and output_file(output) else output
+    check_output_folder(target_dir)
+    jobs, plan_errors = plan_outputs(files, output, args, single)
+    for message in plan_errors:
+        error(message)
+    failures = len(errors) + len(plan_errors)
+    if not jobs:
+        print(f"0 image(s) upscaled to {output}, {failures} error(s)")
+        return 1
+
+    device = resolve_device(args.device)
+    warn_dtype(device, args.dtype)
+    pipe = load_pipeline(args.model, device, args.dtype)
+    check_steps(pipe, [args.steps], args.model or "the default model")
+    created: list[Path] = []
+    done = 0
     try:
-        target_dir.mkdir(parents=True, exist_ok=True)
+        make_folders(target_dir, created)
     except OSError as err:
         raise CLIError(f"{target_dir}: cannot create the output folder ({err.strerror})") from err
-    if not os.access(target_dir, os.W_OK):
-        raise CLIError(f"{target_dir}: output folder is not writable")
-
-    pipe = load_pipeline(args.model, resolve_device(args.device), args.dtype)
-    failures = len(errors)
-    done = 0
-    for source_path, relative in tqdm(files, desc="upscale", unit="image"):
-        dest = output_path(output, relative, args.format, single)
-        dest_fmt = fmt or FORMATS.get(dest.suffix.lower().lstrip("."), "PNG")
-        if dest.exists() and not args.overwrite:
-            error(f"{dest}: already exists (pass --overwrite to replace it)")
-            failures += 1
-            continue
-        try:
-            if source_path.resolve() == dest.resolve():
-                raise ValueError("the output would replace the input")
-            image = open_input(source_path)
-            out = pipe(
-                image,
-                num_inference_steps=args.steps,
-                output_type="pt",
-                return_intermediates=args.save_steps,
-                tile_size=args.tile_size,
-                tile_overlap=args.tile_overlap,
-                tile_batch_size=args.batch_size,
-                generator=torch.Generator().manual_seed(args.seed),
-            )
-            sr = out.images[0].float().cpu()
-            save_atomic(to_output_image(sr, image, dest_fmt), dest, dest_fmt, args.quality, image)
-            if args.save_steps:
-                strip = steps_strip(to_unit_tensor(image), [s[0].float().cpu() for s in out.intermediate_images])
-                strip_dest = dest.with_name(dest.stem + "_steps" + dest.suffix)
-                save_atomic(strip.convert("RGB"), strip_dest, dest_fmt, args.quality, PIL.Image.new("RGB", (1, 1)))
-            done += 1
-        except (OSError, ValueError) as err:
-            error(f"{source_path}: {str(err).splitlines()[0] if isinstance(err, ValueError) else one_line(err)}")
-            failures += 1
+    try:
+        for source_path, dest, outputs in progress(jobs, desc="upscale", unit="image"):
+            dest_fmt = fmt or FORMATS.get(dest.suffix.lower().lstrip("."), "PNG")
+            try:
+                if not args.overwrite and any(out.exists() for out in outputs):  # made since the plan
+                    raise FileExistsError(f"{dest}: already exists (pass --overwrite to replace it)")
+                image = open_input(source_path, args.max_pixels)
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:
+                    warning(f"{source_path}: {frames} frames, only the first one is upscaled")
+                out = pipe(
+                    image,
+                    num_inference_steps=args.steps,
+                    output_type="pt",
+                    return_intermediates=args.save_steps,
+                    tile_size=args.tile_size,
+                    tile_overlap=args.tile_overlap,
+                    tile_batch_size=args.batch_size,
+                    generator=torch.Generator().manual_seed(args.seed),
+                )
+                sr = out.images[0].float().cpu()
+                save_atomic(to_output_image(sr, image, dest_fmt), dest, dest_fmt, args.quality, image, created)
+                if args.save_steps:
+                    strip = steps_strip(to_unit_tensor(image), [s[0].float().cpu() for s in out.intermediate_images])
+                    blank = PIL.Image.new("RGB", (1, 1))
+                    save_atomic(strip.convert("RGB"), outputs[1], dest_fmt, args.quality, blank, created)
+                done += 1
+            except FileExistsError as err:
+                error(str(err))
+                failures += 1
+            except (OSError, ValueError, RuntimeError) as err:
+                message = str(err).splitlines()[0] if isinstance(err, ValueError) else one_line(err)
+                error(f"{source_path}: {message}")
+                failures += 1
+    finally:
+        remove_empty(created)  # folders this run made and left empty
     print(f"{done} image(s) upscaled to {output}" + (f", {failures} error(s)" if failures else ""))
     return 1 if failures else 0
 
@@ -239,15 +463,56 @@ def parse_models(specs: list[str] | None) -> list[tuple[str, str | None]]:
     return models
 
 
+def int_at_least(minimum: int, maximum: int | None = None):
+    """An argparse `type`: an integer in `[minimum, maximum]`, the message naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
+        if value < minimum or (maximum is not None and value > maximum):
+            expected = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        return value
+
+    return parse
+
+
 def float_list(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values
 
 
-def int_list(text: str) -> list[int]:
-    return [int(v) for v in float_list(text)]
+def eta_list(text: str) -> list[float]:
+    values = float_list(text)
+    for value in values:
+        if not 0 < value <= 1:  # also NaN
+            raise argparse.ArgumentTypeError(f"every eta must be in (0, 1], got {value:g}")
+    return values
+
+
+def int_list(text: str, minimum: int = 1) -> list[int]:
+    parse = int_at_least(minimum)
+    values = [parse(v.strip()) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
+def seed_list(text: str) -> list[int]:
+    return int_list(text, minimum=0)
+
+
+def path_text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (pass a path; '.' for the current folder)")
+    return text
 
 
 def load_eval_pairs(args):
@@ -275,10 +540,12 @@ def cmd_evaluate(args) -> int:
 
     pairs, errors = load_eval_pairs(args)
     device = resolve_device(args.device)
+    warn_dtype(device, args.dtype)
     pipelines = {}
     for label, path in parse_models(args.model):
         pipelines[label] = load_pipeline(path, device, args.dtype)
         check_scale(pipelines[label], args.scale, path or "default model")
+        check_steps(pipelines[label], [args.steps], path or "the default model")
     lpips_metric = LPIPSMetric() if args.lpips else None
     result = evaluate(
         pairs,
@@ -306,8 +573,11 @@ def cmd_ablate(args) -> int:
     from .evaluation import ablate
 
     pairs, errors = load_eval_pairs(args)
-    pipe = load_pipeline(args.model, resolve_device(args.device), args.dtype)
+    device = resolve_device(args.device)
+    warn_dtype(device, args.dtype)
+    pipe = load_pipeline(args.model, device, args.dtype)
     check_scale(pipe, args.scale, args.model or "default model")
+    check_steps(pipe, args.steps, args.model or "the default model")
     table = ablate(pairs, pipe, args.eta_start, args.eta_end, args.steps, args.scale, {"tile_size": args.tile_size})
     header = f"Schedule ablation on {Path(args.hr).name} (x{args.scale}, sampling only, model not retrained)\n\n"
     if args.output:
@@ -322,36 +592,73 @@ def cmd_ablate(args) -> int:
 def add_model_options(parser):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
-    parser.add_argument("--tile-size", type=int, default=None, help="latent pixels; 0 never tiles (default: auto)")
+    parser.add_argument(
+        "--tile-size", type=int_at_least(0), default=None, help="latent pixels; 0 never tiles (default: auto)"
+    )
 
 
 def add_eval_data_options(parser):
-    parser.add_argument("--hr", required=True, help="folder of HR images")
-    parser.add_argument("--lr", default=None, help="folder of LR images paired by name (default: made from HR)")
-    parser.add_argument("--scale", type=int, default=4)
-    parser.add_argument("--crop", type=int, default=None, help="centre-crop HR to this size first")
+    parser.add_argument("--hr", required=True, type=path_text, help="folder of HR images")
+    parser.add_argument(
+        "--lr", default=None, type=path_text, help="folder of LR images paired by name (default: made from HR)"
+    )
+    parser.add_argument("--scale", type=int_at_least(1), default=4)
+    parser.add_argument("--crop", type=int_at_least(1), default=None, help="centre-crop HR to this size first")
     parser.add_argument("--degradation", default="bicubic", choices=["bicubic", "realesrgan"])
-    parser.add_argument("--seed", type=int, default=0, help="seed of the realesrgan degradation")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the realesrgan degradation")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Flag errors as one line like every other error (exit status 2), naming the flag."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def flag_problem(args) -> str | None:
+    """Checks that involve several flags, before anything is read, made or loaded; the problem, if any."""
+    if args.command == "ablate":
+        for eta_start in args.eta_start:
+            for eta_end in args.eta_end:
+                if eta_start > eta_end:
+                    return (
+                        f"--eta-start {eta_start:g} is larger than --eta-end {eta_end:g} (every combination is run, "
+                        "and each needs eta_1 <= eta_T)"
+                    )
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="deltadiff", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("upscale", help="upscale images")
     up.add_argument("inputs", nargs="+", help="image files, folders (recursive) or globs")
-    up.add_argument("-o", "--output", required=True, help="output folder (or file, for one input)")
+    up.add_argument(
+        "-o", "--output", required=True, type=path_text, help="output folder (or file .png/.jpg/.webp, for one input)"
+    )
     up.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the shipped model)")
-    up.add_argument("--steps", type=int, default=None, help="reverse steps (default: the model's)")
-    up.add_argument("--tile-overlap", type=int, default=16)
-    up.add_argument("--batch-size", type=int, default=4, help="tiles per UNet batch")
+    up.add_argument("--steps", type=int_at_least(1), default=None, help="reverse steps (default: the model's)")
+    up.add_argument(
+        "--tile-overlap",
+        type=int_at_least(0),
+        default=None,
+        help="context each tile sees around itself, latent pixels (default: the model's tile_context)",
+    )
+    up.add_argument("--batch-size", type=int_at_least(1), default=4, help="tiles per UNet batch")
     up.add_argument("--format", choices=list(FORMATS), default=None, help="output format (default: the input's)")
-    up.add_argument("--quality", type=int, default=95, help="JPEG / WebP quality")
+    up.add_argument("--quality", type=int_at_least(0, 100), default=95, help="JPEG / WebP quality, 0 to 100")
     up.add_argument("--save-steps", action="store_true", help="also write the strip of every reverse step")
     up.add_argument("--seed", type=int, default=0, help="only used by stochastic (ResShift) models")
-    up.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    up.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
+    up.add_argument(
+        "--max-pixels",
+        type=int_at_least(0),
+        default=PIL.Image.MAX_IMAGE_PIXELS,
+        help="refuse inputs with more pixels, against decompression bombs (default: Pillow's %(default)s; 0: no limit)",
+    )
     add_model_options(up)
     up.set_defaults(func=cmd_upscale)
 
@@ -359,28 +666,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_data_options(ev)
     ev.add_argument("--model", action="append", help="pipeline folder, or label=folder; repeat to compare")
     ev.add_argument("--baseline", default="bicubic", choices=["bicubic", "none"])
-    ev.add_argument("--seeds", type=int_list, default=[0], help="inference seeds for stochastic models, e.g. 0,1,2")
-    ev.add_argument("--steps", type=int, default=None)
+    ev.add_argument("--seeds", type=seed_list, default=[0], help="inference seeds for stochastic models, e.g. 0,1,2")
+    ev.add_argument("--steps", type=int_at_least(1), default=None)
     ev.add_argument("--no-lpips", dest="lpips", action="store_false", help="skip LPIPS")
-    ev.add_argument("--grid-images", type=int, default=4)
-    ev.add_argument("--output", default="deltadiff-eval", help="folder for per_image.csv, summary.md, grid.png")
+    ev.add_argument("--grid-images", type=int_at_least(0), default=4)
+    ev.add_argument(
+        "--output", default="deltadiff-eval", type=path_text, help="folder for per_image.csv, summary.md, grid.png"
+    )
     add_model_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     ab = sub.add_parser("ablate", help="sweep the sampling schedule (Table II)")
     add_eval_data_options(ab)
     ab.add_argument("--model", default=None)
-    ab.add_argument("--eta-start", type=float_list, default=[0.01])
-    ab.add_argument("--eta-end", type=float_list, default=[0.99])
-    ab.add_argument("--steps", type=int_list, default=[4])
-    ab.add_argument("--output", default=None, help="markdown file for the table")
+    ab.add_argument("--eta-start", type=eta_list, default=[0.01], help="eta_1 values in (0, 1], comma-separated")
+    ab.add_argument("--eta-end", type=eta_list, default=[0.99], help="eta_T values in (0, 1], comma-separated")
+    ab.add_argument("--steps", type=int_list, default=[4], help="step counts, comma-separated")
+    ab.add_argument("--output", default=None, type=path_text, help="markdown file for the table")
     add_model_options(ab)
     ab.set_defaults(func=cmd_ablate)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # a flag error (2) or --help (0)
+        return exit.code
+    problem = flag_problem(args)
+    if problem:
+        error(f"{problem} (see `deltadiff {args.command} --help`)")
+        return 2
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()

@@ -169,11 +169,22 @@ def comparison_grid(rows: list[list[torch.Tensor]]) -> PIL.Image.Image:
     return image_grid(grid_rows)
 
 
+# scikit-image's SSIM window with Wang et al.'s Gaussian (sigma 1.5, truncated at 3.5 sigma): 2 * int(5.75) + 1
+SSIM_WINDOW = 11
+
+
+def min_hr_size(scale: int) -> int:
+    """The smallest HR side the protocol can score: SSIM's window inside the `scale`-pixel border, mod-cropped."""
+    return -(-(2 * scale + SSIM_WINDOW) // scale) * scale
+
+
 def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, degradation: str, seed: int):
     """
     `(name, hr, lr)` for every HR image (mod-cropped), LR from `lr_dir` (by name) or degraded from HR; and the
-    one-line errors of the files that could not be used.
+    one-line errors of the files that could not be used (unreadable, or too small to score: see [`min_hr_size`]).
     """
+    if scale < 1:
+        raise ValueError(f"`scale` must be a positive integer, got {scale}.")
     lr_paths = index_lr_folder(lr_dir) if lr_dir else None
     degrade = Degradation(degradation, scale) if degradation != "bicubic" else None
     pairs, errors = [], []
@@ -190,7 +201,13 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
                 lr = bicubic_resize(hr, (hr.shape[1] // scale, hr.shape[2] // scale))
             else:
                 lr = degrade(hr, seed=seed * 100_003 + index)
-        except (OSError, ValueError) as err:
+            if min(hr.shape[-2:]) < min_hr_size(scale):
+                raise ValueError(
+                    f"too small to score: {hr.shape[2]}x{hr.shape[1]} after the crop to a multiple of {scale}, the "
+                    f"protocol needs {min_hr_size(scale)}x{min_hr_size(scale)} (SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} "
+                    f"window inside a {scale}-pixel border)"
+                )
+        except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
             errors.append(f"{path}: {str(err).splitlines()[0]}")
             continue
         pairs.append((name, hr, lr))
@@ -232,7 +249,7 @@ def evaluate(
     total = len(pairs) * (
         int(baseline) + sum(len(seeds) if p.scheduler.config.kappa > 0 else 1 for p in pipelines.values())
     )
-    with tqdm(total=total, desc="evaluate", unit="image") as progress:
+    with tqdm(total=total, desc="evaluate", unit="image", disable=None) as progress:
         for index, (name, hr, lr) in enumerate(pairs):
             row = []
             if baseline:
@@ -268,7 +285,7 @@ def ablate(pairs, pipe, eta_starts, eta_ends, steps_list, scale: int = 4, pipeli
     ]
     settings = [(a, b, n) for a in eta_starts for b in eta_ends for n in steps_list]
     try:
-        with tqdm(total=len(settings) * len(pairs), desc="ablate", unit="image") as progress:
+        with tqdm(total=len(settings) * len(pairs), desc="ablate", unit="image", disable=None) as progress:
             for eta_start, eta_end, steps in settings:
                 pipe.scheduler = DeltaShiftScheduler.from_config(
                     base_scheduler.config, eta_start=eta_start, eta_end=eta_end

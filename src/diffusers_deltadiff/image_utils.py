@@ -41,6 +41,37 @@ def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
 
 
+# float images may stray from [0, 1] by less than half an 8-bit level (rounding); further out they are 0-255 or
+# [-1, 1] data, which would come out washed out or dark
+UNIT_RANGE_TOLERANCE = 0.5 / 255
+
+
+def _check_unit_range(finite: bool, low: float, high: float):
+    if not finite:
+        raise ValueError("The image holds NaN or infinite values.")
+    if low < -UNIT_RANGE_TOLERANCE or high > 1 + UNIT_RANGE_TOLERANCE:
+        raise ValueError(
+            f"Float images must be in [0, 1], got values in [{low:g}, {high:g}]: divide 0-255 data by 255 (or pass "
+            "it as uint8), map [-1, 1] data with (x + 1) / 2."
+        )
+
+
+def unit_float_array(array: np.ndarray) -> np.ndarray:
+    """A float image in `[0, 1]` as float32 (clamped), or a `ValueError` saying what is wrong with it."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.size:
+        _check_unit_range(bool(np.isfinite(array).all()), float(array.min()), float(array.max()))
+    return np.clip(array, 0.0, 1.0)
+
+
+def unit_float_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """[`unit_float_array`] for a tensor, on its device."""
+    tensor = tensor.float()
+    if tensor.numel():
+        _check_unit_range(bool(tensor.isfinite().all()), float(tensor.min()), float(tensor.max()))
+    return tensor.clamp(0.0, 1.0)
+
+
 def _array_to_unit_float(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
@@ -48,7 +79,9 @@ def _array_to_unit_float(array: np.ndarray) -> np.ndarray:
         return array.astype(np.float32) / 65535.0
     if array.dtype == bool:
         return array.astype(np.float32)
-    return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        return unit_float_array(array)
+    raise TypeError(f"Unsupported array dtype {array.dtype}: use uint8 (0-255), uint16 (0-65535) or float in [0, 1].")
 
 
 def _channels_to_rgb(image: torch.Tensor) -> torch.Tensor:
@@ -63,6 +96,8 @@ def _channels_to_rgb(image: torch.Tensor) -> torch.Tensor:
 
 def pil_to_unit_tensor(image: PIL.Image.Image) -> torch.Tensor:
     """A PIL image of any mode as an RGB `(3, H, W)` float tensor in `[0, 1]` (16-bit images keep their depth)."""
+    if image.mode == "F":  # 32-bit float grayscale (e.g. a float TIFF), in [0, 1] like float arrays
+        return _channels_to_rgb(torch.from_numpy(unit_float_array(np.asarray(image)).copy())[None])
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float32)
         array = array / (65535.0 if image.mode != "I" or array.max() > 255 else 255.0)
@@ -94,8 +129,10 @@ def to_unit_tensor(image) -> torch.Tensor:
     One image as an RGB `(3, H, W)` float tensor in `[0, 1]`.
 
     Accepts PIL images (any mode: grayscale is replicated to RGB, alpha is dropped, palettes are expanded, 16-bit
-    grayscale keeps its depth), NumPy arrays `HxW` or `HxWxC` (uint8, uint16, or float in `[0, 1]`) and torch tensors
-    `CxH xW` or `HxW` (float in `[0, 1]`), with C in 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
+    grayscale keeps its depth, 32-bit float grayscale is read in `[0, 1]`), NumPy arrays `HxW` or `HxWxC` (uint8,
+    uint16, or float in `[0, 1]`) and torch tensors `CxHxW` or `HxW` (uint8, or float in `[0, 1]`), with C in 1 (gray),
+    2 (gray + alpha), 3 (RGB) or 4 (RGBA). Float data outside `[0, 1]` (beyond rounding), NaN and infinity are
+    rejected with a `ValueError`, other integer types with a `TypeError`.
     """
     if isinstance(image, PIL.Image.Image):
         return pil_to_unit_tensor(image)
@@ -105,7 +142,14 @@ def to_unit_tensor(image) -> torch.Tensor:
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         return _channels_to_rgb(tensor)
     if isinstance(image, torch.Tensor):
-        tensor = image.float()
+        if image.dtype == torch.uint8:
+            tensor = image.float() / 255.0
+        elif image.dtype == torch.bool:
+            tensor = image.float()
+        elif image.dtype.is_floating_point:
+            tensor = unit_float_tensor(image)
+        else:
+            raise TypeError(f"Unsupported tensor dtype {image.dtype}: use uint8 (0-255) or float in [0, 1].")
         if tensor.ndim == 2:
             tensor = tensor[None]
         if tensor.ndim != 3:
