@@ -442,6 +442,12 @@ class DeltaDiffPipeline(DiffusionPipeline):
             raise ValueError(f"`tile_overlap` must be 0 or more latent pixels, or None, got {tile_overlap!r}.")
         if isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1:
             raise ValueError(f"`tile_batch_size` must be a positive integer, got {tile_batch_size!r}.")
+        if num_inference_steps is not None:
+            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
+                raise ValueError(
+                    f"`num_inference_steps` must be a positive integer or None, got {num_inference_steps!r}."
+                )
+            num_inference_steps = int(num_inference_steps)
         images = [to_unit_tensor(im) for im in split_images(image)]
         if not images:
             raise ValueError("`image` is empty: pass at least one image.")
