@@ -1,12 +1,15 @@
 """The quality table: DeltaDiff vs ResShift vs bicubic on SR benchmarks, with the autoencoder's own ceiling.
 
+Colours: the Cb/Cr PSNR column (the colour channels of YCbCr against HR, same crop) says whether a model keeps
+colours true; it should be no worse than bicubic's.
+
     python benchmarks/quality.py --benchmarks ../shared/data/benchmarks/Set14 ../shared/data/benchmarks/BSD68 \
         --model DeltaDiff=outputs/deltadiff-x4 --model ResShift=outputs/resshift-x4 --seeds 0,1,2 --output quality
 
 For each benchmark folder: the `deltadiff evaluate` protocol (x4, PIL bicubic LR, Y channel, crop border 4) for
-bicubic and every model, plus the VQ round-trip ceiling: the first model's autoencoder encoding and decoding the HR
+bicubic and every model, plus the round-trip ceiling: the first model's autoencoder encoding and decoding the HR
 image itself (through the same quantisation as the pipeline). No super-resolution through that autoencoder can
-score above it. Writes `<output>/<benchmark>/` (CSV, summary, grid) and `<output>/quality.md`.
+score above it (the lossless space-to-depth latent has no ceiling: its round trip is exact). Writes `<output>/<benchmark>/` (CSV, summary, grid) and `<output>/quality.md`.
 """
 
 import argparse
@@ -16,18 +19,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from diffusers_deltadiff.cli import load_pipeline, parse_models
 from diffusers_deltadiff.evaluation import LPIPSMetric, evaluate, load_pairs
 from diffusers_deltadiff.image_utils import pad_to_multiple
 from diffusers_deltadiff.metrics import psnr_y, ssim_y
+from diffusers_deltadiff.pretrained import from_pretrained
 
 
 @torch.no_grad()
 def vq_ceiling(pipe, pairs, scale: int) -> tuple[float, float]:
-    """Mean Y-PSNR / SSIM of the VQ round trip (encode, quantise, decode) of the HR images."""
+    """Mean Y-PSNR / SSIM of the autoencoder's round trip (encode, quantise, decode) of the HR images."""
     psnrs, ssims = [], []
     multiple = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-    for _, hr, _ in tqdm(pairs, desc="VQ round trip", unit="image"):
+    for _, hr, _ in tqdm(pairs, desc="autoencoder round trip", unit="image"):
         height, width = hr.shape[-2:]
         x = pad_to_multiple(hr[None] * 2 - 1, multiple)
         recon = pipe.decode_latents(pipe.vqvae.encode(x).latents)[0, :, :height, :width]
@@ -47,7 +50,10 @@ def main():
     args = parser.parse_args()
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    pipelines = {label: load_pipeline(path) for label, path in parse_models(args.model)}
+    specs = [spec.split("=", 1) if "=" in spec else (Path(spec).name, spec) for spec in args.model]
+    pipelines = {label: from_pretrained(path) for label, path in specs}
+    for pipe in pipelines.values():
+        pipe.set_progress_bar_config(disable=True)
     lpips_metric = LPIPSMetric()
     lines = ["# Quality (x4, bicubic LR, Y channel, crop border 4)", ""]
     for folder in args.benchmarks:
@@ -59,9 +65,10 @@ def main():
         result.write(str(Path(args.output) / name), title=name)
         first_label = next(iter(pipelines))
         ceiling = vq_ceiling(pipelines[first_label], pairs, args.scale)
+        ceiling_psnr = "exact (lossless)" if ceiling[0] >= 99 else f"{ceiling[0]:.2f}"
         ceiling_row = (
-            f"| VQ round-trip ceiling ({first_label}'s autoencoder on HR) | {len(pairs)} | {ceiling[0]:.2f} | "
-            f"{ceiling[1]:.4f} | n/a | n/a | - | - |"
+            f"| round-trip ceiling ({first_label}'s autoencoder on HR) | {len(pairs)} | {ceiling_psnr} | "
+            f"{ceiling[1]:.4f} | n/a | n/a | n/a | - | - |"
         )
         lines.append(result.markdown(title=f"{name} ({len(pairs)} images)", extra_rows=[ceiling_row]))
     text = "\n".join(lines) + "\n"

@@ -180,7 +180,7 @@ class TestEvaluate:
         assert "| bicubic | 3 |" in out and "| tiny | 3 |" in out
         assert "LPIPS" in out
         rows = (tmp_path / "eval" / "per_image.csv").read_text().strip().splitlines()
-        assert rows[0].startswith("image,method,seed,psnr_y,ssim_y,lpips,lr_psnr_y") and len(rows) == 1 + 6
+        assert rows[0].startswith("image,method,seed,psnr_y,ssim_y,psnr_cbcr,lpips,lr_psnr_y") and len(rows) == 1 + 6
         grid = PIL.Image.open(tmp_path / "eval" / "grid.png")
         assert grid.size == (3 * 40, 2 * 3 * 32)  # bicubic | tiny | HR (mod-cropped to 32x40), plain and zoomed
 

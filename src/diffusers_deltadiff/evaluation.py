@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .data import index_lr_folder, list_images, open_image
 from .degradations import Degradation
 from .image_utils import to_unit_tensor
-from .metrics import psnr_y, ssim_y
+from .metrics import psnr_cbcr, psnr_y, ssim_y
 from .training_utils import image_grid
 
 
@@ -79,6 +79,7 @@ class Score:
     psnr: float
     ssim: float
     lr_psnr: float
+    cbcr_psnr: float | None = None
     lpips: float | None = None
     seed: int | None = None
 
@@ -107,6 +108,9 @@ class EvaluationResult:
                     "psnr": statistics.fmean(s.psnr for s in scores),
                     "ssim": statistics.fmean(s.ssim for s in scores),
                     "lr_psnr": statistics.fmean(s.lr_psnr for s in scores),
+                    "cbcr_psnr": statistics.fmean(s.cbcr_psnr for s in scores if s.cbcr_psnr is not None)
+                    if all(s.cbcr_psnr is not None for s in scores)
+                    else None,
                     "lpips": statistics.fmean(lpips_values) if lpips_values else None,
                     "seeds": len(seeds),
                     "psnr_seed_std": statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
@@ -117,14 +121,16 @@ class EvaluationResult:
     def markdown(self, title: str = "", extra_rows: list[str] | None = None) -> str:
         lines = [f"### {title}", ""] if title else []
         lines += [
-            "| method | images | Y-PSNR (dB) | SSIM | LPIPS | LR-consistency PSNR (dB) | seeds | PSNR std over seeds |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | images | Y-PSNR (dB) | SSIM | Cb/Cr PSNR (dB) | LPIPS | LR-consistency PSNR (dB) | seeds | "
+            "PSNR std over seeds |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in self.summary():
             lpips_text = f"{row['lpips']:.4f}" if row["lpips"] is not None else "n/a"
+            cbcr_text = f"{row['cbcr_psnr']:.2f}" if row["cbcr_psnr"] is not None else "n/a"
             lines.append(
-                f"| {row['method']} | {row['images']} | {row['psnr']:.2f} | {row['ssim']:.4f} | {lpips_text} | "
-                f"{row['lr_psnr']:.2f} | {row['seeds']} | {row['psnr_seed_std']:.4f} |"
+                f"| {row['method']} | {row['images']} | {row['psnr']:.2f} | {row['ssim']:.4f} | {cbcr_text} | "
+                f"{lpips_text} | {row['lr_psnr']:.2f} | {row['seeds']} | {row['psnr_seed_std']:.4f} |"
             )
         lines += extra_rows or []
         if self.lpips_reason:
@@ -136,12 +142,21 @@ class EvaluationResult:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "per_image.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["image", "method", "seed", "psnr_y", "ssim_y", "lpips", "lr_psnr_y"])
+            writer.writerow(["image", "method", "seed", "psnr_y", "ssim_y", "psnr_cbcr", "lpips", "lr_psnr_y"])
             for s in self.scores:
                 lpips_text = "" if s.lpips is None else f"{s.lpips:.6f}"
                 seed = "" if s.seed is None else s.seed
                 writer.writerow(
-                    [s.image, s.method, seed, f"{s.psnr:.4f}", f"{s.ssim:.6f}", lpips_text, f"{s.lr_psnr:.4f}"]
+                    [
+                        s.image,
+                        s.method,
+                        seed,
+                        f"{s.psnr:.4f}",
+                        f"{s.ssim:.6f}",
+                        "" if s.cbcr_psnr is None else f"{s.cbcr_psnr:.4f}",
+                        lpips_text,
+                        f"{s.lr_psnr:.4f}",
+                    ]
                 )
         (out / "summary.md").write_text(self.markdown(title))
         if self.grid_rows:
@@ -223,6 +238,7 @@ def score(name, method, sr, hr, lr, scale, lpips_metric, seed=None) -> Score:
         psnr=psnr_y(sr, hr, scale).item(),
         ssim=ssim_y(sr, hr, scale).item(),
         lr_psnr=psnr_y(lr_back, lr, 0).item(),
+        cbcr_psnr=psnr_cbcr(sr, hr, scale).item(),
         lpips=lpips_metric(sr, hr) if lpips_metric is not None and lpips_metric.available else None,
         seed=seed,
     )

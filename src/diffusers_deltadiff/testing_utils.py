@@ -55,19 +55,25 @@ def recipe_pipeline(seed: int = 0) -> DeltaDiffPipeline:
     return DeltaDiffPipeline(vqvae=recipe_vqmodel(seed), unet=unet, scheduler=DeltaShiftScheduler())
 
 
-def tiny_unet(seed: int = 0, latent_channels: int = 3) -> UNet2DModel:
-    """A random `UNet2DModel` taking the latent plus the RGB LR image and predicting the latent."""
+def _tiny_unet(cls, seed: int, latent_channels: int, channels: tuple, down: tuple, up: tuple, **kwargs):
     torch.manual_seed(seed)
-    return UNet2DModel(
+    return cls(
         sample_size=8,
         in_channels=latent_channels + 3,
         out_channels=latent_channels,
         layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=channels,
+        down_block_types=down,
+        up_block_types=up,
         norm_num_groups=8,
+        **kwargs,
     )
+
+
+def tiny_unet(seed: int = 0, latent_channels: int = 3) -> UNet2DModel:
+    """A random `UNet2DModel` taking the latent plus the RGB LR image and predicting the latent."""
+    blocks = {"down": ("DownBlock2D", "AttnDownBlock2D"), "up": ("AttnUpBlock2D", "UpBlock2D")}
+    return _tiny_unet(UNet2DModel, seed, latent_channels, (32, 64), **blocks)
 
 
 def tiny_pipeline(seed: int = 0, **scheduler_kwargs) -> DeltaDiffPipeline:
@@ -79,18 +85,8 @@ def tiny_pipeline(seed: int = 0, **scheduler_kwargs) -> DeltaDiffPipeline:
 
 def tiny_local_unet(seed: int = 0, latent_channels: int = 48, zero_output: bool = False) -> LocalUNet2DModel:
     """A random `LocalUNet2DModel` (per-pixel norms, no attention); `zero_output` zeroes its last convolution."""
-    torch.manual_seed(seed)
-    unet = LocalUNet2DModel(
-        sample_size=8,
-        in_channels=latent_channels + 3,
-        out_channels=latent_channels,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        add_attention=False,
-        norm_num_groups=8,
-    )
+    blocks = {"down": ("DownBlock2D", "DownBlock2D"), "up": ("UpBlock2D", "UpBlock2D")}
+    unet = _tiny_unet(LocalUNet2DModel, seed, latent_channels, (16, 32), **blocks, add_attention=False)
     if zero_output:
         torch.nn.init.zeros_(unet.conv_out.weight)
         torch.nn.init.zeros_(unet.conv_out.bias)
