@@ -40,14 +40,14 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNet2DModel, SpaceToDepthAutoencoder
+from diffusers_deltadiff.arguments import int_list
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import DEGRADATIONS, bicubic_downsample
-from diffusers_deltadiff.image_utils import bicubic_upsample, resize_to
+from diffusers_deltadiff.image_utils import bicubic_upsample, image_grid, resize_to
 from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_factor
 from diffusers_deltadiff.training_utils import (
     add_data_arguments,
     epoch_loader,
-    image_grid,
     load_center_crops,
     log_image,
     report_skipped,
@@ -77,10 +77,13 @@ def parse_args(input_args=None):
         default=None,
         help="Start from a saved DeltaDiffPipeline (its `unet`) instead of a UNet built from the size flags.",
     )
-    parser.add_argument("--unet_block_out_channels", type=str, default="64,128,256")
+    parser.add_argument("--unet_block_out_channels", type=int_list, default=[64, 128, 256])
     parser.add_argument("--unet_layers_per_block", type=int, default=2)
     parser.add_argument(
-        "--unet_attention_levels", type=str, default="2", help="Comma-separated block indices with self-attention."
+        "--unet_attention_levels",
+        type=lambda text: int_list(text, minimum=0, allow_empty=True),
+        default=[2],
+        help="Comma-separated block indices with self-attention ('' for none).",
     )
     parser.add_argument("--unet_norm_num_groups", type=int, default=32)
     parser.add_argument(
@@ -158,18 +161,11 @@ def parse_args(input_args=None):
         parser.error("Pass --dataset_name or --train_data_dir.")
     if args.resolution % args.scale:
         parser.error(f"--resolution ({args.resolution}) must be a multiple of --scale ({args.scale}).")
-    if args.unet_norm == "pixel" and int_list(args.unet_attention_levels):
+    if args.unet_norm == "pixel" and args.unet_attention_levels:
         parser.error("--unet_norm pixel has no attention (it sees the whole image): pass --unet_attention_levels ''.")
     if args.hr_downscale < 1:
         parser.error(f"--hr_downscale must be at least 1, got {args.hr_downscale}.")
-    env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
-    if env_local_rank != -1:
-        args.local_rank = env_local_rank
     return args
-
-
-def int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
 
 
 def unet_class(args) -> type[UNet2DModel]:
@@ -180,8 +176,8 @@ def build_unet(args, latent_channels: int) -> UNet2DModel:
     if args.pretrained_model_name_or_path:
         pipeline = DeltaDiffPipeline.from_pretrained(args.pretrained_model_name_or_path)
         return pipeline.unet
-    channels = int_list(args.unet_block_out_channels)
-    attention = set(int_list(args.unet_attention_levels))
+    channels = args.unet_block_out_channels
+    attention = set(args.unet_attention_levels)
     down = tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(len(channels)))
     up = tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(range(len(channels))))
     unet = unet_class(args)(
@@ -273,7 +269,7 @@ image = pipe(low_res_image).images[0]
 | degradation | {args.degradation} x{args.scale} |
 | schedule | T = {args.num_train_timesteps}, eta {args.eta_start} .. {args.eta_end}, p = {args.power}, kappa = {args.kappa} |
 | autoencoder | {autoencoder} |
-| UNet | {args.unet_block_out_channels}, {args.unet_layers_per_block} layer(s) per block, {args.unet_norm} norm, predicts {args.prediction_type} |
+| UNet | {"/".join(map(str, args.unet_block_out_channels))}, {args.unet_layers_per_block} layer(s) per block, {args.unet_norm} norm, predicts {args.prediction_type} |
 | optimisation | AdamW lr {args.learning_rate}, batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation, {num_steps} steps, EMA: {args.use_ema} |
 | wall time | {wall_time_s / 60:.1f} min |
 

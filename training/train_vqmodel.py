@@ -51,11 +51,11 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
+from diffusers_deltadiff.image_utils import image_grid
 from diffusers_deltadiff.metrics import psnr_y
 from diffusers_deltadiff.training_utils import (
     add_data_arguments,
     epoch_loader,
-    image_grid,
     load_center_crops,
     log_image,
     report_skipped,

@@ -2,6 +2,7 @@
 
 from .autoencoder_space_to_depth import SpaceToDepthAutoencoder
 from .pipeline_deltadiff import DeltaDiffPipeline, DeltaDiffPipelineOutput
+from .pretrained import custom_pipeline_path
 from .scheduling_delta_shift import DeltaShiftScheduler, DeltaShiftSchedulerOutput
 from .unet_local_norm import LocalUNet2DModel
 
@@ -17,21 +18,3 @@ __all__ = [
     "SpaceToDepthAutoencoder",
     "custom_pipeline_path",
 ]
-
-
-def custom_pipeline_path() -> str:
-    """
-    Path of the file to pass as `custom_pipeline` to `diffusers.DiffusionPipeline.from_pretrained`:
-
-    ```py
-    >>> from diffusers import DiffusionPipeline
-    >>> import diffusers_deltadiff
-
-    >>> pipe = DiffusionPipeline.from_pretrained(
-    ...     "path/to/deltadiff-x4", custom_pipeline=diffusers_deltadiff.custom_pipeline_path(), trust_remote_code=True
-    ... )
-    ```
-    """
-    from pathlib import Path
-
-    return str(Path(__file__).parent / "custom_pipeline" / "pipeline.py")

@@ -24,6 +24,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from .arguments import float_list, int_at_least, int_list
 from .data import IMAGE_EXTENSIONS, list_images
 from .image_utils import to_unit_tensor
 from .pretrained import default_model_path, from_pretrained
@@ -463,45 +464,11 @@ def parse_models(specs: list[str] | None) -> list[tuple[str, str | None]]:
     return models
 
 
-def int_at_least(minimum: int, maximum: int | None = None):
-    """An argparse `type`: an integer in `[minimum, maximum]`, the message naming the range."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
-        if value < minimum or (maximum is not None and value > maximum):
-            expected = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
-        return value
-
-    return parse
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    return values
-
-
 def eta_list(text: str) -> list[float]:
     values = float_list(text)
     for value in values:
         if not 0 < value <= 1:  # also NaN
             raise argparse.ArgumentTypeError(f"every eta must be in (0, 1], got {value:g}")
-    return values
-
-
-def int_list(text: str, minimum: int = 1) -> list[int]:
-    parse = int_at_least(minimum)
-    values = [parse(v.strip()) for v in text.split(",") if v.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     return values
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .degradations import Degradation
-from .image_utils import to_unit_tensor
+from .image_utils import pad_to, to_unit_tensor
 
 
 logger = logging.getLogger(__name__)
@@ -83,16 +83,6 @@ def open_image(value) -> tuple[PIL.Image.Image, str]:
     image = PIL.Image.open(source)
     image.load()
     return image, name
-
-
-def pad_to_size(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Pad a `(C, H, W)` image at the bottom/right to at least `size` x `size` (reflection, else replication)."""
-    height, width = image.shape[-2:]
-    pad_h, pad_w = max(size - height, 0), max(size - width, 0)
-    if pad_h == 0 and pad_w == 0:
-        return image
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(image[None], (0, pad_w, 0, pad_h), mode=mode)[0]
 
 
 def augment(images: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
@@ -196,7 +186,7 @@ class SRTrainDataset(torch.utils.data.Dataset):
     def _crop(self, hr, lr, rng):
         size, scale = self.resolution, self.scale
         if lr is None:
-            hr = pad_to_size(hr, size)
+            hr = pad_to(hr[None], size, size)[0]
         elif min(hr.shape[1:]) < size:
             raise ValueError(f"paired images smaller than the crop size {size}")
         top = int(rng.integers(0, (hr.shape[1] - size) // scale + 1)) * scale

@@ -23,9 +23,8 @@ from tqdm.auto import tqdm
 
 from .data import index_lr_folder, list_images, open_image
 from .degradations import Degradation
-from .image_utils import to_unit_tensor
+from .image_utils import image_grid, to_unit_tensor
 from .metrics import psnr_cbcr, psnr_y, ssim_y
-from .training_utils import image_grid
 
 
 def to_pil(image: torch.Tensor) -> PIL.Image.Image:

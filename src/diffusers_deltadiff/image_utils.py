@@ -25,20 +25,25 @@ def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(-1.0, 1.0)
 
 
-def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+def pad_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """
-    Pad `(B, C, H, W)` images at the bottom and right so that `H` and `W` are multiples of `multiple`.
-
-    Reflection padding is used where the image is large enough, replication otherwise. Crop the result of a
-    fully-convolutional model back with `[..., :H * s, :W * s]`.
+    Pad `(B, C, H, W)` images at the bottom and right to at least `height` x `width`: by reflection where the image is
+    large enough, by replication otherwise.
     """
-    height, width = images.shape[-2:]
-    pad_h = -height % multiple
-    pad_w = -width % multiple
+    pad_h, pad_w = max(height - images.shape[-2], 0), max(width - images.shape[-1], 0)
     if pad_h == 0 and pad_w == 0:
         return images
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    mode = "reflect" if pad_h < images.shape[-2] and pad_w < images.shape[-1] else "replicate"
     return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """
+    [`pad_to`] the next multiple of `multiple` in height and width. Crop the result of a fully-convolutional model
+    back with `[..., :H * s, :W * s]`.
+    """
+    height, width = images.shape[-2:]
+    return pad_to(images, height + -height % multiple, width + -width % multiple)
 
 
 # float images may stray from [0, 1] by less than half an 8-bit level (rounding); further out they are 0-255 or
@@ -156,3 +161,16 @@ def to_unit_tensor(image) -> torch.Tensor:
             raise ValueError(f"Expected a CxHxW or HxW tensor, got shape {tuple(image.shape)}.")
         return _channels_to_rgb(tensor)
     raise TypeError(f"Unsupported image type {type(image).__name__}: use PIL images, NumPy arrays or torch tensors.")
+
+
+def image_grid(rows: list[list[torch.Tensor]]) -> PIL.Image.Image:
+    """A grid of `(3, H, W)` images in `[0, 1]`: each row is concatenated left to right (smaller ones upscaled by
+    nearest neighbour to the row's last image), rows are padded to one width."""
+    strips = []
+    for row in rows:
+        height, width = row[-1].shape[-2:]
+        resized = [F.interpolate(im[None], size=(height, width), mode="nearest")[0] for im in row]
+        strips.append(torch.cat(resized, dim=-1))
+    width = max(s.shape[-1] for s in strips)
+    grid = torch.cat([F.pad(s, (0, width - s.shape[-1])) for s in strips], dim=-2)
+    return PIL.Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))

@@ -30,6 +30,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 
 from .autoencoder_space_to_depth import SpaceToDepthAutoencoder
 from .image_utils import bicubic_upsample, pad_to_multiple, resize_to, split_images, to_unit_tensor
+from .pretrained import custom_pipeline_path
 from .scheduling_delta_shift import DeltaShiftScheduler
 from .tiling import Tile, plan_tiles
 
@@ -167,8 +168,6 @@ class DeltaDiffPipeline(DiffusionPipeline):
         if not safe_serialization:
             raise ValueError("DeltaDiff pipelines are saved as safetensors only: drop `safe_serialization=False`.")
         super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
-
-        from . import custom_pipeline_path
 
         shutil.copyfile(custom_pipeline_path(), os.path.join(save_directory, "pipeline.py"))
 

@@ -1,9 +1,26 @@
-"""The small pretrained x4 DeltaDiff pipeline shipped inside the package (works offline)."""
+"""Loading: the small pretrained x4 pipeline shipped inside the package (works offline), and the custom-pipeline
+entry point that saved pipelines carry."""
 
 from pathlib import Path
 
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained" / "deltadiff-x4"
+
+
+def custom_pipeline_path() -> str:
+    """
+    Path of the file to pass as `custom_pipeline` to `diffusers.DiffusionPipeline.from_pretrained`:
+
+    ```py
+    >>> from diffusers import DiffusionPipeline
+    >>> import diffusers_deltadiff
+
+    >>> pipe = DiffusionPipeline.from_pretrained(
+    ...     "path/to/deltadiff-x4", custom_pipeline=diffusers_deltadiff.custom_pipeline_path(), trust_remote_code=True
+    ... )
+    ```
+    """
+    return str(Path(__file__).parent / "custom_pipeline" / "pipeline.py")
 
 
 def default_model_path() -> str | None:

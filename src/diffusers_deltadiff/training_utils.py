@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 
 from .data import list_images, open_image
 from .image_utils import to_unit_tensor
@@ -116,19 +115,6 @@ def load_center_crops(folder: str, count: int, size: int, multiple: int = 1) -> 
         top, left = (image.shape[1] - side) // 2, (image.shape[2] - side) // 2
         images.append(image[:, top : top + side, left : left + side])
     return images
-
-
-def image_grid(rows: list[list[torch.Tensor]]) -> PIL.Image.Image:
-    """A grid of `(3, H, W)` images in `[0, 1]`: each row is concatenated left to right (smaller ones upscaled by
-    nearest neighbour to the row's last image), rows are padded to one width."""
-    strips = []
-    for row in rows:
-        height, width = row[-1].shape[-2:]
-        resized = [F.interpolate(im[None], size=(height, width), mode="nearest")[0] for im in row]
-        strips.append(torch.cat(resized, dim=-1))
-    width = max(s.shape[-1] for s in strips)
-    grid = torch.cat([F.pad(s, (0, width - s.shape[-1])) for s in strips], dim=-2)
-    return PIL.Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
 
 
 def log_image(accelerator, tag: str, image: PIL.Image.Image, step: int):

@@ -1,0 +1,39 @@
+"""Command-line value parsers shared by `deltadiff`, the training scripts and the benchmarks (argparse `type`s)."""
+
+import argparse
+
+
+def int_at_least(minimum: int, maximum: int | None = None):
+    """An argparse `type`: an integer in `[minimum, maximum]`, the message naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
+        if value < minimum or (maximum is not None and value > maximum):
+            expected = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        return value
+
+    return parse
+
+
+def float_list(text: str) -> list[float]:
+    """An argparse `type`: comma-separated numbers, at least one."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values
+
+
+def int_list(text: str, minimum: int = 1, allow_empty: bool = False) -> list[int]:
+    """Comma-separated integers of at least `minimum` (`"1.5"` is an error, not 1); `""` only with `allow_empty`."""
+    parse = int_at_least(minimum)
+    values = [parse(v.strip()) for v in text.split(",") if v.strip()]
+    if not values and not allow_empty:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
