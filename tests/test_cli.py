@@ -7,6 +7,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from conftest import write_image
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.testing_utils import tiny_pipeline
 
@@ -19,18 +20,7 @@ def model_dir(tmp_path_factory):
 
 
 def write(path: Path, height=12, width=16, mode="RGB", seed=0, **save_kwargs):
-    rng = np.random.RandomState(seed)
-    if mode == "L":
-        image = PIL.Image.fromarray((rng.rand(height, width) * 255).astype(np.uint8))
-    elif mode == "I;16":
-        image = PIL.Image.fromarray((rng.rand(height, width) * 65535).astype(np.uint16))
-    elif mode == "RGBA":
-        image = PIL.Image.fromarray((rng.rand(height, width, 4) * 255).astype(np.uint8), mode="RGBA")
-    else:
-        image = PIL.Image.fromarray((rng.rand(height, width, 3) * 255).astype(np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, **save_kwargs)
-    return path
+    return write_image(path, height, width, mode, seed, **save_kwargs)
 
 
 def run(capsys, *argv):

@@ -24,6 +24,7 @@ import PIL.Image
 import pytest
 import torch
 
+from conftest import write_image
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.evaluation import SSIM_WINDOW, load_pairs, min_hr_size
 from diffusers_deltadiff.image_utils import to_unit_tensor
@@ -46,10 +47,7 @@ def pipe():
 
 
 def write(path: Path, height=8, width=8, seed=0, fmt=None) -> Path:
-    rng = np.random.RandomState(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PIL.Image.fromarray((rng.rand(height, width, 3) * 255).astype(np.uint8)).save(path, format=fmt)
-    return path
+    return write_image(path, height, width, seed=seed, format=fmt)
 
 
 def run(capsys, *argv):

@@ -3,6 +3,7 @@ import PIL.Image
 import pytest
 import torch
 
+from conftest import random_image
 from diffusers_deltadiff.data import SRTrainDataset, collate_sr, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import Degradation, bicubic_downsample
 
@@ -11,16 +12,7 @@ def write_images(folder, sizes, modes=None):
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (h, w) in enumerate(sizes):
-        rng = np.random.RandomState(i)
-        mode = (modes or {}).get(i, "RGB")
-        if mode == "L":
-            image = PIL.Image.fromarray((rng.rand(h, w) * 255).astype(np.uint8))
-        elif mode == "I;16":
-            image = PIL.Image.fromarray((rng.rand(h, w) * 65535).astype(np.uint16))
-        elif mode == "RGBA":
-            image = PIL.Image.fromarray((rng.rand(h, w, 4) * 255).astype(np.uint8), mode="RGBA")
-        else:
-            image = PIL.Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8))
+        image = random_image(h, w, seed=i, mode=(modes or {}).get(i, "RGB"))
         path = folder / (f"sub/img{i}.png" if i % 2 else f"train_img{i}.png")
         path.parent.mkdir(exist_ok=True)
         image.save(path)

@@ -29,6 +29,44 @@ def as_tensor(image_uint8):
     return torch.from_numpy(image_uint8.astype(np.float32) / 255).permute(2, 0, 1)
 
 
+def wang_ssim(a, b, data_range=255.0):
+    """
+    SSIM of Wang et al. (2004) written out: 11x11 Gaussian window (sigma 1.5) over the 'valid' positions, K1 = 0.01,
+    K2 = 0.03, population (co)variances, mean of the SSIM map. The window sums are taken with NumPy's sliding
+    windows, nothing shared with scikit-image (what `metrics.py` calls) or OpenCV (basicsr's).
+    """
+    offsets = np.arange(11) - 5
+    g = np.exp(-(offsets**2) / (2 * 1.5**2))
+    window = np.outer(g, g) / np.outer(g, g).sum()
+
+    def filt(image):
+        return np.einsum("ijkl,kl->ij", np.lib.stride_tricks.sliding_window_view(image, (11, 11)), window)
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = filt(a), filt(b)
+    var_a, var_b = filt(a * a) - mu_a**2, filt(b * b) - mu_b**2
+    cov = filt(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(ssim_map.mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ssim_matches_wang_et_al_written_out(seed):
+    """The protocol's SSIM against an independent implementation of the formula (not the library metrics.py uses)."""
+    hr, sr = known_pair(seed)
+    border = 4
+    expected = wang_ssim(
+        reference_y(sr)[border:-border, border:-border], reference_y(hr)[border:-border, border:-border]
+    )
+    ssim = ssim_y(as_tensor(sr), as_tensor(hr), crop_border=border).item()
+    print(f"seed {seed}: SSIM {ssim:.6f} vs written out {expected:.6f}")
+    assert abs(ssim - expected) < 1e-6
+    # and the reference can tell images apart: an SR halfway to HR scores higher
+    halfway = np.clip(reference_y(sr) * 0.5 + reference_y(hr) * 0.5, 0, 255)[border:-border, border:-border]
+    assert wang_ssim(halfway, reference_y(hr)[border:-border, border:-border]) > expected
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_psnr_ssim_match_scikit_image(seed):
     hr, sr = known_pair(seed)

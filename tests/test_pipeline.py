@@ -12,6 +12,7 @@ import torch
 from diffusers import UNet2DModel
 
 import diffusers_deltadiff
+from conftest import random_image
 from diffusers_deltadiff import DeltaDiffPipeline, DeltaDiffPipelineOutput, DeltaShiftScheduler
 from diffusers_deltadiff.testing_utils import tiny_pipeline, tiny_unet, tiny_vqmodel
 
@@ -20,13 +21,6 @@ def make_pipeline(**scheduler_kwargs):
     pipe = tiny_pipeline(seed=0, **scheduler_kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def random_image(height, width, seed=0, mode="RGB"):
-    rng = np.random.RandomState(seed)
-    channels = {"RGB": 3, "RGBA": 4}.get(mode)
-    shape = (height, width) if channels is None else (height, width, channels)
-    return PIL.Image.fromarray((rng.rand(*shape) * 255).astype(np.uint8), mode=mode)
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +237,11 @@ class TestSaveLoad:
         scheduler = DeltaShiftScheduler.from_pretrained(tmp_path, subfolder="scheduler", kappa=2.0)
         resshift = DeltaDiffPipeline.from_pretrained(tmp_path, scheduler=scheduler)
         assert resshift.scheduler.config.kappa == 2.0
+        for name in ("unet", "vqvae"):
+            saved, loaded = getattr(pipe, name).state_dict(), getattr(resshift, name).state_dict()
+            assert saved.keys() == loaded.keys()
+            for key in saved:
+                assert torch.equal(saved[key], loaded[key]), f"{name}.{key}"
 
     @pytest.mark.parametrize("custom_pipeline", ["package_file", "saved_dir", "loader"])
     def test_loading_in_a_fresh_process(self, pipe, tmp_path, custom_pipeline):

@@ -1,0 +1,25 @@
+"""Helpers shared by the tests: seeded random images, in memory or written to disk."""
+
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+
+def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> PIL.Image.Image:
+    """A seeded random image of `mode` (`RGB`, `RGBA`, `L` or 16-bit `I;16`)."""
+    rng = np.random.RandomState(seed)
+    if mode == "I;16":
+        return PIL.Image.fromarray((rng.rand(height, width) * 65535).astype(np.uint16))
+    channels = {"RGB": 3, "RGBA": 4}.get(mode)
+    shape = (height, width) if channels is None else (height, width, channels)
+    return PIL.Image.fromarray((rng.rand(*shape) * 255).astype(np.uint8), mode=mode)
+
+
+def write_image(
+    path: Path, height: int = 12, width: int = 16, mode: str = "RGB", seed: int = 0, **save_kwargs
+) -> Path:
+    """[`random_image`] saved to `path` (parent folders made), with Pillow's `save` keyword arguments."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    random_image(height, width, seed, mode).save(path, **save_kwargs)
+    return path
