@@ -247,3 +247,20 @@ def test_train_vqmodel(workdir):
     assert vqvae.config.latent_channels == 3 and len(vqvae.config.block_out_channels) == 3
     assert (out / "diffusion_pytorch_model.safetensors").is_file()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]  # --checkpoints_total_limit 1
+
+
+@pytest.mark.parametrize("script", ["training/train_deltadiff.py", "training/train_vqmodel.py"])
+def test_lpips_weight_without_lpips_stops_both_scripts(workdir, script):
+    """One rule for both trainers: a requested LPIPS loss that cannot load stops the run, naming the reason."""
+    try:
+        import lpips  # noqa: F401
+
+        pytest.skip("lpips is installed here; the rule is checked where it is not")
+    except ImportError:
+        pass
+    extra = ["--lossless_latent"] if "deltadiff" in script else []
+    command = [sys.executable, script, *extra, "--train_data_dir", str(workdir / "data"), "--lpips_weight", "0.5"]
+    command += ["--output_dir", str(workdir / f"lpips-{Path(script).stem}"), "--report_to", "none"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--lpips_weight 0.5: the `lpips` package is not installed" in result.stderr

@@ -50,6 +50,7 @@ from diffusers_deltadiff.training_utils import (
     epoch_loader,
     load_center_crops,
     log_image,
+    lpips_loss_model,
     report_skipped,
     resume,
     save_checkpoint,
@@ -325,15 +326,7 @@ def main(args):
     ema_unet = None
     if args.use_ema:
         ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=type(unet), model_config=unet.config)
-    lpips_model = None
-    if args.lpips_weight > 0:
-        try:
-            import lpips
-        except ImportError as err:
-            raise SystemExit(
-                "--lpips_weight needs the `lpips` package: pip install 'diffusers-deltadiff[metrics]'"
-            ) from err
-        lpips_model = lpips.LPIPS(net="vgg").eval().requires_grad_(False)
+    lpips_model = lpips_loss_model(args.lpips_weight)
 
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     vqvae.to(accelerator.device, dtype=weight_dtype)

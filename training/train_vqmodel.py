@@ -16,7 +16,7 @@
 
     accelerate launch training/train_vqmodel.py --train_data_dir path/to/images --output_dir vqvae-f4
 
-Loss: L1 reconstruction + the VQ codebook / commitment loss (+ LPIPS when its backbone weights are available).
+Loss: L1 reconstruction + the VQ codebook / commitment loss (+ LPIPS with `--lpips_weight`, which needs `lpips`).
 VQ training from scratch collapses easily (few codes used, blurry output), so by default:
 
 1. the first `--warmup_steps` train a plain autoencoder (no quantisation),
@@ -58,6 +58,7 @@ from diffusers_deltadiff.training_utils import (
     epoch_loader,
     load_center_crops,
     log_image,
+    lpips_loss_model,
     report_skipped,
     resume,
     save_checkpoint,
@@ -89,7 +90,7 @@ def parse_args(input_args=None):
     parser.add_argument("--warmup_steps", type=int, default=200, help="Steps without quantisation first.")
     parser.add_argument("--commitment_weight", type=float, default=1.0)
     parser.add_argument("--dead_code_steps", type=int, default=200, help="0 disables dead-code restarts.")
-    parser.add_argument("--lpips_weight", type=float, default=0.0, help="Used only when LPIPS weights exist.")
+    parser.add_argument("--lpips_weight", type=float, default=0.0, help="LPIPS on reconstructions (needs `lpips`).")
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--output_dir", type=str, default="vqvae-f4")
     parser.add_argument("--seed", type=int, default=0)
@@ -125,19 +126,6 @@ def build_vqmodel(args) -> VQModel:
         norm_num_groups=args.norm_num_groups,
         sample_size=args.resolution,
     )
-
-
-def try_lpips(weight: float):
-    """The LPIPS (VGG) loss when the package and its backbone weights are available, else `None` with a warning."""
-    if weight <= 0:
-        return None
-    try:
-        import lpips
-
-        return lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
-    except Exception as err:  # noqa: BLE001 - missing package, or weights not in the torch hub cache (offline)
-        logger.warning(f"LPIPS unavailable ({type(err).__name__}: {err}); training with L1 + commitment only.")
-        return None
 
 
 class VQRoundTrip(torch.nn.Module):
@@ -183,7 +171,7 @@ def main(args):
 
     vqvae = build_vqmodel(args)
     scale = 2 ** (len(vqvae.config.block_out_channels) - 1)
-    lpips_model = try_lpips(args.lpips_weight)
+    lpips_model = lpips_loss_model(args.lpips_weight)
     if lpips_model is not None:
         lpips_model.to(accelerator.device)
     optimizer = torch.optim.AdamW(vqvae.parameters(), lr=args.learning_rate, betas=(0.9, 0.99), weight_decay=0.0)

@@ -48,19 +48,23 @@ def mod_crop(image: torch.Tensor, scale: int, crop: int | None = None) -> torch.
     return image[:, : height - height % scale, : width - width % scale]
 
 
+def load_lpips(net: str = "alex"):
+    """`(model, None)` with the `lpips` package's LPIPS in eval mode, or `(None, reason)` saying why it cannot load."""
+    try:
+        import lpips
+
+        return lpips.LPIPS(net=net, verbose=False).eval(), None
+    except ImportError:
+        return None, "the `lpips` package is not installed (pip install 'diffusers-deltadiff[metrics]')"
+    except Exception as err:  # noqa: BLE001 - e.g. backbone weights not in the torch hub cache, offline
+        return None, f"LPIPS {net} weights unavailable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+
+
 class LPIPSMetric:
     """LPIPS (AlexNet) when available; `reason` says why not otherwise."""
 
     def __init__(self, net: str = "alex"):
-        self.model, self.reason = None, None
-        try:
-            import lpips
-
-            self.model = lpips.LPIPS(net=net, verbose=False).eval()
-        except ImportError:
-            self.reason = "the `lpips` package is not installed (pip install 'diffusers-deltadiff[metrics]')"
-        except Exception as err:  # noqa: BLE001 - e.g. backbone weights not in the torch hub cache, offline
-            self.reason = f"LPIPS {net} weights unavailable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        self.model, self.reason = load_lpips(net)
 
     @property
     def available(self) -> bool:

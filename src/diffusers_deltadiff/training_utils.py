@@ -9,6 +9,7 @@ import PIL.Image
 import torch
 
 from .data import list_images, open_image
+from .evaluation import load_lpips
 from .image_utils import to_unit_tensor
 
 
@@ -22,6 +23,19 @@ def add_data_arguments(parser):
     parser.add_argument("--image_column", type=str, default="image")
     parser.add_argument("--train_data_dir", type=str, default=None, help="Local folder of HR images (recursive).")
     parser.add_argument("--cache_dir", type=str, default=None)
+
+
+def lpips_loss_model(weight: float, net: str = "vgg"):
+    """
+    The frozen LPIPS network for a `--lpips_weight` loss term, `None` when the weight is 0. Asking for the loss when
+    LPIPS cannot load (package or backbone weights missing) stops the run with the reason: no silent fallback.
+    """
+    if weight <= 0:
+        return None
+    model, reason = load_lpips(net)
+    if model is None:
+        raise SystemExit(f"error: --lpips_weight {weight}: {reason}")
+    return model.requires_grad_(False)
 
 
 def report_skipped(batch: dict, seen: set[str], log):
