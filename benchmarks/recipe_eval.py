@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from diffusers_deltadiff.evaluation import bicubic_resize, load_pairs
+from diffusers_deltadiff.evaluation import load_pairs
+from diffusers_deltadiff.image_utils import bicubic_resize
 from diffusers_deltadiff.metrics import psnr_y, ssim_y
 from diffusers_deltadiff.pretrained import from_pretrained
 

@@ -104,15 +104,22 @@ def test_paired_lr_folder(tmp_path, hf_home):
     assert found
 
 
-def test_bicubic_degradation_matches_pil_closely():
+def test_one_lr_protocol_for_training_validation_and_evaluation(tmp_path):
+    """Training samples, the trainer's validation and `deltadiff evaluate` make LR images with one function: PIL."""
+    from diffusers_deltadiff.evaluation import load_pairs
+
     rng = np.random.RandomState(0)
-    hr = PIL.Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).filter(PIL.ImageFilter.SMOOTH)
+    hr = PIL.Image.fromarray((rng.rand(64, 72, 3) * 255).astype(np.uint8)).filter(PIL.ImageFilter.SMOOTH)
     hr_t = torch.from_numpy(np.asarray(hr).astype(np.float32) / 255).permute(2, 0, 1)
     ours = bicubic_downsample(hr_t, 4)
-    pil = np.asarray(hr.resize((16, 16), PIL.Image.BICUBIC)).astype(np.float32) / 255
-    assert ours.shape == (3, 16, 16)
-    assert np.abs(ours.permute(1, 2, 0).numpy() - pil).mean() < 2 / 255
-    assert torch.equal(ours, (ours * 255).round() / 255)  # 8-bit levels
+    # PIL called directly, here in the test
+    pil = torch.from_numpy(np.asarray(hr.resize((18, 16), PIL.Image.BICUBIC)).astype(np.float32) / 255)
+    assert torch.equal(ours, pil.permute(2, 0, 1))
+    assert torch.equal(bicubic_downsample(hr_t[None], 4)[0], ours)  # batched, as in the trainer's validation
+    assert torch.equal(Degradation("bicubic", 4)(hr_t, seed=0), ours)  # the training data
+    hr.save(tmp_path / "a.png")
+    (_, _, lr), *_ = load_pairs(str(tmp_path), 4, None, None, "bicubic", 0)[0]
+    assert torch.equal(lr, ours)  # deltadiff evaluate
 
 
 def test_realesrgan_degradation_is_seeded():

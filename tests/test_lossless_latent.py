@@ -127,6 +127,27 @@ class TestLocalUNet:
             torch.testing.assert_close(loaded(x, t).sample, unet(x, t).sample, rtol=0, atol=1e-5)
 
 
+def test_trainer_and_pipeline_build_the_same_y():
+    """`train_deltadiff.py` and the pipeline call one `encode_lr`: the y a model is trained on is the y it runs on."""
+    import ast
+    from pathlib import Path
+
+    from diffusers_deltadiff.pipeline_deltadiff import encode_lr
+
+    pipe = tiny_lossless_pipeline()
+    lr = torch.rand(2, 3, 8, 12) * 2 - 1
+    y, condition = encode_lr(pipe.vqvae, lr, 4)
+    y_pipe, condition_pipe = pipe.encode_lr(lr)
+    assert torch.equal(y, y_pipe) and torch.equal(condition, condition_pipe)
+    expected = F.pixel_unshuffle(F.interpolate(lr, scale_factor=4, mode="bicubic").clamp(-1, 1), 4)
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    script = (Path(__file__).resolve().parents[1] / "training" / "train_deltadiff.py").read_text()
+    calls = {
+        n.func.id for n in ast.walk(ast.parse(script)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+    assert "encode_lr" in calls and "bicubic_upsample" not in calls
+
+
 class TestLosslessPipeline:
     def test_untrained_zero_output_returns_bicubic(self):
         """Residual prediction with a zeroed output layer: the chain never leaves y, the output is bicubic."""

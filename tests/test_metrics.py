@@ -5,7 +5,8 @@ import pytest
 import skimage.metrics as skimage_metrics  # the independent reference implementation
 import torch
 
-from diffusers_deltadiff.evaluation import bicubic_resize, mod_crop
+from diffusers_deltadiff.evaluation import mod_crop
+from diffusers_deltadiff.image_utils import bicubic_resize
 from diffusers_deltadiff.metrics import psnr_y, rgb_to_y, ssim_y
 
 

@@ -43,8 +43,8 @@ from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNe
 from diffusers_deltadiff.arguments import int_list
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import DEGRADATIONS, bicubic_downsample
-from diffusers_deltadiff.image_utils import bicubic_upsample, image_grid, resize_to
-from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_factor
+from diffusers_deltadiff.image_utils import image_grid
+from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_factor, encode_lr
 from diffusers_deltadiff.training_utils import (
     add_data_arguments,
     epoch_loader,
@@ -436,8 +436,8 @@ def main(args):
                 lr = batch["lr"].to(weight_dtype)
                 with torch.no_grad():
                     x0 = vqvae.encode(hr).latents.float()
-                    y = vqvae.encode(bicubic_upsample(lr, args.scale)).latents.float()
-                    condition = resize_to(lr.float(), tuple(x0.shape[-2:]))
+                    y, condition = encode_lr(vqvae, lr, args.scale)
+                    y, condition = y.float(), condition.float()
                 generator = step_generator(args.seed, global_step, accelerator)
                 timesteps = torch.randint(0, args.num_train_timesteps, (x0.shape[0],), generator=generator)
                 noise = torch.randn(x0.shape, generator=generator) if args.kappa > 0 else None

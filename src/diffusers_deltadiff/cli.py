@@ -376,7 +376,7 @@ def save_atomic(image: PIL.Image.Image, dest: Path, fmt: str, quality: int, sour
 
 def steps_strip(source: torch.Tensor, steps: list[torch.Tensor]) -> PIL.Image.Image:
     """The paper's Fig. 4: the bicubic-upsampled input, then the decoded image after every reverse step."""
-    from .evaluation import bicubic_resize, to_pil
+    from .image_utils import bicubic_resize, to_pil
 
     height, width = steps[-1].shape[-2:]
     start = bicubic_resize(source, (height, width))

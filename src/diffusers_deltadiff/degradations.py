@@ -1,6 +1,6 @@
 """Low-resolution images made on the fly from high-resolution crops.
 
-- `bicubic`: antialiased bicubic downscaling by the scale factor, quantised to 8 bits (the SR benchmarks' protocol).
+- `bicubic`: PIL's antialiased bicubic downscaling by the scale factor, 8 bits (the SR benchmarks' protocol).
 - `realesrgan`: a Real-ESRGAN / ResShift-style second-order degradation (blur, random resize, noise, JPEG, twice,
   then the final resize to the LR size), built from albumentations transforms.
 
@@ -9,23 +9,21 @@ Every random choice comes from the `seed` passed in, so the same (seed, sample) 
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .image_utils import bicubic_resize
 
 
 DEGRADATIONS = ("bicubic", "realesrgan")
 
 
-def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
-    """Round images in `[0, 1]` to the 256 levels of an 8-bit file."""
-    return (images.clamp(0, 1) * 255).round() / 255
-
-
 def bicubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Antialiased bicubic downscaling of `(B, C, H, W)` or `(C, H, W)` images in `[0, 1]`, 8-bit quantised."""
+    """
+    The LR protocol, for training, validation and evaluation alike: PIL's antialiased bicubic downscaling by `scale`
+    ([`~image_utils.bicubic_resize`], 8 bits) of `(B, 3, H, W)` or `(3, H, W)` images in `[0, 1]`.
+    """
     batched = hr if hr.ndim == 4 else hr[None]
-    height, width = batched.shape[-2:]
-    lr = F.interpolate(batched, size=(height // scale, width // scale), mode="bicubic", antialias=True)
-    lr = quantize_8bit(lr)
+    size = (batched.shape[-2] // scale, batched.shape[-1] // scale)
+    lr = torch.stack([bicubic_resize(image.float().cpu(), size) for image in batched]).to(hr.device)
     return lr if hr.ndim == 4 else lr[0]
 
 

@@ -16,25 +16,14 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
 from .data import index_lr_folder, list_images, open_image
-from .degradations import Degradation
-from .image_utils import image_grid, to_unit_tensor
+from .degradations import Degradation, bicubic_downsample
+from .image_utils import bicubic_resize, image_grid, to_unit_tensor
 from .metrics import psnr_cbcr, psnr_y, ssim_y
-
-
-def to_pil(image: torch.Tensor) -> PIL.Image.Image:
-    """`(3, H, W)` in `[0, 1]` to an 8-bit RGB PIL image."""
-    return PIL.Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-
-
-def bicubic_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """PIL bicubic resize (antialiased when downscaling) of a `(3, H, W)` image in `[0, 1]` to `size` (h, w)."""
-    return to_unit_tensor(to_pil(image).resize((size[1], size[0]), PIL.Image.BICUBIC))
 
 
 def mod_crop(image: torch.Tensor, scale: int, crop: int | None = None) -> torch.Tensor:
@@ -216,7 +205,7 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
                 lr = to_unit_tensor(open_image(lr_paths[Path(path).stem])[0])
                 hr = hr[:, : lr.shape[1] * scale, : lr.shape[2] * scale]
             elif degrade is None:
-                lr = bicubic_resize(hr, (hr.shape[1] // scale, hr.shape[2] // scale))
+                lr = bicubic_downsample(hr, scale)
             else:
                 lr = degrade(hr, seed=seed * 100_003 + index)
             if min(hr.shape[-2:]) < min_hr_size(scale):

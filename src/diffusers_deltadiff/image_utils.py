@@ -1,7 +1,12 @@
-"""Low-resolution input handling shared by the pipeline, the training scripts and the command line.
+"""Image handling shared by the pipeline, the training scripts, the evaluation and the command line.
 
-Training and inference must build `y` (the latent of the bicubic-upsampled LR image) with the very same resampling,
-so both call [`bicubic_upsample`] from here.
+Resamplers, one job each:
+
+- [`bicubic_upsample`]: LR to output size inside the chain (torch, any device), for `y`; training and inference
+  both get it through [`~pipeline_deltadiff.encode_lr`].
+- [`resize_to`]: LR to the latent size, the UNet's conditioning (the identity for x4 with an f4 latent).
+- [`bicubic_resize`]: PIL bicubic, the benchmarks' resampler; [`~degradations.bicubic_downsample`] makes every LR
+  image of training, validation and evaluation with it.
 """
 
 import numpy as np
@@ -174,3 +179,17 @@ def image_grid(rows: list[list[torch.Tensor]]) -> PIL.Image.Image:
     width = max(s.shape[-1] for s in strips)
     grid = torch.cat([F.pad(s, (0, width - s.shape[-1])) for s in strips], dim=-2)
     return PIL.Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+
+
+def to_pil(image: torch.Tensor) -> PIL.Image.Image:
+    """`(3, H, W)` in `[0, 1]` to an 8-bit RGB PIL image."""
+    return PIL.Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
+def bicubic_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """
+    PIL bicubic resize (antialiased when downscaling) of a `(3, H, W)` image in `[0, 1]` to `size` (h, w), through
+    8 bits: the benchmarks' resampler (the LR protocol of [`bicubic_downsample`], the bicubic baseline and the
+    LR-consistency check).
+    """
+    return to_unit_tensor(to_pil(image).resize((size[1], size[0]), PIL.Image.BICUBIC))

@@ -59,6 +59,18 @@ def autoencoder_downsampling_factor(autoencoder: VQModel | SpaceToDepthAutoencod
     return int(factor) if factor else 2 ** (len(autoencoder.config.block_out_channels) - 1)
 
 
+def encode_lr(autoencoder, lr: torch.Tensor, upscale_factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The two views of LR images `(B, 3, h, w)` in `[-1, 1]` that the chain needs: the latent `y` of their bicubic
+    upsampling, and the LR images resized to the latent size (the UNet's extra input channels). The pipeline and the
+    trainer both call this, so the `y` a model is trained on is the `y` it is run on.
+    """
+    upsampled = bicubic_upsample(lr, upscale_factor)
+    lr_latents = autoencoder.encode(upsampled.to(autoencoder.dtype)).latents
+    lr_condition = resize_to(lr, tuple(lr_latents.shape[-2:]))
+    return lr_latents, lr_condition
+
+
 @dataclass
 class DeltaDiffPipelineOutput(BaseOutput):
     """
@@ -191,14 +203,8 @@ class DeltaDiffPipeline(DiffusionPipeline):
         return self._interrupt
 
     def encode_lr(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """
-        The two views of LR images `(B, 3, h, w)` in `[-1, 1]` that the chain needs: the latent `y` of their bicubic
-        upsampling, and the LR images resized to the latent size (the UNet's extra input channels).
-        """
-        upsampled = bicubic_upsample(lr, self.upscale_factor)
-        lr_latents = self.vqvae.encode(upsampled.to(self.vqvae.dtype)).latents
-        lr_condition = resize_to(lr, tuple(lr_latents.shape[-2:]))
-        return lr_latents, lr_condition
+        """[`encode_lr`] with this pipeline's autoencoder and factor."""
+        return encode_lr(self.vqvae, lr, self.upscale_factor)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode (and quantize) latents to images in `[-1, 1]`."""
