@@ -22,17 +22,14 @@ from tqdm.auto import tqdm
 
 from .data import index_lr_folder, list_images, open_image
 from .degradations import Degradation, bicubic_downsample
-from .image_utils import bicubic_resize, image_grid, to_unit_tensor
+from .image_utils import bicubic_resize, center_crop, image_grid, to_unit_tensor
 from .metrics import psnr_cbcr, psnr_y, ssim_y
 
 
 def mod_crop(image: torch.Tensor, scale: int, crop: int | None = None) -> torch.Tensor:
     """Optional centre crop to `crop` pixels, then crop the bottom/right to a multiple of `scale`."""
     if crop:
-        height, width = image.shape[-2:]
-        ch, cw = min(crop, height), min(crop, width)
-        top, left = (height - ch) // 2, (width - cw) // 2
-        image = image[:, top : top + ch, left : left + cw]
+        image = center_crop(image, crop, crop)
     height, width = image.shape[-2:]
     return image[:, : height - height % scale, : width - width % scale]
 
@@ -158,9 +155,7 @@ class EvaluationResult:
 def zoom(image: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
     """The centre `fraction` of an image (the grid enlarges it to full size)."""
     height, width = image.shape[-2:]
-    ch, cw = max(int(height * fraction), 1), max(int(width * fraction), 1)
-    top, left = (height - ch) // 2, (width - cw) // 2
-    return image[:, top : top + ch, left : left + cw]
+    return center_crop(image, max(int(height * fraction), 1), max(int(width * fraction), 1))
 
 
 def comparison_grid(rows: list[list[torch.Tensor]]) -> PIL.Image.Image:

@@ -30,6 +30,13 @@ def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(-1.0, 1.0)
 
 
+def center_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The centre `height` x `width` of `(..., H, W)` images (at most their size)."""
+    height, width = min(height, images.shape[-2]), min(width, images.shape[-1])
+    top, left = (images.shape[-2] - height) // 2, (images.shape[-1] - width) // 2
+    return images[..., top : top + height, left : left + width]
+
+
 def pad_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """
     Pad `(B, C, H, W)` images at the bottom and right to at least `height` x `width`: by reflection where the image is

@@ -10,7 +10,7 @@ import torch
 
 from .data import list_images, open_image
 from .evaluation import load_lpips
-from .image_utils import to_unit_tensor
+from .image_utils import center_crop, to_unit_tensor
 
 
 logger = logging.getLogger(__name__)
@@ -126,8 +126,7 @@ def load_center_crops(folder: str, count: int, size: int, multiple: int = 1) -> 
             logger.warning(f"skipped unreadable validation image {path}: {err}")
             continue
         side = min(size, *image.shape[1:]) // multiple * multiple
-        top, left = (image.shape[1] - side) // 2, (image.shape[2] - side) // 2
-        images.append(image[:, top : top + side, left : left + side])
+        images.append(center_crop(image, side, side))
     return images
 
 
