@@ -7,7 +7,7 @@ import PIL.Image
 import torch
 from safetensors import safe_open
 
-from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler
+from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNet2DModel, SpaceToDepthAutoencoder
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.pretrained import default_model_path, load_default_pipeline
 
@@ -31,6 +31,9 @@ def test_loads_as_float32_and_upscales():
     pipe = load_default_pipeline()
     assert isinstance(pipe, DeltaDiffPipeline) and isinstance(pipe.scheduler, DeltaShiftScheduler)
     assert pipe.scheduler.config.kappa == 0 and pipe.upscale_factor == 4
+    # the kind that beats bicubic: lossless latent, local layers, residual prediction, a measured tile context
+    assert isinstance(pipe.vqvae, SpaceToDepthAutoencoder) and isinstance(pipe.unet, LocalUNet2DModel)
+    assert pipe.scheduler.config.prediction_type == "residual" and pipe.config.tile_context == 16
     assert {p.dtype for p in pipe.unet.parameters()} == {torch.float32}
     pipe.set_progress_bar_config(disable=True)
     rng = np.random.RandomState(0)

@@ -1,6 +1,7 @@
 """The lossless space-to-depth latent, the local-norm UNet and the residual pipeline built on them."""
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 import torch.nn.functional as F
@@ -196,3 +197,26 @@ EXPECTED_SLICE = [
     0.19068336,
     0.4379986,
 ]
+
+
+def test_gray_in_gray_out():
+    """A gray input has no colour to keep: the output is gray, with the luma of the model's RGB output."""
+    from diffusers_deltadiff.pipeline_deltadiff import to_gray
+
+    pipe = tiny_lossless_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    gray = np.random.RandomState(3).rand(10, 12).astype(np.float32)
+    colour = np.random.RandomState(4).rand(10, 12, 3).astype(np.float32)
+    out = pipe([gray, colour], output_type="pt").images
+    assert torch.equal(out[0, 0], out[0, 1]) and torch.equal(out[0, 1], out[0, 2])
+    assert not torch.equal(out[1, 0], out[1, 1])  # colour images keep their colour
+    # the gray output is the luma of what the model makes of the replicated gray image
+    rgb = torch.from_numpy(np.stack([gray] * 3))
+    pipe_out = pipe(rgb[None] * 0 + rgb, output_type="pt").images  # same input as a tensor
+    torch.testing.assert_close(pipe_out[0], out[0])
+    weights = torch.tensor([0.299, 0.587, 0.114])
+    image = torch.rand(1, 3, 4, 5)
+    torch.testing.assert_close(to_gray(image)[0, 0], (image[0] * weights[:, None, None]).sum(0))
+    pil = pipe(PIL.Image.fromarray((gray * 255).astype(np.uint8), mode="L")).images[0]
+    r, g, b = pil.split()
+    assert list(r.getdata()) == list(g.getdata()) == list(b.getdata())

@@ -59,6 +59,12 @@ def autoencoder_downsampling_factor(autoencoder: VQModel | SpaceToDepthAutoencod
     return int(factor) if factor else 2 ** (len(autoencoder.config.block_out_channels) - 1)
 
 
+def to_gray(images: torch.Tensor) -> torch.Tensor:
+    """RGB images `(B, 3, H, W)` made gray with their BT.601 luma (the Y the benchmarks score), in every channel."""
+    luma = 0.299 * images[:, 0:1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:3]
+    return luma.expand(-1, 3, -1, -1)
+
+
 def encode_lr(autoencoder, lr: torch.Tensor, upscale_factor: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     The two views of LR images `(B, 3, h, w)` in `[-1, 1]` that the chain needs: the latent `y` of their bicubic
@@ -101,7 +107,8 @@ class DeltaDiffPipeline(DiffusionPipeline):
     The super-resolution factor is the pipeline config's `upscale_factor`. It defaults to the downsampling factor of
     `vqvae` (4 for an f4 autoencoder, where the LR image has exactly the latent size, as in ResShift and DeltaDiff).
     Output images are always exactly `upscale_factor` times the input size: inputs are padded by reflection to a size
-    the models accept and the result is cropped, never resized.
+    the models accept and the result is cropped, never resized. A gray input (all three channels equal) comes out
+    gray: the model sees no colour in it, so any colour in its output would be invented.
 
     Large images are processed in tiles, on one latent canvas per image. At every reverse step the UNet runs tile by
     tile, each tile seen with a margin of context (`tile_context` latent pixels of its neighbours, on the UNet's
@@ -281,11 +288,11 @@ class DeltaDiffPipeline(DiffusionPipeline):
         self._map_tiles(tiles, batch_size, predict, write, progress_bar)
         return self.scheduler.step(model_output, t, latents, generator=generator, lr_sample=lr_latents).prev_sample
 
-    def _decode_tiles(self, latents, tiles, batch_size, output_type: str, size: tuple[int, int]):
+    def _decode_tiles(self, latents, tiles, batch_size, output_type: str, size: tuple[int, int], gray=None):
         """
         Decode the latent canvas tile by tile into the output of `output_type`, cropped to `size`: a uint8 `(B, H, W,
         3)` array for `"pil"`, float32 for `"np"`, a float `(B, 3, H, W)` tensor in `[0, 1]` for `"pt"`. No float
-        copy of the whole image is made for `"pil"`.
+        copy of the whole image is made for `"pil"`. Images flagged in `gray` (a `(B,)` bool tensor) come out gray.
         """
         f = self.vae_scale_factor
         batch, (height, width) = latents.shape[0], size
@@ -300,6 +307,8 @@ class DeltaDiffPipeline(DiffusionPipeline):
         def write(tile, result):
             inner = tile.inner.scaled(f)
             image = (inner.within(tile.outer.scaled(f)).crop(result).float().cpu() / 2 + 0.5).clamp(0, 1)
+            if gray is not None and gray.any():
+                image[gray] = to_gray(image[gray])
             bottom, right = min(inner.bottom, height), min(inner.right, width)
             if bottom <= inner.top or right <= inner.left:
                 return
@@ -336,6 +345,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         scale, f = self.upscale_factor, self.vae_scale_factor
         lr = pad_to_multiple(lr, self.lr_size_multiple)
         tiles = self._plan((lr.shape[-2] * scale // f, lr.shape[-1] * scale // f), tile_size, context)
+        gray = (lr[:, 0] == lr[:, 1]).flatten(1).all(1) & (lr[:, 1] == lr[:, 2]).flatten(1).all(1)
         lr_latents, lr_condition = self._encode_tiles(lr, tiles, batch_size)
         latents = self.scheduler.init_latents(lr_latents, generator=generator)
         output_size = (height * scale, width * scale)
@@ -354,11 +364,13 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 latents = callback_outputs.pop("latents", latents)
             if return_intermediates:
                 step_type = "pt" if output_type == "latent" else output_type
-                intermediates.append(self._decode_tiles(latents, tiles, batch_size, step_type, output_size))
+                intermediates.append(
+                    self._decode_tiles(latents, tiles, batch_size, step_type, output_size, gray.cpu())
+                )
         if output_type == "latent":
             latent_size = (math.ceil(height * scale / f), math.ceil(width * scale / f))
             return latents[..., : latent_size[0], : latent_size[1]].float().cpu(), intermediates
-        return self._decode_tiles(latents, tiles, batch_size, output_type, output_size), intermediates
+        return self._decode_tiles(latents, tiles, batch_size, output_type, output_size, gray.cpu()), intermediates
 
     def _to_output(self, canvases: list, output_type: str, single_group: bool):
         """Per-group canvases (in input order when there is one group) to the pipeline's output format."""
