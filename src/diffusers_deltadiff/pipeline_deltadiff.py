@@ -273,8 +273,14 @@ class DeltaDiffPipeline(DiffusionPipeline):
         return lr_latents, lr_condition
 
     def _denoise_step(self, latents, lr_latents, lr_condition, t, tiles, batch_size, generator, progress_bar):
-        """One reverse step (eq. 5/6) of the whole canvas; the UNet runs tile by tile, each tile with its context."""
-        model_output = torch.empty_like(latents)
+        """
+        One reverse step (eq. 5/6) of the whole canvas; the UNet runs tile by tile, each tile with its context. A
+        deterministic chain (kappa = 0) steps each tile's pixels as soon as they are predicted (the step is
+        elementwise), into a new canvas: no full-size model output or temporaries. With noise (kappa > 0) the whole
+        canvas steps at once, so that the noise does not depend on the tiling.
+        """
+        per_tile = len(tiles) > 1 and self.scheduler.config.kappa == 0
+        target = torch.empty_like(latents)
 
         def predict(boxes):
             sample = torch.cat([box.crop(latents) for box in boxes])
@@ -283,10 +289,16 @@ class DeltaDiffPipeline(DiffusionPipeline):
             return self.unet(model_input, t.expand(model_input.shape[0]).to(latents.device)).sample
 
         def write(tile, result):
-            tile.inner.crop(model_output).copy_(tile.inner.within(tile.outer).crop(result))
+            output = tile.inner.within(tile.outer).crop(result)
+            if per_tile:
+                sample, lr_sample = tile.inner.crop(latents), tile.inner.crop(lr_latents)
+                output = self.scheduler.step(output, t, sample, lr_sample=lr_sample).prev_sample
+            tile.inner.crop(target).copy_(output)
 
         self._map_tiles(tiles, batch_size, predict, write, progress_bar)
-        return self.scheduler.step(model_output, t, latents, generator=generator, lr_sample=lr_latents).prev_sample
+        if per_tile:
+            return target
+        return self.scheduler.step(target, t, latents, generator=generator, lr_sample=lr_latents).prev_sample
 
     def _decode_tiles(self, latents, tiles, batch_size, output_type: str, size: tuple[int, int], gray=None):
         """
