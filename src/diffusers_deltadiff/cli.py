@@ -614,7 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="context each tile sees around itself, latent pixels (default: the model's tile_context)",
     )
-    up.add_argument("--batch-size", type=int_at_least(1), default=4, help="tiles per UNet batch")
+    up.add_argument(
+        "--batch-size", type=int_at_least(1), default=None, help="tiles per UNet batch (default: 1 on CPU, 4 on GPU)"
+    )
     up.add_argument("--format", choices=list(FORMATS), default=None, help="output format (default: the input's)")
     up.add_argument("--quality", type=int_at_least(0, 100), default=95, help="JPEG / WebP quality, 0 to 100")
     up.add_argument("--save-steps", action="store_true", help="also write the strip of every reverse step")

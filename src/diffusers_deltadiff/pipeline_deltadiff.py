@@ -407,7 +407,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         tile_size: int | None = None,
         tile_overlap: int | None = None,
-        tile_batch_size: int = 4,
+        tile_batch_size: int | None = None,
     ) -> DeltaDiffPipelineOutput | tuple:
         r"""
         The call function to the pipeline for super-resolution.
@@ -445,8 +445,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
             tile_overlap (`int`, *optional*):
                 The context each tile sees around itself, in latent pixels. Defaults to the pipeline's
                 `tile_context`, which is wide enough for its model; smaller values are faster and less exact.
-            tile_batch_size (`int`, *optional*, defaults to 4):
-                Tiles run through the UNet together.
+            tile_batch_size (`int`, *optional*):
+                Tiles run through the UNet together. Defaults to 1 on the CPU (measured fastest there, with the least
+                memory: LR 1024² in 51 s and 1.36 GiB against 61 s and 1.72 GiB with 4) and 4 on accelerators.
 
         Examples:
 
@@ -469,6 +470,8 @@ class DeltaDiffPipeline(DiffusionPipeline):
             isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0
         ):
             raise ValueError(f"`tile_overlap` must be 0 or more latent pixels, or None, got {tile_overlap!r}.")
+        if tile_batch_size is None:
+            tile_batch_size = 1 if self._execution_device.type == "cpu" else 4
         if isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1:
             raise ValueError(f"`tile_batch_size` must be a positive integer, got {tile_batch_size!r}.")
         if num_inference_steps is not None:
