@@ -415,8 +415,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
         Args:
             image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
                 The low-resolution image(s). NumPy arrays are `HxWxC` (or a `BxHxWxC` batch) as uint8, uint16 or
-                float in `[0, 1]`; tensors are `CxHxW` (or `BxCxHxW`) floats in `[0, 1]`. Grayscale images are
-                replicated to RGB and alpha channels are dropped, so outputs are always RGB. Images of different sizes
+                float in `[0, 1]`; tensors are `CxHxW` (or `BxCxHxW`) floats in `[0, 1]` or uint8. Float data outside
+                `[0, 1]`, NaN and inf are refused with a `ValueError`. Grayscale images are replicated to RGB (and
+                come out gray) and alpha channels are dropped, so outputs are always RGB. Images of different sizes
                 may be mixed in one call; each is upscaled at its own size.
             num_inference_steps (`int`, *optional*):
                 Number of reverse steps; defaults to the scheduler's `num_train_timesteps` (4 for DeltaDiff). Fewer
