@@ -42,7 +42,9 @@ def main():
     print(f"| model | median s ({args.repeats} runs) |\n|---|---|")
     print(f"| {args.model or 'shipped default'} | {statistics.median(new):.1f} |")
     print(f"| {args.other} | {statistics.median(other):.1f} |")
-    print(f"ratio new / other per repeat: {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f})")
+    print(
+        f"ratio new / other per repeat: {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f})"
+    )
 
 
 if __name__ == "__main__":
