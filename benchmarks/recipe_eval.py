@@ -9,14 +9,9 @@ recipes and checkpoints on held-out training photos; report benchmarks only for 
 """
 
 import argparse
-import statistics
 from pathlib import Path
 
-import torch
-
-from diffusers_deltadiff.evaluation import load_pairs
-from diffusers_deltadiff.image_utils import bicubic_resize
-from diffusers_deltadiff.metrics import psnr_y, ssim_y
+from diffusers_deltadiff.evaluation import evaluate, load_pairs
 from diffusers_deltadiff.pretrained import from_pretrained
 
 
@@ -37,27 +32,27 @@ def main():
     ]
     data = {folder: load_pairs(folder, 4, None, None, "bicubic", 0)[0] for folder in args.hr}
 
-    def row(label, tile, sr_fn):
+    def row(label, tile, pipelines: dict, pipeline_kwargs=None):
         cells = []
-        for folder, pairs in data.items():
-            psnrs, ssims = [], []
-            for _, hr, lr in pairs:
-                sr = sr_fn(lr)[:, : hr.shape[1], : hr.shape[2]]
-                psnrs.append(psnr_y(sr, hr, 4).item())
-                ssims.append(ssim_y(sr, hr, 4).item())
-            cells.append(f"{statistics.fmean(psnrs):.2f} / {statistics.fmean(ssims):.4f}")
+        for pairs in data.values():
+            result = evaluate(pairs, pipelines, baseline=not pipelines, grid_images=0, pipeline_kwargs=pipeline_kwargs)
+            summary = result.summary()[0]
+            cells.append(f"{summary['psnr']:.2f} / {summary['ssim']:.4f}")
         line = f"| {label} | {tile} | " + " | ".join(cells) + " |"
         print(line, flush=True)
         lines.append(line)
 
-    row("bicubic", "-", lambda lr: bicubic_resize(lr, (lr.shape[1] * 4, lr.shape[2] * 4)))
+    row("bicubic", "-", {})
     for label, path in models.items():
         pipe = from_pretrained(path)
         pipe.set_progress_bar_config(disable=True)
         for tile in tiles:
-            kwargs = {"tile_size": tile, "tile_overlap": args.tile_overlap if tile else 0}
-            with torch.no_grad():
-                row(label, tile or "whole", lambda lr: pipe(lr, output_type="pt", **kwargs).images[0])
+            row(
+                label,
+                tile or "whole",
+                {label: pipe},
+                {"tile_size": tile, "tile_overlap": args.tile_overlap if tile else 0},
+            )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text("\n".join(lines) + "\n")

@@ -223,12 +223,19 @@ def check_output_flags(args, single: bool, count: int):
         )
 
 
+def missing_folders(folder: Path) -> tuple[Path, list[Path]]:
+    """The nearest existing folder at or above `folder`, and the folders below it that do not exist yet (deepest first)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return folder, missing
+
+
 def name_max(folder: Path) -> int:
     """The longest file name the file system of `folder` (or of its nearest existing parent) accepts."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
     try:
-        return os.pathconf(folder, "PC_NAME_MAX")
+        return os.pathconf(missing_folders(folder)[0], "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         return 255
 
@@ -274,9 +281,7 @@ def plan_outputs(files, output: Path, args, single: bool) -> tuple[list[tuple[Pa
 
 def check_output_folder(folder: Path):
     """That `folder` exists or can be made, without making it (nothing is left behind if the run stops early)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = missing_folders(folder)[0]
     if not existing.is_dir():
         raise CLIError(f"{folder}: cannot create the output folder ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -285,11 +290,7 @@ def check_output_folder(folder: Path):
 
 def make_folders(folder: Path, created: list[Path]):
     """`mkdir -p`, remembering the folders it made in `created` (to remove them again if they stay empty)."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    for path in reversed(missing):
+    for path in reversed(missing_folders(folder)[1]):
         path.mkdir(exist_ok=True)
         created.append(path)
 

@@ -112,9 +112,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
 
     Large images are processed in tiles, on one latent canvas per image. At every reverse step the UNet runs tile by
     tile, each tile seen with a margin of context (`tile_context` latent pixels of its neighbours, on the UNet's
-    downsampling grid), and only the tile's own pixels are kept; the scheduler then steps the whole canvas at once.
-    Encoding and decoding are tiled the same way, and decoded tiles go straight into the output (a uint8 canvas for
-    PIL output), so memory stays flat in the image size. Of the known ways to tile a diffusion upscaler, this one was
+    downsampling grid), and only the tile's own pixels are kept and stepped. Encoding and decoding are tiled the same
+    way, and decoded tiles go straight into the output (a uint8 canvas for PIL output), so model activations are
+    bounded by the tile; the latent canvases themselves still grow with the image. Of the known ways to tile a diffusion upscaler, this one was
     chosen because, with a model whose layers only see local context, it is the whole-image computation itself:
 
     - With the shipped default model (a lossless [`SpaceToDepthAutoencoder`] and a [`LocalUNet2DModel`]: per-pixel
@@ -224,6 +224,11 @@ class DeltaDiffPipeline(DiffusionPipeline):
         latents_per_lr_step = self.upscale_factor // math.gcd(self.upscale_factor, self.vae_scale_factor)
         return math.lcm(unet_factor, latents_per_lr_step)
 
+    def _latent_canvas_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The latent canvas of LR images of `size`: padded to `lr_size_multiple` (as `pad_to_multiple` does), scaled."""
+        multiple, scale, f = self.lr_size_multiple, self.upscale_factor, self.vae_scale_factor
+        return tuple(-(-n // multiple) * multiple * scale // f for n in size)
+
     def _plan(self, latent_size: tuple[int, int], tile_size: int | None, context: int) -> list[Tile]:
         """The tiles of a latent canvas: one (the whole canvas) unless the image is tiled."""
         height, width = latent_size
@@ -318,7 +323,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
 
         def write(tile, result):
             inner = tile.inner.scaled(f)
-            image = (inner.within(tile.outer.scaled(f)).crop(result).float().cpu() / 2 + 0.5).clamp(0, 1)
+            image = self.image_processor.denormalize(inner.within(tile.outer.scaled(f)).crop(result).float().cpu())
             if gray is not None and gray.any():
                 image[gray] = to_gray(image[gray])
             bottom, right = min(inner.bottom, height), min(inner.right, width)
@@ -341,8 +346,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         lr: torch.Tensor,
         generator,
         output_type: str,
-        tile_size: int | None,
-        context: int,
+        tiles: list[Tile],
         batch_size: int,
         return_intermediates: bool,
         callback_on_step_end,
@@ -350,13 +354,13 @@ class DeltaDiffPipeline(DiffusionPipeline):
         progress_bar,
     ):
         """
-        LR images `(B, 3, h, w)` in `[-1, 1]` of one size: pad, encode, reverse chain, decode, crop. Returns the
-        outputs in the internal format of `output_type` (see [`_decode_tiles`]) and the same for every step.
+        LR images `(B, 3, h, w)` in `[-1, 1]` of one size: pad, encode, reverse chain, decode, crop, on the latent
+        canvas cut into `tiles` ([`_plan`]). Returns the outputs in the internal format of `output_type` (see
+        [`_decode_tiles`]) and the same for every step.
         """
         height, width = lr.shape[-2:]
         scale, f = self.upscale_factor, self.vae_scale_factor
         lr = pad_to_multiple(lr, self.lr_size_multiple)
-        tiles = self._plan((lr.shape[-2] * scale // f, lr.shape[-1] * scale // f), tile_size, context)
         gray = (lr[:, 0] == lr[:, 1]).flatten(1).all(1) & (lr[:, 1] == lr[:, 2]).flatten(1).all(1)
         lr_latents, lr_condition = self._encode_tiles(lr, tiles, batch_size)
         latents = self.scheduler.init_latents(lr_latents, generator=generator)
@@ -384,14 +388,19 @@ class DeltaDiffPipeline(DiffusionPipeline):
             return latents[..., : latent_size[0], : latent_size[1]].float().cpu(), intermediates
         return self._decode_tiles(latents, tiles, batch_size, output_type, output_size, gray.cpu()), intermediates
 
-    def _to_output(self, canvases: list, output_type: str, single_group: bool):
-        """Per-group canvases (in input order when there is one group) to the pipeline's output format."""
+    def _to_output(self, canvases: list, output_type: str, order: list[int]):
+        """
+        Per-group canvases to the pipeline's output format, in input order (`order`: the input index of each image,
+        group after group). One group stays one array / tensor; several give a list of images.
+        """
+        if len(canvases) == 1:
+            images = canvases[0]  # a single group holds the inputs in their order
+        else:
+            flat = [image for canvas in canvases for image in canvas]
+            images = [flat[k] for k in sorted(range(len(order)), key=order.__getitem__)]
         if output_type == "pil":
-            images = [PIL.Image.fromarray(image) for canvas in canvases for image in canvas]
-            return images
-        if single_group:
-            return canvases[0]
-        return [image for canvas in canvases for image in canvas]
+            return [PIL.Image.fromarray(image) for image in images]
+        return images
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -498,14 +507,10 @@ class DeltaDiffPipeline(DiffusionPipeline):
         for index, im in enumerate(images):
             groups.setdefault(tuple(im.shape[-2:]), []).append(index)
         context = self.config.tile_context if tile_overlap is None else tile_overlap
-        scale, f = self.upscale_factor, self.vae_scale_factor
-        num_unet_calls = 0
-        for size in groups:
-            padded = [-(-n // self.lr_size_multiple) * self.lr_size_multiple for n in size]
-            tiles = self._plan((padded[0] * scale // f, padded[1] * scale // f), tile_size, context)
-            num_unet_calls += sum(
-                math.ceil(n / tile_batch_size) for n in Counter(tile.outer.shape for tile in tiles).values()
-            )
+        plans = [self._plan(self._latent_canvas_size(size), tile_size, context) for size in groups]
+        num_unet_calls = sum(
+            math.ceil(n / tile_batch_size) for tiles in plans for n in Counter(t.outer.shape for t in tiles).values()
+        )
 
         outputs, steps = [None] * len(groups), [None] * len(groups)
         order = [i for indices in groups.values() for i in indices]
@@ -517,8 +522,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
                     lr,
                     group_generator,
                     output_type,
-                    tile_size,
-                    context,
+                    plans[g],
                     tile_batch_size,
                     return_intermediates,
                     callback_on_step_end,
@@ -527,24 +531,14 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 )
 
         # 4. Post-process: back to input order
-        single = len(groups) == 1
-        if not single:
-            # one image per entry, then the input order
-            flat = [image for canvas in outputs for image in canvas]
-            inverse = sorted(range(len(order)), key=order.__getitem__)
-            outputs = [[flat[k] for k in inverse]]
-        output = self._to_output(outputs, output_type, single)
+        output = self._to_output(outputs, output_type, order)
         intermediate_images = None
         if return_intermediates:
             step_type = "pt" if output_type == "latent" else output_type
             completed = min(len(group_steps) for group_steps in steps)
-            intermediate_images = []
-            for s in range(completed):
-                step_canvases = [group_steps[s] for group_steps in steps]
-                if not single:
-                    flat = [image for canvas in step_canvases for image in canvas]
-                    step_canvases = [[flat[k] for k in inverse]]
-                intermediate_images.append(self._to_output(step_canvases, step_type, single))
+            intermediate_images = [
+                self._to_output([group_steps[s] for group_steps in steps], step_type, order) for s in range(completed)
+            ]
 
         self.maybe_free_model_hooks()
 
