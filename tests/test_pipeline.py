@@ -215,7 +215,7 @@ class TestSaveLoad:
         assert "unet/diffusion_pytorch_model.safetensors" in files
         assert "vqvae/diffusion_pytorch_model.safetensors" in files
         index = json.loads((tmp_path / "model_index.json").read_text())
-        assert index["scheduler"] == ["diffusers_deltadiff.scheduling_delta_shift", "DeltaShiftScheduler"]
+        assert index["scheduler"] == ["scheduling_delta_shift", "DeltaShiftScheduler"]
         assert index["upscale_factor"] == 4
 
         loaded = DeltaDiffPipeline.from_pretrained(tmp_path)

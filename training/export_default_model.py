@@ -2,6 +2,7 @@
 """Export a trained `DeltaDiffPipeline` as the package's shipped default model (float16 safetensors).
 
     python training/export_default_model.py --pipeline outputs/deltadiff-x4 --card outputs/default_model_card.md
+    python training/export_default_model.py --code_only   # after editing the pipeline's code: refresh its copies
 
 Writes `src/diffusers_deltadiff/pretrained/deltadiff-x4/` (weights stored in float16, loaded as float32) and checks
 that float16 storage holds quality: the float32 and the float16-stored pipeline upscale the same images, and the
@@ -23,8 +24,13 @@ from diffusers_deltadiff.pretrained import DEFAULT_MODEL_DIR, from_pretrained
 
 def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", required=True, help="trained pipeline folder (train_deltadiff.py output)")
-    parser.add_argument("--card", required=True, help="markdown model card to ship as README.md")
+    parser.add_argument("--pipeline", help="trained pipeline folder (train_deltadiff.py output)")
+    parser.add_argument("--card", help="markdown model card to ship as README.md")
+    parser.add_argument(
+        "--code_only",
+        action="store_true",
+        help="only rewrite the code and model_index.json the shipped folder carries, from this package's modules",
+    )
     parser.add_argument("--check_images", default="../shared/data/benchmarks/Set5", help="images for the fp16 check")
     parser.add_argument("--min_psnr", type=float, default=45.0, help="fp16 vs fp32 output PSNR needed (dB)")
     parser.add_argument("--output_dir", default=str(DEFAULT_MODEL_DIR))
@@ -34,10 +40,26 @@ def parse_args(input_args=None):
         default=None,
         help="the context (latent pixels) each tile sees, as measured for this model (default: keep the pipeline's)",
     )
-    return parser.parse_args(input_args)
+    args = parser.parse_args(input_args)
+    if not args.code_only and not (args.pipeline and args.card):
+        parser.error("--pipeline and --card are required (or --code_only)")
+    return args
+
+
+def refresh_code(folder: Path):
+    """Save the shipped pipeline again and take its code files and `model_index.json`; the weights stay as they are."""
+    with tempfile.TemporaryDirectory() as tmp:
+        from_pretrained(str(folder), dtype=torch.float16).save_pretrained(tmp)
+        for path in Path(tmp).rglob("*"):
+            if path.suffix in (".py", ".json") and path.name != "config.json":
+                shutil.copyfile(path, folder / path.relative_to(tmp))
+                print(f"wrote {folder / path.relative_to(tmp)}")
 
 
 def main(args):
+    if args.code_only:
+        refresh_code(Path(args.output_dir))
+        return
     reference = from_pretrained(args.pipeline)
     if args.tile_context is not None:
         reference.register_to_config(tile_context=args.tile_context)

@@ -7,7 +7,7 @@ from .scheduling_delta_shift import DeltaShiftScheduler, DeltaShiftSchedulerOutp
 from .unet_local_norm import LocalUNet2DModel
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DeltaDiffPipeline",

@@ -15,7 +15,6 @@
 
 import math
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -24,14 +23,16 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.models import UNet2DModel, VQModel
+from diffusers.models import UNet2DModel
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, replace_example_docstring
 
-from .autoencoder_space_to_depth import SpaceToDepthAutoencoder
+# relative imports only of modules that go with saved pipelines (see `pipeline_code`); the component classes
+# (`DeltaShiftScheduler`, `LocalUNet2DModel`, `SpaceToDepthAutoencoder`) travel in their own folders instead
 from .image_utils import bicubic_upsample, pad_to_multiple, resize_to, split_images, to_unit_tensor
-from .pretrained import custom_pipeline_path
-from .scheduling_delta_shift import DeltaShiftScheduler
+from .pipeline_code import with_package_modules, write_pipeline_code
 from .tiling import Tile, plan_tiles
 
 
@@ -53,7 +54,7 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-def autoencoder_downsampling_factor(autoencoder: VQModel | SpaceToDepthAutoencoder) -> int:
+def autoencoder_downsampling_factor(autoencoder: ModelMixin) -> int:
     """How many image pixels one latent pixel spans: `downsampling_factor`, or `2^(blocks - 1)` for a `VQModel`."""
     factor = getattr(autoencoder.config, "downsampling_factor", None)
     return int(factor) if factor else 2 ** (len(autoencoder.config.block_out_channels) - 1)
@@ -153,9 +154,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        vqvae: VQModel | SpaceToDepthAutoencoder,
+        vqvae: ModelMixin,
         unet: UNet2DModel,
-        scheduler: DeltaShiftScheduler,
+        scheduler: SchedulerMixin,
         upscale_factor: int | None = None,
         tile_context: int = 16,
     ):
@@ -177,18 +178,43 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 f"got in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}."
             )
 
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """
+        Read `model_index.json` like [`ConfigMixin.load_config`], with the components this package defines (the
+        scheduler, a [`LocalUNet2DModel`], a [`SpaceToDepthAutoencoder`]) named by the installed package's modules.
+        So `DeltaDiffPipeline.from_pretrained(folder)` builds them from the package's classes, not from the copies a
+        saved folder carries: no code from the folder runs and `trust_remote_code` is not needed. Folders saved by
+        older versions, which name the package modules already, load the same way. With diffusers alone
+        (`DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)`), the folder's
+        copies are used.
+        """
+        loaded = super().load_config(*args, **kwargs)
+        if isinstance(loaded, tuple):
+            return (with_package_modules(loaded[0]), *loaded[1:])
+        return with_package_modules(loaded)
+
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
         """
-        Save the pipeline like [`DiffusionPipeline.save_pretrained`], weights as safetensors only, and write the
-        `pipeline.py` entry point next to `model_index.json` so that
-        `DiffusionPipeline.from_pretrained(save_directory, custom_pipeline=save_directory, trust_remote_code=True)`
-        works too.
+        Save the pipeline like [`DiffusionPipeline.save_pretrained`], weights as safetensors only, with the code that
+        makes the folder load with diffusers alone (see `save_config`):
+        `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)`, from a local
+        path or the Hub.
         """
         if not safe_serialization:
             raise ValueError("DeltaDiff pipelines are saved as safetensors only: drop `safe_serialization=False`.")
         super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
 
-        shutil.copyfile(custom_pipeline_path(), os.path.join(save_directory, "pipeline.py"))
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """
+        Write `model_index.json` and, with it, the pipeline's code: `pipeline.py` and the modules it imports next to
+        it, each component class of this package in its component folder. `save_pretrained` writes the config last,
+        before any upload to the Hub, so the code goes wherever the weights go.
+        """
+        if push_to_hub:
+            raise ValueError("Upload a DeltaDiff pipeline with `save_pretrained(..., push_to_hub=True)`.")
+        super().save_config(save_directory, **kwargs)
+        write_pipeline_code(self, str(save_directory))
 
     @property
     def upscale_factor(self) -> int:

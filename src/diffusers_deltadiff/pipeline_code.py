@@ -1,0 +1,122 @@
+# Copyright 2026 The diffusers-deltadiff authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+The code a saved DeltaDiff pipeline carries, and which classes load it.
+
+A saved folder loads with diffusers alone (`trust_remote_code=True`), from a local path or the Hub:
+
+    model_index.json            "scheduler": ["scheduling_delta_shift", "DeltaShiftScheduler"], ...
+    pipeline.py                 the pipeline module itself, with the modules it imports relatively:
+    image_utils.py, tiling.py, pipeline_code.py
+    scheduler/scheduling_delta_shift.py, unet/unet_local_norm.py, vqvae/autoencoder_space_to_depth.py
+
+diffusers finds a component's class in `<component>/<module>.py` when `model_index.json` names the bare module, and
+copies the relative imports of `pipeline.py` along with it. With this package installed, `DeltaDiffPipeline
+.from_pretrained` builds those components from the package's own classes instead (no code from the folder runs), and
+it still reads older folders that name the package modules (`diffusers_deltadiff.scheduling_delta_shift`).
+
+This module is copied into saved folders: it imports nothing from the package.
+"""
+
+import importlib
+import inspect
+import json
+import os
+import shutil
+
+from diffusers.utils.dynamic_modules_utils import get_relative_import_files
+
+
+PACKAGE = "diffusers_deltadiff"
+DYNAMIC_MODULES = "diffusers_modules"  # where diffusers imports a folder's code
+# the package modules whose classes a saved folder carries as code, each self-contained (no relative imports)
+COMPONENT_MODULES = ("autoencoder_space_to_depth", "scheduling_delta_shift", "unet_local_norm")
+MODEL_INDEX = "model_index.json"
+PIPELINE_FILE = "pipeline.py"
+
+
+def component_module(library: str) -> str | None:
+    """`scheduling_delta_shift` for `["scheduling_delta_shift", ...]` or `["diffusers_deltadiff.scheduling_delta_shift",
+    ...]` in `model_index.json`; `None` for components of other libraries (`["diffusers", "VQModel"]`)."""
+    if not isinstance(library, str):
+        return None
+    package, _, module = library.rpartition(".")
+    return module if module in COMPONENT_MODULES and package in ("", PACKAGE) else None
+
+
+def class_module(component_class) -> str | None:
+    """The module of a component class this package defines, whether imported from the package or from a folder."""
+    top, _, module = component_class.__module__.rpartition(".")
+    return module if module in COMPONENT_MODULES and top.split(".")[0] in (PACKAGE, DYNAMIC_MODULES) else None
+
+
+def package_class(module: str, class_name: str):
+    """The installed package's class, or `None` when the package is not installed (diffusers alone)."""
+    try:
+        return getattr(importlib.import_module(f"{PACKAGE}.{module}"), class_name)
+    except ImportError:
+        return None
+
+
+def with_package_modules(model_index: dict) -> dict:
+    """
+    `model_index` with each component this package defines named by the installed package's module
+    (`["diffusers_deltadiff.scheduling_delta_shift", "DeltaShiftScheduler"]`), so that diffusers builds it from the
+    package's class, not from the folder's copy. Unchanged when the package is not installed (diffusers alone).
+    """
+    model_index = dict(model_index)
+    for name, entry in model_index.items():
+        if name.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            continue
+        module = component_module(entry[0])
+        if module and package_class(module, entry[1]) is not None:
+            model_index[name] = [f"{PACKAGE}.{module}", entry[1]]
+    return model_index
+
+
+def code_files(cls) -> list[str]:
+    """The source of `cls`'s module and of every module it imports relatively (recursively)."""
+    source = inspect.getsourcefile(cls)
+    return [source, *get_relative_import_files(source)]
+
+
+def write_pipeline_code(pipeline, save_directory: str):
+    """
+    Make a saved folder load with diffusers alone: `pipeline.py` and its relative imports next to `model_index.json`,
+    each component class of this package as `<component>/<module>.py`, named by its bare module in `model_index.json`.
+    """
+    pipeline_source, *imports = code_files(type(pipeline))
+    shutil.copyfile(pipeline_source, os.path.join(save_directory, PIPELINE_FILE))
+    for path in imports:
+        shutil.copyfile(path, os.path.join(save_directory, os.path.basename(path)))
+
+    index_path = os.path.join(save_directory, MODEL_INDEX)
+    with open(index_path, encoding="utf-8") as f:
+        index = json.load(f)
+    index.pop("_name_or_path", None)  # where the pipeline was loaded from, on the machine that saved it
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2:
+            continue
+        component = getattr(pipeline, name, None)
+        module = class_module(type(component)) if component is not None else None
+        if module is None:
+            continue
+        source, *relative = code_files(type(component))
+        if relative:
+            raise ValueError(f"{source}: a component module must be self-contained, but it imports {relative}")
+        os.makedirs(os.path.join(save_directory, name), exist_ok=True)
+        shutil.copyfile(source, os.path.join(save_directory, name, f"{module}.py"))
+        index[name] = [module, entry[1]]
+    with open(index_path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,214 @@
+"""Saved pipelines carry their code: they load with diffusers alone, and with the package's own classes when it is there.
+
+The "diffusers alone" runs happen in a subprocess whose import system cannot see `diffusers_deltadiff`: a finder at
+the front of `sys.meta_path` refuses it and the source folder is taken off `sys.path`, so any import of the package,
+direct or through a pickled or registered name, fails there.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import diffusers_deltadiff
+from conftest import random_image
+from diffusers_deltadiff import DeltaDiffPipeline
+from diffusers_deltadiff.pretrained import default_model_path
+from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline, tiny_pipeline
+
+
+PACKAGE_DIR = Path(diffusers_deltadiff.__file__).parent
+# the files a saved lossless pipeline carries, and the package module each one is a copy of
+CODE_FILES = {
+    "pipeline.py": "pipeline_deltadiff.py",
+    "image_utils.py": "image_utils.py",
+    "pipeline_code.py": "pipeline_code.py",
+    "tiling.py": "tiling.py",
+    "scheduler/scheduling_delta_shift.py": "scheduling_delta_shift.py",
+    "unet/unet_local_norm.py": "unet_local_norm.py",
+    "vqvae/autoencoder_space_to_depth.py": "autoencoder_space_to_depth.py",
+}
+
+WITHOUT_PACKAGE = """
+import importlib.abc
+import sys
+
+
+class RefusePackage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "diffusers_deltadiff":
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden from this process)")
+
+
+sys.meta_path.insert(0, RefusePackage())
+sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "diffusers_deltadiff"))]
+try:
+    import diffusers_deltadiff  # noqa: F401
+except ModuleNotFoundError:
+    pass
+else:
+    raise SystemExit("the package is still importable")
+"""
+
+
+def run_python(script: str, workdir: Path, hide_package: bool) -> str:
+    """Run `script` in a fresh interpreter, offline, with its own module cache; its stdout."""
+    prelude = "import os\n" + (WITHOUT_PACKAGE if hide_package else "")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(workdir / "hf_home"), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+def diffusers_alone(model_dir: Path, lr: Path, out: Path, workdir: Path, save_to: Path | None = None) -> str:
+    """Load `model_dir` with `DiffusionPipeline.from_pretrained(custom_pipeline=...)` without the package, upscale."""
+    script = f"""
+        import numpy as np
+        import torch
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(
+            {str(model_dir)!r}, custom_pipeline={str(model_dir)!r}, trust_remote_code=True, torch_dtype=torch.float32
+        )
+        pipe.set_progress_bar_config(disable=True)
+        np.save({str(out)!r}, pipe(np.load({str(lr)!r}), output_type="np").images)
+        if {str(save_to)!r} != "None":
+            pipe.save_pretrained({str(save_to)!r})
+        print(type(pipe).__module__, *(type(c).__module__ for c in pipe.components.values()))
+        assert not [name for name in sys.modules if name.startswith("diffusers_deltadiff")]
+        """
+    return run_python(script, workdir, hide_package=True)
+
+
+def package_output(model_dir: Path, lr: np.ndarray) -> np.ndarray:
+    from diffusers_deltadiff.pretrained import from_pretrained
+
+    pipe = from_pretrained(str(model_dir))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(lr, output_type="np").images
+
+
+def saved_files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "model"
+    tiny_lossless_pipeline(seed=3).save_pretrained(folder)
+    return folder
+
+
+class TestSavedFolder:
+    def test_code_files_are_the_package_modules(self, saved):
+        assert set(CODE_FILES) <= saved_files(saved)
+        for saved_name, module in CODE_FILES.items():
+            assert (saved / saved_name).read_bytes() == (PACKAGE_DIR / module).read_bytes(), saved_name
+
+    def test_model_index_names_the_bare_modules(self, saved):
+        index = json.loads((saved / "model_index.json").read_text())
+        assert index["scheduler"] == ["scheduling_delta_shift", "DeltaShiftScheduler"]
+        assert index["unet"] == ["unet_local_norm", "LocalUNet2DModel"]
+        assert index["vqvae"] == ["autoencoder_space_to_depth", "SpaceToDepthAutoencoder"]
+        assert index["_class_name"] == "DeltaDiffPipeline"
+
+    def test_diffusers_components_stay_diffusers(self, tmp_path):
+        tiny_pipeline().save_pretrained(tmp_path)
+        index = json.loads((tmp_path / "model_index.json").read_text())
+        assert index["vqvae"] == ["diffusers", "VQModel"]
+        assert index["unet"] == ["diffusers", "UNet2DModel"]
+        assert index["scheduler"] == ["scheduling_delta_shift", "DeltaShiftScheduler"]
+        assert not list((tmp_path / "unet").glob("*.py")) and not list((tmp_path / "vqvae").glob("*.py"))
+
+    def test_package_load_uses_package_classes(self, saved):
+        pipe = DeltaDiffPipeline.from_pretrained(saved)
+        for component in (pipe.scheduler, pipe.unet, pipe.vqvae):
+            assert type(component).__module__.startswith("diffusers_deltadiff."), type(component)
+
+    def test_save_config_alone_refuses_upload(self, saved, tmp_path):
+        with pytest.raises(ValueError, match="save_pretrained"):
+            DeltaDiffPipeline.from_pretrained(saved).save_config(tmp_path, push_to_hub=True)
+
+
+class TestDiffusersAlone:
+    def test_tiny_pipeline_bit_identical_and_resaves(self, saved, tmp_path):
+        lr = np.asarray(random_image(20, 12, seed=4))
+        np.save(tmp_path / "lr.npy", lr)
+        resaved = tmp_path / "resaved"
+        modules = diffusers_alone(saved, tmp_path / "lr.npy", tmp_path / "out.npy", tmp_path, save_to=resaved)
+        # every class came from the folder's code, none from the package
+        assert "diffusers_deltadiff" not in modules and modules.count("diffusers_modules.") == 4, modules
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), package_output(saved, lr))
+        # saved again without the package: the same code and index, so it loads anywhere the first one did
+        assert saved_files(resaved) == saved_files(saved)
+        for name in CODE_FILES:
+            assert (resaved / name).read_bytes() == (saved / name).read_bytes(), name
+        for name in ("model_index.json", "scheduler/scheduler_config.json", "unet/config.json", "vqvae/config.json"):
+            a, b = (json.loads((folder / name).read_text()) for folder in (saved, resaved))
+            a.pop("_name_or_path", None), b.pop("_name_or_path", None)  # where each was loaded from
+            assert a == b, name
+
+    @pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")
+    def test_shipped_model_copied_out(self, tmp_path):
+        """The issue's bar: the shipped folder, copied out, loads with diffusers alone, bit-identical outputs."""
+        model_dir = tmp_path / "deltadiff-x4"
+        shutil.copytree(default_model_path(), model_dir)
+        lr = np.asarray(random_image(24, 16, seed=5))
+        np.save(tmp_path / "lr.npy", lr)
+        diffusers_alone(model_dir, tmp_path / "lr.npy", tmp_path / "out.npy", tmp_path)
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), package_output(model_dir, lr))
+
+
+@pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")
+def test_shipped_model_code_is_current():
+    """The shipped folder's code is the package's: refresh it with `training/export_default_model.py --code_only`."""
+    folder = Path(default_model_path())
+    for saved_name, module in CODE_FILES.items():
+        assert (folder / saved_name).read_bytes() == (PACKAGE_DIR / module).read_bytes(), (
+            f"{folder / saved_name} is not a copy of {module}: run `python training/export_default_model.py "
+            "--code_only`"
+        )
+
+
+def test_older_folders_naming_package_modules_load(saved, tmp_path):
+    """Folders saved before the code went along name `diffusers_deltadiff.<module>` and carry a one-line shim."""
+    old = tmp_path / "old"
+    shutil.copytree(saved, old)
+    for saved_name in CODE_FILES:
+        (old / saved_name).unlink()
+    shutil.copyfile(diffusers_deltadiff.custom_pipeline_path(), old / "pipeline.py")
+    index = json.loads((old / "model_index.json").read_text())
+    for name in ("scheduler", "unet", "vqvae"):
+        index[name][0] = f"diffusers_deltadiff.{index[name][0]}"
+    (old / "model_index.json").write_text(json.dumps(index, indent=2))
+    lr = np.asarray(random_image(12, 12, seed=6))
+    np.save(tmp_path / "lr.npy", lr)
+    np.save(tmp_path / "expected.npy", package_output(saved, lr))
+    for load in (
+        f"from diffusers_deltadiff import DeltaDiffPipeline; pipe = DeltaDiffPipeline.from_pretrained({str(old)!r})",
+        "from diffusers import DiffusionPipeline; "
+        f"pipe = DiffusionPipeline.from_pretrained({str(old)!r}, custom_pipeline={str(old)!r}, trust_remote_code=True)",
+    ):
+        script = f"""
+            import numpy as np
+            {load}
+            assert type(pipe.unet).__module__ == "diffusers_deltadiff.unet_local_norm", type(pipe.unet)
+            pipe.set_progress_bar_config(disable=True)
+            out = pipe(np.load({str(tmp_path / "lr.npy")!r}), output_type="np").images
+            np.testing.assert_array_equal(out, np.load({str(tmp_path / "expected.npy")!r}))
+            print("OLD-OK")
+            """
+        assert "OLD-OK" in run_python(script, tmp_path, hide_package=False)
