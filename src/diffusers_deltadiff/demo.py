@@ -1,0 +1,270 @@
+"""A Gradio demo of the shipped default model (`pip install -e ".[demo]"`).
+
+    deltadiff demo                      # or: python -m diffusers_deltadiff.demo
+    deltadiff demo --host 0.0.0.0 --port 7860 --model path/to/model
+
+Upload an image, upscale it, and compare: bicubic on the left of the slider, DeltaDiff on the right; below, the
+paper's Fig. 4 strip (the bicubic start, then the decoded image after every reverse step), and the result as a PNG
+to download. It runs offline: the model is the one shipped inside the package and Gradio's analytics are off.
+Inputs are opened as `deltadiff upscale` opens them (one-line errors for files that are not images, are unreadable
+or have more than `max_pixels` pixels); the result is written as the CLI writes a PNG (grayscale stays grayscale,
+alpha is kept, ICC profiles and EXIF too).
+"""
+
+import argparse
+import atexit
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before Gradio is imported: no calls home
+
+try:
+    import gradio as gr
+except ImportError as err:  # pragma: no cover - depends on the installation
+    raise ImportError('The demo needs Gradio: pip install -e ".[demo]"') from err
+
+from .arguments import int_at_least
+from .cli import (
+    CLIError,
+    load_pipeline,
+    one_line,
+    open_input,
+    resolve_device,
+    save_atomic,
+    steps_strip,
+    to_output_image,
+)
+from .image_utils import bicubic_resize, resize_to, to_pil, to_unit_tensor
+
+
+# inputs with more pixels are refused: 1024 x 1024 LR pixels (a 4096 x 4096 output, about a minute on 2 CPU cores)
+DEFAULT_MAX_PIXELS = 1024 * 1024
+# each frame of the steps strip is shown at most this large on its longer side (the download is full size)
+STRIP_FRAME_SIZE = 512
+# results (and Gradio's copies of them) are deleted after this many seconds
+RESULT_LIFETIME = 3600
+
+# `open_input` sets Pillow's global pixel limit while it reads; the preview and the run may read at the same time
+_open_lock = threading.Lock()
+
+
+def read_upload(path: str | None, max_pixels: int | None) -> PIL.Image.Image:
+    """Open an uploaded file like `deltadiff upscale` does; every problem is a `gr.Error` naming the file."""
+    if not path:
+        raise gr.Error("Upload an image first.")
+    name = Path(path).name
+    try:
+        with _open_lock:
+            return open_input(Path(path), max_pixels)
+    except ValueError as err:
+        if isinstance(err.__cause__, (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning)):
+            side = int(max_pixels**0.5)
+            raise gr.Error(
+                f"{name}: image too large for this demo (more than {max_pixels:,} pixels, about {side}x{side}); "
+                "downscale it or run `deltadiff upscale` on it"
+            ) from err
+        raise gr.Error(f"{name}: {str(err).splitlines()[0]}") from err
+    except OSError as err:
+        raise gr.Error(f"{name}: unreadable file ({one_line(err)})") from err
+
+
+def strip_frames(steps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The decoded `(3, H, W)` step images, shrunk to at most `STRIP_FRAME_SIZE` on the longer side for display."""
+    height, width = steps[-1].shape[-2:]
+    scale = min(1.0, STRIP_FRAME_SIZE / max(height, width))
+    if scale == 1.0:
+        return steps
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return [resize_to(step[None], size)[0] for step in steps]
+
+
+class ResultFolder:
+    """A private temporary folder for the result files: one subfolder per run, old runs pruned, all removed at exit."""
+
+    def __init__(self, lifetime: float = RESULT_LIFETIME):
+        self.root = Path(tempfile.mkdtemp(prefix="deltadiff-demo-"))
+        self.lifetime = lifetime
+        atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+
+    def new_run(self) -> Path:
+        now = time.time()
+        for old in self.root.iterdir():
+            try:
+                if now - old.stat().st_mtime > self.lifetime:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+        folder = self.root / secrets.token_hex(8)
+        folder.mkdir()
+        return folder
+
+
+def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Blocks":
+    """
+    The demo as a `gr.Blocks`, on `pipe` (default: the shipped model, `pretrained.load_default_pipeline()`).
+
+    Args:
+        pipe (`DeltaDiffPipeline`, *optional*):
+            The pipeline to run, on the device it is on.
+        max_pixels (`int`, *optional*, defaults to `DEFAULT_MAX_PIXELS`):
+            Uploads with more pixels are refused (also against decompression bombs); `0` or `None`: no limit.
+
+    The upscale event is also an API endpoint, `/upscale`: `(image file, steps, tile size, tile overlap)` to
+    `((bicubic, DeltaDiff), result PNG, steps strip)`.
+    """
+    if pipe is None:
+        from .pretrained import load_default_pipeline
+
+        pipe = load_default_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+    scale = pipe.upscale_factor
+    max_steps = pipe.scheduler.config.num_train_timesteps
+    results = ResultFolder()
+
+    def preview(path):
+        """Show the upload (and clear the last result), or say at once what is wrong with the file."""
+        if not path:
+            return None, None, None, None
+        return read_upload(path, max_pixels).convert("RGB"), None, None, None
+
+    def upscale(path, steps, tile_size, tile_overlap, progress=gr.Progress()):
+        progress(0, desc="reading the image")
+        image = read_upload(path, max_pixels)
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            gr.Warning(f"{Path(path).name}: {frames} frames, only the first one is upscaled")
+        steps = int(steps)
+
+        def on_step(pipeline, i, t, callback_kwargs):
+            progress((i + 1, pipeline.num_timesteps), desc="reverse steps", unit="steps")
+            return {}
+
+        progress((0, steps), desc="reverse steps", unit="steps")
+        try:
+            out = pipe(
+                image,
+                num_inference_steps=steps,
+                output_type="pt",
+                return_intermediates=True,
+                tile_size=int(tile_size),
+                tile_overlap=int(tile_overlap),
+                callback_on_step_end=on_step,
+            )
+        except (ValueError, TypeError) as err:
+            raise gr.Error(str(err).splitlines()[0]) from err
+        except RuntimeError as err:  # e.g. out of memory
+            raise gr.Error(one_line(err)) from err
+        sr = out.images[0].float().cpu()
+        source = to_unit_tensor(image)
+        bicubic = to_pil(bicubic_resize(source, tuple(sr.shape[-2:])))
+        strip = steps_strip(source, strip_frames([s[0].float().cpu() for s in out.intermediate_images]))
+
+        dest = results.new_run() / f"{Path(path).stem}_x{scale}.png"
+        save_atomic(to_output_image(sr, image, "PNG"), dest, "PNG", 100, image)
+        return (bicubic, to_pil(sr)), str(dest), strip
+
+    with gr.Blocks(
+        title=f"DeltaDiff x{scale} super-resolution",
+        analytics_enabled=False,
+        delete_cache=(RESULT_LIFETIME, RESULT_LIFETIME),
+    ) as demo:
+        gr.Markdown(
+            f"# DeltaDiff x{scale} super-resolution\n"
+            "Residual-guided, noise-free diffusion (Yang et al.), the small model shipped with "
+            "`diffusers-deltadiff`, running here on "
+            f"`{pipe.device}`. Upload an image; the slider compares bicubic (left) with DeltaDiff (right)."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
+                shown = gr.Image(label="Input", format="png", interactive=False, elem_id="input-preview")
+                steps = gr.Slider(1, max_steps, value=max_steps, step=1, label="Reverse steps", elem_id="steps")
+                tile_size = gr.Slider(
+                    0,
+                    512,
+                    value=pipe.default_tile_size,
+                    step=16,
+                    label="Tile size (latent pixels; 0: never tile)",
+                    info="Sets memory and speed; with the shipped model the output is the same.",
+                    elem_id="tile-size",
+                )
+                tile_overlap = gr.Slider(
+                    0,
+                    64,
+                    value=pipe.config.tile_context,
+                    step=1,
+                    label="Tile overlap (context around each tile, latent pixels)",
+                    elem_id="tile-overlap",
+                )
+                run = gr.Button(f"Upscale x{scale}", variant="primary", elem_id="run")
+            with gr.Column(scale=2):
+                comparison = gr.ImageSlider(
+                    label=f"Bicubic (left) | DeltaDiff x{scale} (right)",
+                    type="pil",
+                    format="png",
+                    interactive=False,
+                    elem_id="comparison",
+                )
+                result = gr.File(label="Result (PNG)", interactive=False, elem_id="result")
+        strip = gr.Image(
+            label="Every reverse step (the paper's Fig. 4): the bicubic start, then the image after each step",
+            format="png",
+            interactive=False,
+            elem_id="steps-strip",
+        )
+        upload.upload(
+            preview, upload, [shown, comparison, result, strip], api_visibility="private", show_progress="hidden"
+        )
+        upload.clear(
+            lambda: (None, None, None, None), None, [shown, comparison, result, strip], api_visibility="private"
+        )
+        run.click(upscale, [upload, steps, tile_size, tile_overlap], [comparison, result, strip], api_name="upscale")
+    return demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deltadiff demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int_at_least(1, 65535), default=None, help="port (default: $GRADIO_SERVER_PORT or 7860 up)"
+    )
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument(
+        "--max-pixels",
+        type=int_at_least(0),
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse uploads with more pixels (default: %(default)s; 0: no limit)",
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    """`deltadiff demo`: serve the demo until interrupted; the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        pipe = load_pipeline(args.model, resolve_device(args.device))
+    except CLIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+    build_demo(pipe, max_pixels=args.max_pixels).launch(server_name=args.host, server_port=args.port, share=args.share)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,272 @@
+"""The Gradio demo, served for real: driven through `gradio_client` and, when Chromium is installed, a headless browser.
+
+The browser test writes its screenshot to `outputs/ci/demo_screenshot.png` (and the test's tmp folder).
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import pytest
+import torch
+
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+from diffusers_deltadiff.demo import build_demo, main  # noqa: E402
+from diffusers_deltadiff.image_utils import bicubic_resize, to_pil, to_unit_tensor  # noqa: E402
+from diffusers_deltadiff.metrics import psnr_y  # noqa: E402
+from diffusers_deltadiff.pretrained import load_default_pipeline  # noqa: E402
+
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOT = REPO / "outputs" / "ci" / "demo_screenshot.png"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+MAX_PIXELS = 64 * 64  # the served demo's limit: small, so that "too large" is cheap to test
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def picture(size: int, seed: int = 0) -> PIL.Image.Image:
+    """A smooth test picture (colour disc, bars and a line on a gradient, drawn at 4x then downscaled) of `size`^2."""
+    big = 4 * size
+    ramp = np.linspace(40, 215, big, dtype=np.float32)
+    canvas = np.stack([ramp[None, :].repeat(big, 0), ramp[:, None].repeat(big, 1), np.full((big, big), 120.0)], -1)
+    image = PIL.Image.fromarray(canvas.astype(np.uint8))
+    draw = PIL.ImageDraw.Draw(image)
+    rng = np.random.RandomState(seed)
+    draw.ellipse([big * 0.15, big * 0.2, big * 0.6, big * 0.65], fill=tuple(int(c) for c in rng.randint(0, 255, 3)))
+    for k in range(4):
+        x = big * (0.65 + 0.07 * k)
+        draw.rectangle([x, big * 0.15, x + big * 0.035, big * 0.85], fill=(250, 250, 250) if k % 2 else (10, 10, 10))
+    draw.line([0, big * 0.9, big, big * 0.75], fill=(200, 30, 30), width=max(1, big // 40))
+    return image.resize((size, size), PIL.Image.BICUBIC)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = load_default_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def served(pipe):
+    """The demo on the shipped model, launched on 127.0.0.1 (a free port) for the module; its URL."""
+    demo = build_demo(pipe, max_pixels=MAX_PIXELS)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return gradio_client.Client(served, verbose=False)
+
+
+def test_upscale_end_to_end(client, pipe, tmp_path):
+    image = picture(24)
+    path = tmp_path / "small.png"
+    image.save(path)
+    (bicubic, deltadiff), result, strip = client.predict(
+        gradio_client.handle_file(str(path)), 4, 128, 16, api_name="/upscale"
+    )
+
+    out = PIL.Image.open(result)
+    assert Path(result).name == "small_x4.png" and out.format == "PNG"
+    assert out.size == (96, 96) and out.mode == "RGB"
+    sr = to_unit_tensor(out)
+    # independently meaningful: the result downscaled back is the input (DeltaDiff's fidelity), and it is what the
+    # pipeline gives when called directly
+    assert psnr_y(bicubic_resize(sr, (24, 24)), to_unit_tensor(image)) > 25
+    direct = to_pil(pipe(image, output_type="pt").images[0])
+    assert np.array_equal(np.asarray(out), np.asarray(direct))
+    # the slider: PIL bicubic on the left, the result on the right; the strip: the start then every step
+    assert np.array_equal(np.asarray(PIL.Image.open(deltadiff).convert("RGB")), np.asarray(out))
+    expected_bicubic = to_pil(bicubic_resize(to_unit_tensor(image), (96, 96)))
+    assert np.array_equal(np.asarray(PIL.Image.open(bicubic).convert("RGB")), np.asarray(expected_bicubic))
+    strip = PIL.Image.open(strip)
+    assert strip.size == (5 * 96, 96)
+    last = np.asarray(strip.convert("RGB"))[:, 4 * 96 :]
+    assert np.array_equal(last, np.asarray(out))
+
+
+def test_controls_reach_the_pipeline(client, pipe, tmp_path):
+    """One reverse step in tiles of 16 latent pixels: a two-frame strip, and the pipeline's output for those settings."""
+    image = picture(40, seed=1)
+    path = tmp_path / "tiles.png"
+    image.save(path)
+    _, result, strip = client.predict(gradio_client.handle_file(str(path)), 1, 16, 8, api_name="/upscale")
+    assert PIL.Image.open(strip).size == (2 * 160, 160)
+    direct = pipe(image, num_inference_steps=1, tile_size=16, tile_overlap=8, output_type="pt").images[0]
+    assert np.array_equal(np.asarray(PIL.Image.open(result)), np.asarray(to_pil(direct)))
+    whole = pipe(image, num_inference_steps=1, tile_size=0, output_type="pt").images[0]
+    assert not torch.equal(direct, whole)  # tiles of 16 with context 8: close to the whole image, not identical
+
+
+def test_progress_tracks_the_reverse_steps(pipe, tmp_path):
+    """The upscale event reports `(step, steps)` to `gr.Progress` after every reverse step."""
+    demo = build_demo(pipe)
+    (upscale,) = [f.fn for f in demo.fns.values() if f.api_name == "upscale"]
+    path = tmp_path / "p.png"
+    picture(16).save(path)
+    calls = []
+    upscale(str(path), 3, 0, 16, progress=lambda value, desc=None, **kwargs: calls.append((value, desc)))
+    assert [value for value, desc in calls if desc == "reverse steps"] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+
+
+def test_bad_uploads_give_clear_errors(client, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture at all\n")
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"notes\.png: not an image"):
+        client.predict(gradio_client.handle_file(str(text)), 4, 128, 16, api_name="/upscale")
+
+    truncated = tmp_path / "cut.png"
+    picture(24).save(tmp_path / "whole.png")
+    truncated.write_bytes((tmp_path / "whole.png").read_bytes()[:200])
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"cut\.png: unreadable image"):
+        client.predict(gradio_client.handle_file(str(truncated)), 4, 128, 16, api_name="/upscale")
+
+    large = tmp_path / "large.png"
+    picture(80).save(large)  # 6400 pixels > MAX_PIXELS
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"large\.png: image too large for this demo"):
+        client.predict(gradio_client.handle_file(str(large)), 4, 128, 16, api_name="/upscale")
+
+
+def test_main_bad_model_is_one_line(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "missing")]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+
+
+def test_demo_imports_no_training_code():
+    code = (
+        "import sys, diffusers_deltadiff.demo; "
+        "bad = [m for m in sys.modules if 'training' in m or m.split('.')[0] in ('datasets', 'albumentations')]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_space_requirements_follow_pyproject():
+    """The Space installs what the package needs: every runtime dependency (and Gradio) is in its requirements.txt."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(specs):
+        return {re.split(r"[<>=!~\[ ;@]", spec, maxsplit=1)[0].lower() for spec in specs}
+
+    lines = (REPO / "examples" / "space" / "requirements.txt").read_text().splitlines()
+    required = names(line for line in lines if line.strip() and not line.startswith(("#", "-")))
+    demo_extra = [spec for spec in project["optional-dependencies"]["demo"] if spec.startswith("gradio")]
+    assert names(project["dependencies"] + demo_extra) <= required
+    front = (REPO / "examples" / "space" / "README.md").read_text().split("---")[1]
+    assert "sdk: gradio" in front and "app_file: app.py" in front
+
+
+def test_space_app_serves(tmp_path):
+    """`python examples/space/app.py` starts the demo (port from $GRADIO_SERVER_PORT) and serves the page."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "app.log"
+    with open(log, "wb") as out:
+        app = subprocess.Popen(
+            [sys.executable, str(REPO / "examples" / "space" / "app.py")], env=env, stdout=out, stderr=out
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as response:
+                        config = json.loads(response.read())
+                    break
+                except OSError:
+                    assert app.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.5)
+        finally:
+            app.terminate()
+            app.wait(30)
+    assert config["title"] == "DeltaDiff x4 super-resolution"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Debian's chromium and chromium-driver"
+)
+def test_browser_upload_and_run(served, tmp_path, capsys, monkeypatch):
+    """A real headless Chromium: upload through the file input, click Upscale, wait for the slider, screenshot."""
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("selenium-manager was asked for a browser or driver")
+
+    monkeypatch.setattr(SeleniumManager, "binary_paths", no_download)
+
+    image_path = tmp_path / "picture.png"
+    picture(64).save(image_path)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1400",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(served)
+        wait = WebDriverWait(driver, 60)
+        upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
+        upload.send_keys(str(image_path))
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#input-preview img")))
+        wait.until(EC.element_to_be_clickable((By.ID, "run"))).click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#result a")))
+
+        def slider_loaded(driver):
+            images = driver.find_elements(By.CSS_SELECTOR, "#comparison img")
+            loaded = [im for im in images if driver.execute_script("return arguments[0].complete", im)]
+            sizes = [driver.execute_script("return arguments[0].naturalWidth", im) for im in loaded]
+            return len(loaded) >= 2 and all(size == 256 for size in sizes) and sizes
+
+        assert wait.until(slider_loaded)
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#steps-strip img")))
+        link = driver.find_element(By.CSS_SELECTOR, "#result a").get_attribute("href")
+        assert link.endswith("/picture_x4.png")
+        with urllib.request.urlopen(link) as response:  # the download the link offers
+            assert PIL.Image.open(io.BytesIO(response.read())).size == (256, 256)
+        time.sleep(0.5)  # let the images paint
+        shot = tmp_path / "demo_screenshot.png"
+        assert driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, SCREENSHOT)
+    with capsys.disabled():
+        print(f"\ndemo screenshot: {SCREENSHOT} (and {shot})")
