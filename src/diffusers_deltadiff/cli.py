@@ -3,11 +3,15 @@
     deltadiff upscale photo.jpg holiday/ 'scans/**/*.png' -o upscaled/
     deltadiff evaluate --hr Set14/ --model path/to/model --scale 4
     deltadiff ablate --hr Set14/ --model path/to/model --eta-start 0.01,0.04 --eta-end 0.9,0.99 --steps 1,2,4
+    accelerate launch --num_processes 8 -m diffusers_deltadiff.cli upscale frames/ -o out/
 
 Errors are one line each, naming the file and the problem; other files are still processed and the exit code is
 non-zero at the end (1: some files failed, 2: nothing could be done, e.g. a bad flag, or the model or output cannot
 be used). Flags are checked before the model loads. Existing files are never replaced without `--overwrite`, and an
-input is never replaced at all.
+input is never replaced at all; `--skip-existing` skips them instead of reporting them.
+
+`upscale` started by `accelerate launch` or `torchrun` on several processes splits the inputs between them, one
+device each; there, existing outputs are skipped by default, so that relaunching an interrupted run resumes it.
 """
 
 import argparse
@@ -17,6 +21,7 @@ import re
 import secrets
 import sys
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +62,15 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
-def progress(iterable=None, **kwargs):
+def progress(iterable=None, show: bool = True, **kwargs):
     """A progress bar on a terminal only: piped or redirected, stderr holds nothing but the error lines."""
-    return tqdm(iterable, disable=None, **kwargs)
+    return tqdm(iterable, disable=None if show else True, **kwargs)
+
+
+def note(message: str):
+    """One line on stdout, flushed at once: lines of several processes sharing a terminal or log do not mix."""
+    tqdm.write(message, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def resolve_device(name: str) -> str:
@@ -244,7 +255,10 @@ def plan_outputs(files, output: Path, args, single: bool) -> tuple[list[tuple[Pa
     """
     `(source, dest, outputs)` for every input that can be written, and an error for every one that cannot, decided
     before anything is written: an output that would replace an input of the run (even with `--overwrite`), two
-    inputs with one output, an existing output without `--overwrite`, a name too long.
+    inputs with one output, an existing output without `--overwrite` or `--skip-existing`, a name too long.
+
+    With `--skip-existing`, `outputs` lists only the files still missing, and an input whose files all exist is in
+    neither list (skipped).
     """
     inputs = {source.resolve(): source for source, _ in files}
     claimed: dict[Path, Path] = {}
@@ -263,7 +277,7 @@ def plan_outputs(files, output: Path, args, single: bool) -> tuple[list[tuple[Pa
                     "(same name: upscale them into separate folders)"
                 )
             elif out.is_symlink() or out.exists():
-                if not args.overwrite:
+                if not (args.overwrite or args.skip_existing):
                     problem = f"{out}: already exists (pass --overwrite to replace it)"
                 elif not out.is_file():
                     problem = f"{out}: exists and is not a file"
@@ -275,8 +289,17 @@ def plan_outputs(files, output: Path, args, single: bool) -> tuple[list[tuple[Pa
             errors.append(problem)
             continue
         claimed.update({out.resolve(): source for out in outputs})
-        jobs.append((source, dest, outputs))
+        missing = missing_outputs(outputs, args)
+        if missing:
+            jobs.append((source, dest, missing))
     return jobs, errors
+
+
+def missing_outputs(outputs: list[Path], args) -> list[Path]:
+    """The outputs to write: all of them, or with `--skip-existing` those that do not exist."""
+    if not args.skip_existing:
+        return outputs
+    return [out for out in outputs if not (out.is_symlink() or out.exists())]
 
 
 def check_output_folder(folder: Path):
@@ -384,8 +407,33 @@ def steps_strip(source: torch.Tensor, steps: list[torch.Tensor]) -> PIL.Image.Im
     return to_pil(torch.cat([start, *[s.clamp(0, 1) for s in steps]], dim=-1))
 
 
-def cmd_upscale(args) -> int:
-    fmt = FORMATS[args.format] if args.format else None
+@dataclass
+class UpscalePlan:
+    """What an `upscale` run does, decided before the model loads: `jobs` as `plan_outputs` makes them."""
+
+    output: Path
+    target_dir: Path
+    jobs: list[tuple[Path, Path, list[Path]]]
+    skipped: int = 0
+    failures: int = 0
+
+
+@dataclass
+class UpscaleReport:
+    """What one process did: counts, the folders it made, and the error that stopped it, if any."""
+
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    created: list[Path] = field(default_factory=list)
+    fatal: tuple[str, int] | None = None
+
+    def code(self) -> int:
+        return self.fatal[1] if self.fatal else 1 if self.failed else 0
+
+
+def plan_upscale(args) -> UpscalePlan:
+    """Inputs, flags and outputs checked, with one error line per problem; a `CLIError` when nothing can be done."""
     output = Path(args.output)
     files, errors = collect_inputs(args.inputs, output)
     for message in errors:
@@ -399,59 +447,191 @@ def cmd_upscale(args) -> int:
     jobs, plan_errors = plan_outputs(files, output, args, single)
     for message in plan_errors:
         error(message)
-    failures = len(errors) + len(plan_errors)
-    if not jobs:
-        print(f"0 image(s) upscaled to {output}, {failures} error(s)")
-        return 1
+    skipped = len(files) - len(jobs) - len(plan_errors)
+    return UpscalePlan(output, target_dir, jobs, skipped, len(errors) + len(plan_errors))
 
-    device = resolve_device(args.device)
-    warn_dtype(device, args.dtype)
+
+def upscale_summary(output: Path, written: int, skipped: int, failed: int, per_process: list[int] | None = None):
+    """The run's last line: `N image(s) upscaled to OUT`, then what was skipped and failed, when anything was."""
+    text = f"{written} image(s) upscaled to {output}"
+    if per_process is not None:
+        text += f" by {len(per_process)} processes ({' + '.join(map(str, per_process))})"
+    if skipped or per_process is not None:
+        text += f", {skipped} skipped (already there)"
+    if failed or per_process is not None:
+        text += f", {failed} error(s)"
+    return text
+
+
+def load_upscaler(args, device: str, warn: bool = True):
+    """The pipeline for `upscale`, its `--steps` checked."""
+    if warn:
+        warn_dtype(device, args.dtype)
     pipe = load_pipeline(args.model, device, args.dtype)
     check_steps(pipe, [args.steps], args.model or "the default model")
-    created: list[Path] = []
-    done = 0
+    return pipe
+
+
+def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], created: list[Path]) -> list[Path]:
+    """Upscale one input and write those of `dest` and its steps strip that are in `outputs`; the files written."""
+    if args.skip_existing:
+        outputs = missing_outputs(outputs, args)  # another run may have made some since the plan
+        if not outputs:
+            return []
+    elif not args.overwrite and any(out.exists() for out in outputs):  # made since the plan
+        raise FileExistsError(f"{dest}: already exists (pass --overwrite to replace it)")
+    fmt = FORMATS[args.format] if args.format else FORMATS.get(dest.suffix.lower().lstrip("."), "PNG")
+    image = open_input(source_path, args.max_pixels)
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        warning(f"{source_path}: {frames} frames, only the first one is upscaled")
+    strip_path = steps_path(dest)
+    out = pipe(
+        image,
+        num_inference_steps=args.steps,
+        output_type="pt",
+        return_intermediates=strip_path in outputs,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        tile_batch_size=args.batch_size,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    if dest in outputs:
+        sr = out.images[0].float().cpu()
+        save_atomic(to_output_image(sr, image, fmt), dest, fmt, args.quality, image, created)
+    if strip_path in outputs:
+        strip = steps_strip(to_unit_tensor(image), [s[0].float().cpu() for s in out.intermediate_images])
+        save_atomic(strip.convert("RGB"), strip_path, fmt, args.quality, PIL.Image.new("RGB", (1, 1)), created)
+    return outputs
+
+
+def upscale_jobs(args, plan: UpscalePlan, jobs, device: str, report: UpscaleReport, main: bool = True, tag: str = ""):
+    """
+    Load the model and run `jobs` into `report`: one error line per failed input, and with `--verbose` one line per
+    file written (after `tag`). Folders made are added to `report.created`, to be removed again if left empty.
+    """
+    pipe = load_upscaler(args, device, warn=main)
     try:
-        make_folders(target_dir, created)
+        make_folders(plan.target_dir, report.created)
     except OSError as err:
-        raise CLIError(f"{target_dir}: cannot create the output folder ({err.strerror})") from err
+        raise CLIError(f"{plan.target_dir}: cannot create the output folder ({err.strerror})") from err
+    for source_path, dest, outputs in progress(jobs, show=main, desc="upscale", unit="image"):
+        try:
+            written = upscale_one(pipe, args, source_path, dest, outputs, report.created)
+        except FileExistsError as err:
+            error(str(err))
+            report.failed += 1
+        except (OSError, ValueError, RuntimeError) as err:
+            message = str(err).splitlines()[0] if isinstance(err, ValueError) else one_line(err)
+            error(f"{source_path}: {message}")
+            report.failed += 1
+        else:
+            report.written += bool(written)
+            report.skipped += not written
+            if args.verbose:
+                for out in written:
+                    note(f"{tag}wrote {out}")
+
+
+def launched_processes() -> int:
+    """How many processes `accelerate launch` or `torchrun` started (`WORLD_SIZE`); 1 when not launched."""
     try:
-        for source_path, dest, outputs in progress(jobs, desc="upscale", unit="image"):
-            dest_fmt = fmt or FORMATS.get(dest.suffix.lower().lstrip("."), "PNG")
-            try:
-                if not args.overwrite and any(out.exists() for out in outputs):  # made since the plan
-                    raise FileExistsError(f"{dest}: already exists (pass --overwrite to replace it)")
-                image = open_input(source_path, args.max_pixels)
-                frames = getattr(image, "n_frames", 1)
-                if frames > 1:
-                    warning(f"{source_path}: {frames} frames, only the first one is upscaled")
-                out = pipe(
-                    image,
-                    num_inference_steps=args.steps,
-                    output_type="pt",
-                    return_intermediates=args.save_steps,
-                    tile_size=args.tile_size,
-                    tile_overlap=args.tile_overlap,
-                    tile_batch_size=args.batch_size,
-                    generator=torch.Generator().manual_seed(args.seed),
-                )
-                sr = out.images[0].float().cpu()
-                save_atomic(to_output_image(sr, image, dest_fmt), dest, dest_fmt, args.quality, image, created)
-                if args.save_steps:
-                    strip = steps_strip(to_unit_tensor(image), [s[0].float().cpu() for s in out.intermediate_images])
-                    blank = PIL.Image.new("RGB", (1, 1))
-                    save_atomic(strip.convert("RGB"), outputs[1], dest_fmt, args.quality, blank, created)
-                done += 1
-            except FileExistsError as err:
-                error(str(err))
-                failures += 1
-            except (OSError, ValueError, RuntimeError) as err:
-                message = str(err).splitlines()[0] if isinstance(err, ValueError) else one_line(err)
-                error(f"{source_path}: {message}")
-                failures += 1
-    finally:
-        remove_empty(created)  # folders this run made and left empty
-    print(f"{done} image(s) upscaled to {output}" + (f", {failures} error(s)" if failures else ""))
-    return 1 if failures else 0
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def cmd_upscale(args) -> int:
+    if launched_processes() > 1:
+        return cmd_upscale_distributed(args)
+    plan = plan_upscale(args)
+    report = UpscaleReport(skipped=plan.skipped, failed=plan.failures)
+    if plan.jobs:
+        try:
+            upscale_jobs(args, plan, plan.jobs, resolve_device(args.device), report)
+        finally:
+            remove_empty(report.created)  # folders this run made and left empty
+    print(upscale_summary(plan.output, report.written, report.skipped, report.failed))
+    return 1 if report.failed else 0
+
+
+def process_state(args):
+    """
+    Accelerate's `PartialState` of this process. Where accelerate finds no accelerator backend (a CPU-only machine,
+    or `--device cpu`), the processes form a gloo group on the CPU.
+    """
+    try:
+        from accelerate import PartialState
+    except ImportError as err:
+        raise CLIError("upscaling on several processes needs accelerate: pip install accelerate") from err
+    state = PartialState(cpu=args.device == "cpu")
+    if state.num_processes == 1:  # `torchrun` on a machine without GPU: accelerate wants `cpu=True` for gloo
+        PartialState._reset_state()
+        state = PartialState(cpu=True)
+    if state.num_processes != launched_processes():
+        raise CLIError(f"WORLD_SIZE is {launched_processes()} but accelerate set up {state.num_processes} process(es)")
+    return state
+
+
+def process_device(args, state) -> str:
+    """This process's device: accelerate's (`cuda:LOCAL_RANK` on GPUs) unless `--device` names another kind."""
+    if args.device in ("auto", state.device.type):
+        return str(state.device)
+    return resolve_device(args.device)
+
+
+def share_of_jobs(state, jobs: list) -> list:
+    """This process's part of `jobs`: consecutive runs of nearly equal length, in process order; every job once."""
+    with state.split_between_processes(jobs) as share:
+        return list(share)
+
+
+def cmd_upscale_distributed(args) -> int:
+    """
+    `upscale` on every process of an `accelerate launch` / `torchrun` group. The main process plans (errors about
+    inputs are printed once) and sends the plan to all; each upscales its share on its own device, printing its
+    errors; the main process prints one summary. The exit code, the same on every process, is non-zero if any
+    process had an error. Existing outputs are skipped unless `--overwrite`, so a relaunch resumes.
+    """
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    args.skip_existing = not args.overwrite
+    state = process_state(args)
+    main = state.is_main_process
+    plan = None
+    if main:
+        try:
+            plan = plan_upscale(args)
+        except CLIError as err:
+            error(str(err))
+            plan = (str(err), err.code)
+    plan = broadcast_object_list([plan])[0]
+    if not isinstance(plan, UpscalePlan):
+        return plan[1]
+    report = UpscaleReport(skipped=plan.skipped, failed=plan.failures) if main else UpscaleReport()
+    jobs = share_of_jobs(state, plan.jobs)
+    if jobs:
+        try:
+            device = process_device(args, state)
+            upscale_jobs(args, plan, jobs, device, report, main, tag=f"[process {state.process_index}] ")
+        except CLIError as err:
+            report.fatal = (str(err), err.code)
+    reports = gather_object([report])
+    if main:
+        finish_distributed(plan, reports)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return max(r.code() for r in reports)
+
+
+def finish_distributed(plan: UpscalePlan, reports: list[UpscaleReport]):
+    """On the main process, once all are done: the errors that stopped a process, empty folders removed, summary."""
+    for message in dict.fromkeys(r.fatal[0] for r in reports if r.fatal):
+        error(message)
+    created = {path for r in reports for path in r.created}
+    remove_empty(sorted(created, key=lambda path: len(path.parts)))
+    written, skipped, failed = (sum(getattr(r, key) for r in reports) for key in ("written", "skipped", "failed"))
+    print(upscale_summary(plan.output, written, skipped, failed, [r.written for r in reports]), flush=True)
 
 
 def parse_models(specs: list[str] | None) -> list[tuple[str, str | None]]:
@@ -622,7 +802,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--quality", type=int_at_least(0, 100), default=95, help="JPEG / WebP quality, 0 to 100")
     up.add_argument("--save-steps", action="store_true", help="also write the strip of every reverse step")
     up.add_argument("--seed", type=int, default=0, help="only used by stochastic (ResShift) models")
-    up.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
+    existing = up.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave existing output files as they are, without an error (resume a run; the default on several "
+        "processes)",
+    )
+    up.add_argument("-v", "--verbose", action="store_true", help="print every file written")
     up.add_argument(
         "--max-pixels",
         type=int_at_least(0),
