@@ -135,7 +135,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         """Show the upload (and clear the last result), or say at once what is wrong with the file."""
         if not path:
             return None, None, None, None
-        return read_upload(path, max_pixels).convert("RGB"), None, None, None
+        return to_pil(to_unit_tensor(read_upload(path, max_pixels))), None, None, None  # any mode, 16-bit too
 
     def upscale(path, steps, tile_size, tile_overlap, progress=gr.Progress()):
         progress(0, desc="reading the image")
