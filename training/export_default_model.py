@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Export a trained `DeltaDiffPipeline` as the package's shipped default model (float16 safetensors).
 
-    python training/export_default_model.py --pipeline outputs/deltadiff-x4 --card outputs/default_model_card.md
+    python benchmarks/quality.py ... --output outputs/quality    # the measured metrics the card's metadata holds
+    python training/export_default_model.py --pipeline outputs/deltadiff-best --results outputs/quality
     python training/export_default_model.py --code_only   # after editing the pipeline's code: refresh its copies
+    python training/export_default_model.py --card_only --results outputs/quality   # after editing the card
 
 Writes `src/diffusers_deltadiff/pretrained/deltadiff-x4/` (weights stored in float16, loaded as float32) and checks
 that float16 storage holds quality: the float32 and the float16-stored pipeline upscale the same images, and the
-PSNR between their outputs is printed (and must exceed `--min_psnr`).
+PSNR between their outputs is printed (and must exceed `--min_psnr`). The model card (`README.md`, with
+`comparison.png`) is `--card` with its metadata (metrics from `--results`), usage and figure filled in.
 """
 
 import argparse
@@ -19,18 +22,28 @@ import numpy as np
 import torch
 
 from diffusers_deltadiff.data import list_images, open_image
+from diffusers_deltadiff.model_card import write_model_card
 from diffusers_deltadiff.pretrained import DEFAULT_MODEL_DIR, from_pretrained
 
 
 def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", help="trained pipeline folder (train_deltadiff.py output)")
-    parser.add_argument("--card", help="markdown model card to ship as README.md")
+    parser.add_argument(
+        "--card",
+        default=str(Path(__file__).parent / "cards" / "deltadiff-x4.md"),
+        help="the hand-written card text, with <!-- usage --> and <!-- comparison --> markers",
+    )
+    parser.add_argument("--results", help="output folder of benchmarks/quality.py: <benchmark>/per_image.csv")
+    parser.add_argument("--method", default="DeltaDiff (new default)", help="this model's label in --results")
+    parser.add_argument("--repo_id", default="deltadiff-x4", help="the Hub id (or folder) the card's usage loads")
+    parser.add_argument("--datasets", default="sun_hays80", help="training datasets, comma-separated")
     parser.add_argument(
         "--code_only",
         action="store_true",
         help="only rewrite the code and model_index.json the shipped folder carries, from this package's modules",
     )
+    parser.add_argument("--card_only", action="store_true", help="only rewrite the shipped folder's card")
     parser.add_argument("--check_images", default="../shared/data/benchmarks/Set5", help="images for the fp16 check")
     parser.add_argument("--min_psnr", type=float, default=45.0, help="fp16 vs fp32 output PSNR needed (dB)")
     parser.add_argument("--output_dir", default=str(DEFAULT_MODEL_DIR))
@@ -41,8 +54,10 @@ def parse_args(input_args=None):
         help="the context (latent pixels) each tile sees, as measured for this model (default: keep the pipeline's)",
     )
     args = parser.parse_args(input_args)
-    if not args.code_only and not (args.pipeline and args.card):
-        parser.error("--pipeline and --card are required (or --code_only)")
+    if not args.code_only and not args.results:
+        parser.error("--results is required: the card's metrics come from a quality benchmark run")
+    if not (args.code_only or args.card_only or args.pipeline):
+        parser.error("--pipeline is required (or --code_only / --card_only)")
     return args
 
 
@@ -56,9 +71,21 @@ def refresh_code(folder: Path):
                 print(f"wrote {folder / path.relative_to(tmp)}")
 
 
+def write_card(args, folder: Path):
+    pipe = from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    datasets = [name for name in args.datasets.split(",") if name]
+    template = Path(args.card).read_text()
+    write_model_card(pipe, folder, template, args.results, args.method, args.repo_id, datasets)
+    print(f"wrote {folder / 'README.md'} and {folder / 'comparison.png'}")
+
+
 def main(args):
     if args.code_only:
         refresh_code(Path(args.output_dir))
+        return
+    if args.card_only:
+        write_card(args, Path(args.output_dir))
         return
     reference = from_pretrained(args.pipeline)
     if args.tile_context is not None:
@@ -86,7 +113,7 @@ def main(args):
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(tmp, out, ignore=shutil.ignore_patterns("*.bin"))
-    shutil.copyfile(args.card, out / "README.md")
+    write_card(args, out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"exported to {out}: {size / 2**20:.1f} MiB")
 

@@ -231,7 +231,9 @@ def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
 
 
 def write_model_card(args, output_dir: str, metrics: dict, num_steps: int, wall_time_s: float):
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import EvalResult
+
+    from diffusers_deltadiff.model_card import card_data, render_card, usage_section
 
     method = "DeltaDiff (kappa = 0, no noise)" if args.kappa == 0 else f"ResShift (kappa = {args.kappa})"
     data = args.dataset_name or f"local folder `{Path(args.train_data_dir).name}`"
@@ -241,26 +243,25 @@ def write_model_card(args, output_dir: str, metrics: dict, num_steps: int, wall_
         else f"`{args.vqvae_model_name_or_path}` (frozen)"
     )
     metric_lines = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()) or "| (no validation run) | |"
-    card_data = ModelCardData(
-        license="apache-2.0",
-        library_name="diffusers",
-        tags=["super-resolution", "image-to-image", "deltadiff", "diffusers-deltadiff"],
-        pipeline_tag="image-to-image",
-    )
-    content = f"""---
-{card_data.to_yaml()}
----
-
-# {Path(output_dir).name}
+    results = [
+        EvalResult(
+            task_type="image-to-image",
+            task_name=f"Image super-resolution x{args.scale} ({args.degradation} degradation)",
+            dataset_type="validation",
+            dataset_name="validation images of this run",
+            metric_type=key.removeprefix("val/").removesuffix("_y"),
+            metric_name=f"{key.removeprefix('val/')} (Y channel)",
+            metric_value=round(float(value), 4),
+        )
+        for key, value in metrics.items()
+        if key in ("val/psnr_y", "val/ssim_y")
+    ]
+    data = card_data(Path(output_dir).name, results, [args.dataset_name] if args.dataset_name else None)
+    body = f"""# {Path(output_dir).name}
 
 A x{args.scale} super-resolution `DeltaDiffPipeline` trained with `diffusers-deltadiff`: {method}.
 
-```python
-from diffusers_deltadiff import DeltaDiffPipeline
-
-pipe = DeltaDiffPipeline.from_pretrained("{args.hub_model_id or output_dir}")
-image = pipe(low_res_image).images[0]
-```
+{usage_section(args.hub_model_id or output_dir)}
 
 ## Training
 
@@ -284,7 +285,7 @@ image = pipe(low_res_image).images[0]
 
 Code and weights: Apache-2.0. The training images keep their own licences (DIV2K: research use only).
 """
-    ModelCard(content).save(os.path.join(output_dir, "README.md"))
+    render_card(data, body).save(os.path.join(output_dir, "README.md"))
 
 
 def main(args):
