@@ -157,6 +157,17 @@ def test_main_bad_model_is_one_line(tmp_path, capsys):
     assert "model folder not found" in capsys.readouterr().err
 
 
+def test_deltadiff_demo_command(tmp_path, capsys):
+    """`deltadiff demo ...` hands its flags to the demo's parser: help, flag errors and a bad model, as exit codes."""
+    from diffusers_deltadiff.cli import main as deltadiff
+
+    assert deltadiff(["demo", "--model", str(tmp_path / "missing")]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+    assert deltadiff(["demo", "--help"]) == 0
+    assert "usage: deltadiff demo" in capsys.readouterr().out
+    assert deltadiff(["demo", "--port", "0"]) == 2
+
+
 def test_demo_imports_no_training_code():
     code = (
         "import sys, diffusers_deltadiff.demo; "

@@ -60,7 +60,7 @@ else:
 def run_python(script: str, workdir: Path, hide_package: bool) -> str:
     """Run `script` in a fresh interpreter, offline, with its own module cache; its stdout."""
     prelude = "import os\n" + (WITHOUT_PACKAGE if hide_package else "")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(workdir / "hf_home"), OMP_NUM_THREADS="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(workdir / "hf_home"))
     result = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(script)],
         capture_output=True,
@@ -93,12 +93,21 @@ def diffusers_alone(model_dir: Path, lr: Path, out: Path, workdir: Path, save_to
     return run_python(script, workdir, hide_package=True)
 
 
-def package_output(model_dir: Path, lr: np.ndarray) -> np.ndarray:
-    from diffusers_deltadiff.pretrained import from_pretrained
+def package_output(model_dir: Path, lr: np.ndarray, workdir: Path) -> np.ndarray:
+    """The package's output for `lr`, from a fresh process like the diffusers-alone runs: the same threads and
+    kernels, so that the two ways can be compared bit for bit."""
+    np.save(workdir / "package_lr.npy", lr)
+    script = f"""
+        import numpy as np
+        from diffusers_deltadiff.pretrained import from_pretrained
 
-    pipe = from_pretrained(str(model_dir))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(lr, output_type="np").images
+        pipe = from_pretrained({str(model_dir)!r})
+        assert type(pipe.unet).__module__.startswith("diffusers_deltadiff."), type(pipe.unet)
+        pipe.set_progress_bar_config(disable=True)
+        np.save({str(workdir / "package_out.npy")!r}, pipe(np.load({str(workdir / "package_lr.npy")!r}), output_type="np").images)
+        """
+    run_python(script, workdir, hide_package=False)
+    return np.load(workdir / "package_out.npy")
 
 
 def saved_files(folder: Path) -> set[str]:
@@ -151,7 +160,7 @@ class TestDiffusersAlone:
         modules = diffusers_alone(saved, tmp_path / "lr.npy", tmp_path / "out.npy", tmp_path, save_to=resaved)
         # every class came from the folder's code, none from the package
         assert "diffusers_deltadiff" not in modules and modules.count("diffusers_modules.") == 4, modules
-        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), package_output(saved, lr))
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), package_output(saved, lr, tmp_path))
         # saved again without the package: the same code and index, so it loads anywhere the first one did
         assert saved_files(resaved) == saved_files(saved)
         for name in CODE_FILES:
@@ -169,7 +178,7 @@ class TestDiffusersAlone:
         lr = np.asarray(random_image(24, 16, seed=5))
         np.save(tmp_path / "lr.npy", lr)
         diffusers_alone(model_dir, tmp_path / "lr.npy", tmp_path / "out.npy", tmp_path)
-        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), package_output(model_dir, lr))
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), package_output(model_dir, lr, tmp_path))
 
 
 @pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")
@@ -196,7 +205,7 @@ def test_older_folders_naming_package_modules_load(saved, tmp_path):
     (old / "model_index.json").write_text(json.dumps(index, indent=2))
     lr = np.asarray(random_image(12, 12, seed=6))
     np.save(tmp_path / "lr.npy", lr)
-    np.save(tmp_path / "expected.npy", package_output(saved, lr))
+    np.save(tmp_path / "expected.npy", package_output(saved, lr, tmp_path))
     for load in (
         f"from diffusers_deltadiff import DeltaDiffPipeline; pipe = DeltaDiffPipeline.from_pretrained({str(old)!r})",
         "from diffusers import DiffusionPipeline; "

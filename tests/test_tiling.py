@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import diffusers_deltadiff.pipeline_deltadiff as pipeline_module
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline, tiny_pipeline
-from diffusers_deltadiff.tiling import Box, plan_tiles
+from diffusers_deltadiff.tiling import Box, RowWindow, column_strips, plan_tiles, tile_rows
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,39 @@ def test_plan_rejects_bad_sizes():
         plan_tiles(10, 10, 0, 2)
     with pytest.raises(ValueError, match="context"):
         plan_tiles(10, 10, 4, -1)
+
+
+@pytest.mark.parametrize("max_width,halo", [(32, 8), (20, 0), (8, 100), (1000, 8)])
+def test_column_strips_partition_the_columns(max_width, halo):
+    tiles = plan_tiles(40, 70, 8, 4)
+    strips = column_strips(tiles, max_width, halo)
+    owned = [(own.left, own.right) for own, _, _ in strips]
+    assert owned[0][0] == 0 and owned[-1][1] == 70
+    assert all(a[1] == b[0] for a, b in zip(owned, owned[1:]))  # every column in exactly one strip
+    for own, region, strip_tiles in strips:
+        assert own.right - own.left <= max(max_width, 8)
+        # the halo: at least `halo` columns on each side, or up to the canvas edge
+        assert region.left <= max(own.left - halo, 0) and region.right >= min(own.right + halo, 70)
+        assert (region.top, region.bottom) == (0, 40)
+        assert {t.inner for t in strip_tiles} == {t.inner for t in tiles if region.left <= t.inner.left < region.right}
+        assert all(t.outer.left >= region.left and t.outer.right <= region.right for t in strip_tiles)
+    assert len(tile_rows(tiles)) == 5 and all(len(row) == 9 for row in tile_rows(tiles))
+
+
+def test_row_window():
+    canvas = torch.arange(6 * 5.0).reshape(1, 6, 5)
+    window = RowWindow(left=1)
+    window.append(canvas[:, 0:2, 1:5])
+    window.append(canvas[:, 2:4, 1:5])
+    assert (window.start, window.stop) == (0, 4)
+    assert torch.equal(window.crop(Box(1, 3, 2, 4)), canvas[:, 1:3, 2:4])  # across two bands
+    window.drop_before(1)  # the first band still holds row 1
+    assert (window.start, window.stop) == (0, 4)
+    window.drop_before(3)
+    assert (window.start, window.stop) == (2, 4)
+    assert torch.equal(window.crop(Box(3, 4, 2, 4)), canvas[:, 3:4, 2:4])
+    with pytest.raises(IndexError, match="not held"):
+        window.crop(Box(1, 4, 1, 3))
 
 
 def smooth_image(height, width, seed=0):
@@ -142,3 +176,52 @@ def test_auto_tiling_and_deterministic(local_pipe, monkeypatch):
 def test_invalid_tile_arguments(local_pipe, kwargs, name):
     with pytest.raises(ValueError, match=name):
         local_pipe(smooth_image(8, 8), **kwargs)
+
+
+@pytest.mark.parametrize("output_type", ["np", "pil", "pt"])
+def test_streaming_equals_the_canvas_path(local_pipe, output_type, monkeypatch):
+    """Tiles streamed down the image in column strips give the whole-canvas path's output (to float error)."""
+    monkeypatch.setattr(local_pipe, "stream_width", 16)
+    image = smooth_image(44, 76, seed=3)
+    streamed = local_pipe(image, output_type=output_type, tile_size=8).images
+    monkeypatch.setattr(local_pipe, "stream_tiles", False)
+    canvas = local_pipe(image, output_type=output_type, tile_size=8).images
+    whole = local_pipe(image, output_type=output_type, tile_size=0).images
+    if output_type == "pil":
+        streamed, canvas, whole = (np.stack([np.asarray(im) for im in ims]) for ims in (streamed, canvas, whole))
+        np.testing.assert_array_equal(streamed, canvas)
+        assert np.abs(streamed.astype(int) - whole.astype(int)).max() <= 1
+        return
+    np.testing.assert_allclose(np.asarray(streamed), np.asarray(canvas), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(streamed), np.asarray(whole), rtol=0, atol=1e-5)
+
+
+def test_strips_need_their_halo(local_pipe, monkeypatch):
+    """The control: strips cut without a halo differ visibly from the whole image, so the test above can fail."""
+    monkeypatch.setattr(local_pipe, "stream_width", 16)
+    image = smooth_image(20, 76, seed=4)
+    whole = local_pipe(image, output_type="np", tile_size=8).images
+    monkeypatch.setattr(pipeline_module, "column_strips", lambda tiles, width, halo: column_strips(tiles, width, 0))
+    cut = local_pipe(image, output_type="np", tile_size=8).images
+    assert np.abs(cut - whole).max() > 1 / 255
+
+
+def test_streaming_holds_a_few_rows_of_a_strip(local_pipe, monkeypatch):
+    """Memory does not grow with the image: the latents held at any time span a few tile rows of one strip."""
+    held = []
+    append = RowWindow.append
+
+    def recording_append(self, band):
+        append(self, band)
+        held.append((self.stop - self.start, self.width))
+
+    monkeypatch.setattr(RowWindow, "append", recording_append)
+    monkeypatch.setattr(local_pipe, "stream_width", 16)
+    image = smooth_image(120, 160, seed=5)  # a 120 x 160 latent canvas in tiles of 8: 15 rows, 20 columns
+    local_pipe(image, tile_size=8, tile_overlap=8)
+    steps, tile, context = 4, 8, 8
+    halo = (steps + 2) * context
+    rows, columns = zip(*held)
+    # a wavefront holds a tile row per step ahead and the context, whatever the image height; a strip and its halo
+    assert max(rows) <= (steps + 3) * tile + 2 * context < 120
+    assert max(columns) <= 16 + 2 * halo < 160

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Export a trained `DeltaDiffPipeline` as the package's shipped default model (float16 safetensors).
 
-    python benchmarks/quality.py ... --output outputs/quality    # the measured metrics the card's metadata holds
+    python benchmarks/quality.py --benchmarks ... --model "DeltaDiff (new default)=..." --output outputs/quality
     python training/export_default_model.py --pipeline outputs/deltadiff-best --results outputs/quality
     python training/export_default_model.py --code_only   # after editing the pipeline's code: refresh its copies
     python training/export_default_model.py --card_only --results outputs/quality   # after editing the card

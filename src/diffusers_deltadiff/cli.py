@@ -353,16 +353,24 @@ def open_input(path: Path, max_pixels: int | None = None) -> PIL.Image.Image:
     return image
 
 
-def to_output_image(sr: torch.Tensor, source: PIL.Image.Image, fmt: str) -> PIL.Image.Image:
+def needs_float_output(source: PIL.Image.Image, fmt: str) -> bool:
+    """16-bit PNG outputs need more than the pipeline's 8-bit PIL output."""
+    return source.mode in HIGH_DEPTH_MODES and fmt == "PNG"
+
+
+def to_output_image(sr: torch.Tensor | PIL.Image.Image, source: PIL.Image.Image, fmt: str) -> PIL.Image.Image:
     """
-    The SR result `(3, H, W)` in `[0, 1]` in the input's kind: RGB, grayscale (8-bit, or 16-bit PNG for 16-bit and
-    float inputs) or with its alpha.
+    The SR result (an RGB PIL image, or `(3, H, W)` in `[0, 1]`, needed for 16-bit outputs) in the input's kind: RGB,
+    grayscale (8-bit, or 16-bit PNG for 16-bit and float inputs) or with its alpha.
     """
-    array = sr.clamp(0, 1).permute(1, 2, 0).float().numpy()
     mode = source.mode
-    if mode in HIGH_DEPTH_MODES and fmt == "PNG":
+    if needs_float_output(source, fmt):
+        array = sr.clamp(0, 1).permute(1, 2, 0).float().numpy()
         return PIL.Image.fromarray((array.mean(axis=-1) * 65535).round().astype(np.uint16))
-    rgb = PIL.Image.fromarray((array * 255).round().astype(np.uint8))
+    if isinstance(sr, PIL.Image.Image):
+        rgb = sr
+    else:
+        rgb = PIL.Image.fromarray((sr.clamp(0, 1).permute(1, 2, 0).float().numpy() * 255).round().astype(np.uint8))
     if mode in GRAY_MODES:
         return rgb.convert("L")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in source.info):
@@ -486,10 +494,13 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
     if frames > 1:
         warning(f"{source_path}: {frames} frames, only the first one is upscaled")
     strip_path = steps_path(dest)
+    # 8-bit outputs come from the pipeline's uint8 canvas, with no float copy of the whole image; 16-bit outputs and
+    # the steps strip (every step is kept for it anyway) from float tensors
+    as_tensor = needs_float_output(image, fmt) or strip_path in outputs
     out = pipe(
         image,
         num_inference_steps=args.steps,
-        output_type="pt",
+        output_type="pt" if as_tensor else "pil",
         return_intermediates=strip_path in outputs,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
@@ -497,7 +508,7 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
         generator=torch.Generator().manual_seed(args.seed),
     )
     if dest in outputs:
-        sr = out.images[0].float().cpu()
+        sr = out.images[0].float().cpu() if as_tensor else out.images[0]
         save_atomic(to_output_image(sr, image, fmt), dest, fmt, args.quality, image, created)
     if strip_path in outputs:
         strip = steps_strip(to_unit_tensor(image), [s[0].float().cpu() for s in out.intermediate_images])
@@ -782,6 +793,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    # listed for --help; `main` hands `deltadiff demo ...` to the demo's own parser (see `deltadiff demo --help`)
+    sub.add_parser("demo", help="open the Gradio demo in a browser (pip install 'diffusers-deltadiff[demo]')")
+
     up = sub.add_parser("upscale", help="upscale images")
     up.add_argument("inputs", nargs="+", help="image files, folders (recursive) or globs")
     up.add_argument(
@@ -846,7 +860,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_demo(argv: list[str]) -> int:
+    """`deltadiff demo [...]`: the Gradio demo (`diffusers_deltadiff.demo`), which parses its own flags."""
+    try:
+        from . import demo
+    except ImportError as err:
+        error(f"the demo needs Gradio ({one_line(err)}): pip install 'diffusers-deltadiff[demo]'")
+        return 2
+    try:
+        return demo.main(argv)
+    except SystemExit as exit:  # a flag error (2) or --help (0)
+        return exit.code
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:
+        return run_demo(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit:  # a flag error (2) or --help (0)

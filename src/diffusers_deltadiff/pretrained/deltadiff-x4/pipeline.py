@@ -33,7 +33,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 # (`DeltaShiftScheduler`, `LocalUNet2DModel`, `SpaceToDepthAutoencoder`) travel in their own folders instead
 from .image_utils import bicubic_upsample, pad_to_multiple, resize_to, split_images, to_unit_tensor
 from .pipeline_code import with_package_modules, write_pipeline_code
-from .tiling import Tile, plan_tiles
+from .tiling import Box, RowWindow, Tile, column_strips, plan_tiles, tile_rows
 
 
 EXAMPLE_DOC_STRING = """
@@ -149,6 +149,10 @@ class DeltaDiffPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "vqvae->unet"
     default_tile_size = 128
+    # tiled deterministic chains run as a wavefront down the image ([`_stream_group`]) unless the caller needs every
+    # step's latents (callbacks, intermediates, latent output); `False` forces the whole-canvas path (for comparison)
+    stream_tiles = True
+    stream_width = 1024  # latent pixels: wider canvases stream in column strips (4096 output pixels for x4 f4)
     auto_tile_threshold = 256
     _callback_tensor_inputs = ["latents", "lr_latents", "lr_condition"]
 
@@ -281,10 +285,13 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 if progress_bar is not None:
                     progress_bar.update()
 
-    def _encode_tiles(self, lr: torch.Tensor, tiles: list[Tile], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(y, condition)` of [`encode_lr`] for padded LR images, computed tile by tile on the latent canvas."""
+    def _encode_tiles(self, lr: torch.Tensor, tiles: list[Tile], batch_size: int, region: Box):
+        """
+        `(y, condition)` of [`encode_lr`] for padded LR images on the `region` of the latent canvas that `tiles`
+        cover, computed tile by tile.
+        """
         f, s = self.vae_scale_factor, self.upscale_factor
-        height, width = (n * s // f for n in lr.shape[-2:])
+        height, width = region.shape
         lr_latents = lr_condition = None
 
         def encode(boxes):
@@ -297,75 +304,186 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 lr_latents = lr.new_empty(lr.shape[0], channels, height, width, dtype=self.unet.dtype)
                 lr_condition = lr.new_empty(lr.shape[0], 3, height, width, dtype=self.unet.dtype)
             inner = tile.inner.within(tile.outer).crop(result)
-            tile.inner.crop(lr_latents).copy_(inner[:, :-3])
-            tile.inner.crop(lr_condition).copy_(inner[:, -3:])
+            tile.inner.shifted(region.top, region.left).crop(lr_latents).copy_(inner[:, :-3])
+            tile.inner.shifted(region.top, region.left).crop(lr_condition).copy_(inner[:, -3:])
 
         self._map_tiles(tiles, batch_size, encode, write)
         return lr_latents, lr_condition
 
+    def _denoise_tiles(self, latents, lr_latents, lr_condition, t, tiles, batch_size, progress_bar, region, step):
+        """
+        The UNet's prediction at timestep `t` for the `region` of the canvas that `tiles` cover, tile by tile,
+        each tile seen with its context; with `step`, each tile's pixels go through the reverse step (eq. 5/6) as
+        soon as they are predicted (the step is elementwise), so that no full-size model output is kept. The inputs
+        are [`RowWindow`]s holding the rows the tiles see.
+        """
+        target = None
+
+        def predict(boxes):
+            sample = torch.cat([latents.crop(box) for box in boxes])
+            condition = torch.cat([lr_condition.crop(box) for box in boxes])
+            model_input = torch.cat([self.scheduler.scale_model_input(sample, t), condition], dim=1)
+            return self.unet(model_input, t.expand(model_input.shape[0]).to(sample.device)).sample
+
+        def write(tile, result):
+            nonlocal target
+            output = tile.inner.within(tile.outer).crop(result)
+            if step:
+                sample, lr_sample = latents.crop(tile.inner), lr_latents.crop(tile.inner)
+                output = self.scheduler.step(output, t, sample, lr_sample=lr_sample).prev_sample
+            if target is None:
+                target = output.new_empty(*output.shape[:2], *region.shape)
+            tile.inner.shifted(region.top, region.left).crop(target).copy_(output)
+
+        self._map_tiles(tiles, batch_size, predict, write, progress_bar)
+        return target
+
     def _denoise_step(self, latents, lr_latents, lr_condition, t, tiles, batch_size, generator, progress_bar):
         """
         One reverse step (eq. 5/6) of the whole canvas; the UNet runs tile by tile, each tile with its context. A
-        deterministic chain (kappa = 0) steps each tile's pixels as soon as they are predicted (the step is
-        elementwise), into a new canvas: no full-size model output or temporaries. With noise (kappa > 0) the whole
-        canvas steps at once, so that the noise does not depend on the tiling.
+        deterministic chain (kappa = 0) steps each tile's pixels as soon as they are predicted, into a new canvas.
+        With noise (kappa > 0) the whole canvas steps at once, so that the noise does not depend on the tiling.
         """
         per_tile = len(tiles) > 1 and self.scheduler.config.kappa == 0
-        target = torch.empty_like(latents)
-
-        def predict(boxes):
-            sample = torch.cat([box.crop(latents) for box in boxes])
-            condition = torch.cat([box.crop(lr_condition) for box in boxes])
-            model_input = torch.cat([self.scheduler.scale_model_input(sample, t), condition], dim=1)
-            return self.unet(model_input, t.expand(model_input.shape[0]).to(latents.device)).sample
-
-        def write(tile, result):
-            output = tile.inner.within(tile.outer).crop(result)
-            if per_tile:
-                sample, lr_sample = tile.inner.crop(latents), tile.inner.crop(lr_latents)
-                output = self.scheduler.step(output, t, sample, lr_sample=lr_sample).prev_sample
-            tile.inner.crop(target).copy_(output)
-
-        self._map_tiles(tiles, batch_size, predict, write, progress_bar)
+        windows = (RowWindow(latents), RowWindow(lr_latents), RowWindow(lr_condition))
+        region = Box(0, latents.shape[-2], 0, latents.shape[-1])
+        target = self._denoise_tiles(*windows, t, tiles, batch_size, progress_bar, region, step=per_tile)
         if per_tile:
             return target
         return self.scheduler.step(target, t, latents, generator=generator, lr_sample=lr_latents).prev_sample
 
-    def _decode_tiles(self, latents, tiles, batch_size, output_type: str, size: tuple[int, int], gray=None):
+    def _new_canvas(self, batch: int, output_type: str, size: tuple[int, int]):
+        """The output of `output_type` for `batch` images of `size`: RGB PIL images for `"pil"` (filled tile by tile:
+        no other copy of the image), a float32 `(B, H, W, 3)` array for `"np"`, a float `(B, 3, H, W)` tensor in
+        `[0, 1]` for `"pt"`."""
+        if output_type == "pt":
+            return torch.empty(batch, 3, *size, dtype=torch.float32)
+        if output_type == "pil":
+            return [PIL.Image.new("RGB", size[::-1]) for _ in range(batch)]
+        return np.empty((batch, *size, 3), dtype=np.float32)
+
+    def _decode_into(self, canvas, latents: RowWindow, tiles, batch_size, output_type: str, gray=None, columns=None):
         """
-        Decode the latent canvas tile by tile into the output of `output_type`, cropped to `size`: a uint8 `(B, H, W,
-        3)` array for `"pil"`, float32 for `"np"`, a float `(B, 3, H, W)` tensor in `[0, 1]` for `"pt"`. No float
-        copy of the whole image is made for `"pil"`. Images flagged in `gray` (a `(B,)` bool tensor) come out gray.
+        Decode the latents `tiles` cover (held by `latents`) tile by tile into `canvas` ([`_new_canvas`]), cropped
+        to its size and to the latent `columns` (a `(left, right)` span; all by default). No float copy of the whole
+        image is made for `"pil"`. Images flagged in `gray` (a `(B,)` bool tensor) come out gray.
         """
         f = self.vae_scale_factor
-        batch, (height, width) = latents.shape[0], size
-        if output_type == "pt":
-            canvas = torch.empty(batch, 3, height, width, dtype=torch.float32)
+        if output_type == "pil":
+            width, height = canvas[0].size
         else:
-            canvas = np.empty((batch, height, width, 3), dtype=np.uint8 if output_type == "pil" else np.float32)
+            height, width = canvas.shape[-2:] if output_type == "pt" else canvas.shape[1:3]
+        left, right = (columns[0] * f, columns[1] * f) if columns else (0, width)
+        owned = Box(0, height, left, min(right, width))
 
         def decode(boxes):
-            return torch.cat([self.decode_latents(box.crop(latents)) for box in boxes])
+            return torch.cat([self.decode_latents(latents.crop(box)) for box in boxes])
 
         def write(tile, result):
             inner = tile.inner.scaled(f)
-            image = self.image_processor.denormalize(inner.within(tile.outer.scaled(f)).crop(result).float().cpu())
+            box = inner.clipped(owned)
+            if box.bottom <= box.top or box.right <= box.left:
+                return
+            image = box.within(tile.outer.scaled(f)).crop(result)
+            image = self.image_processor.denormalize(image.float().cpu())
             if gray is not None and gray.any():
                 image[gray] = to_gray(image[gray])
-            bottom, right = min(inner.bottom, height), min(inner.right, width)
-            if bottom <= inner.top or right <= inner.left:
-                return
-            image = image[..., : bottom - inner.top, : right - inner.left]
             if output_type == "pt":
-                canvas[..., inner.top : bottom, inner.left : right] = image
+                box.crop(canvas)[...] = image
                 return
             image = image.permute(0, 2, 3, 1).numpy()
             if output_type == "pil":
-                image = (image * 255).round().astype(np.uint8)
-            canvas[:, inner.top : bottom, inner.left : right] = image
+                for target, tile_image in zip(canvas, (image * 255).round().astype(np.uint8)):
+                    target.paste(PIL.Image.fromarray(tile_image), (box.left, box.top))
+                return
+            canvas[:, box.top : box.bottom, box.left : box.right] = image
 
         self._map_tiles(tiles, batch_size, decode, write)
         return canvas
+
+    def _decode_tiles(self, latents, tiles, batch_size, output_type: str, size: tuple[int, int], gray=None):
+        """Decode the latent canvas tile by tile into a new output of `output_type` ([`_new_canvas`])."""
+        canvas = self._new_canvas(latents.shape[0], output_type, size)
+        return self._decode_into(canvas, RowWindow(latents), tiles, batch_size, output_type, gray)
+
+    def _stream_group(self, lr, tiles, batch_size, output_type, size, gray, progress_bar):
+        """
+        The deterministic chain (kappa = 0) of [`_upscale_group`] with latents held only where they are still
+        needed, so that memory does not grow with the image: in column strips (at most `stream_width` latent pixels
+        wide) and, within a strip, as a wavefront down its tile rows ([`_stream_strip`]). A strip is run with a halo
+        of neighbouring tile columns as wide as the error at a cut edge spreads over the chain (the tile context at
+        every step, encoding and decoding), and writes only its own columns of the output. Every output pixel sees
+        what it sees on the whole canvas, so the output is the same.
+        """
+        canvas = self._new_canvas(lr.shape[0], output_type, size)
+        context = max(max(t.inner.left - t.outer.left, t.outer.right - t.inner.right) for t in tiles)
+        halo = (len(self.scheduler.timesteps) + 2) * context
+        for own, region, strip_tiles in column_strips(tiles, self.stream_width, halo):
+            self._stream_strip(lr, strip_tiles, region, batch_size, canvas, output_type, gray, progress_bar, own)
+        return canvas
+
+    def _stream_strip(self, lr, tiles, region, batch_size, canvas, output_type, gray, progress_bar, own):
+        """
+        Run the deterministic chain on the `region` of the latent canvas that `tiles` cover, as a wavefront down its
+        tile rows, and decode the `own` columns into `canvas`. Tile row `j` of step `s` is computed as soon as step
+        `s - 1` holds the rows its tiles see; tile row `j` of the output is decoded as soon as the last step holds
+        the rows it sees; rows no later tile row needs are dropped.
+        """
+        rows = tile_rows(tiles)
+        bands = [Box(row[0].inner.top, row[0].inner.bottom, region.left, region.right) for row in rows]
+        seen = [(row[0].outer.top, row[0].outer.bottom) for row in rows]
+        timesteps = self.scheduler.timesteps
+        # windows[0] holds x_T = y (kappa = 0), which every step also reads; windows[s], x after s steps
+        windows = [RowWindow(left=region.left) for _ in range(len(timesteps) + 1)]
+        condition = RowWindow(left=region.left)
+        done = [0] * len(windows)  # tile rows computed at each level
+        decoded = 0
+
+        def last_row(bottom: int) -> int:
+            """The tile row holding canvas row `bottom - 1`."""
+            return next(j for j, band in enumerate(bands) if band.top < bottom <= band.bottom)
+
+        def release():
+            """Drop the rows that the next tile row of each reader does not see."""
+            for level in range(1, len(windows)):
+                reader = done[level + 1] if level + 1 < len(windows) else decoded
+                if reader < len(rows):
+                    windows[level].drop_before(seen[reader][0])
+            if done[-1] < len(rows):
+                first_step = seen[done[1]][0] if done[1] < len(rows) else bands[done[-1]].top
+                windows[0].drop_before(min(first_step, bands[done[-1]].top))
+                condition.drop_before(seen[done[-1]][0])
+
+        def compute(level: int, j: int):
+            while done[level] <= j:
+                k = done[level]
+                if level == 0:
+                    y, lr_condition = self._encode_tiles(lr, rows[k], batch_size, bands[k])
+                    windows[0].append(y)
+                    condition.append(lr_condition)
+                else:
+                    compute(level - 1, last_row(seen[k][1]))
+                    band = self._denoise_tiles(
+                        windows[level - 1],
+                        windows[0],
+                        condition,
+                        timesteps[level - 1],
+                        rows[k],
+                        batch_size,
+                        progress_bar,
+                        bands[k],
+                        step=True,
+                    )
+                    windows[level].append(band)
+                done[level] += 1
+                release()
+
+        for j in range(len(rows)):
+            compute(len(windows) - 1, last_row(seen[j][1]))
+            columns = (own.left, own.right)
+            self._decode_into(canvas, windows[-1], rows[j], batch_size, output_type, gray, columns)
+            decoded += 1
+            release()
 
     def _upscale_group(
         self,
@@ -388,9 +506,14 @@ class DeltaDiffPipeline(DiffusionPipeline):
         scale, f = self.upscale_factor, self.vae_scale_factor
         lr = pad_to_multiple(lr, self.lr_size_multiple)
         gray = (lr[:, 0] == lr[:, 1]).flatten(1).all(1) & (lr[:, 1] == lr[:, 2]).flatten(1).all(1)
-        lr_latents, lr_condition = self._encode_tiles(lr, tiles, batch_size)
-        latents = self.scheduler.init_latents(lr_latents, generator=generator)
         output_size = (height * scale, width * scale)
+        streams = self.scheduler.config.kappa == 0 and len(tile_rows(tiles)) > 1 and output_type != "latent"
+        if streams and self.stream_tiles and not return_intermediates and callback_on_step_end is None:
+            canvas = self._stream_group(lr, tiles, batch_size, output_type, output_size, gray.cpu(), progress_bar)
+            return canvas, []
+        canvas_region = Box(0, lr.shape[-2] * scale // f, 0, lr.shape[-1] * scale // f)
+        lr_latents, lr_condition = self._encode_tiles(lr, tiles, batch_size, canvas_region)
+        latents = self.scheduler.init_latents(lr_latents, generator=generator)
 
         intermediates = []
         for i, t in enumerate(self.scheduler.timesteps):
@@ -417,16 +540,14 @@ class DeltaDiffPipeline(DiffusionPipeline):
     def _to_output(self, canvases: list, output_type: str, order: list[int]):
         """
         Per-group canvases to the pipeline's output format, in input order (`order`: the input index of each image,
-        group after group). One group stays one array / tensor; several give a list of images.
+        group after group). One group stays one array / tensor / list of PIL images; several give a list of images.
         """
         if len(canvases) == 1:
             images = canvases[0]  # a single group holds the inputs in their order
         else:
             flat = [image for canvas in canvases for image in canvas]
             images = [flat[k] for k in sorted(range(len(order)), key=order.__getitem__)]
-        if output_type == "pil":
-            return [PIL.Image.fromarray(image) for image in images]
-        return images
+        return list(images) if output_type == "pil" else images
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class Box:
@@ -22,6 +24,19 @@ class Box:
         if any(edge % denominator for edge in edges):
             raise ValueError(f"{self} does not land on whole pixels at scale {numerator}/{denominator}.")
         return Box(*(edge // denominator for edge in edges))
+
+    def shifted(self, rows: int, cols: int = 0) -> "Box":
+        """The same box on a grid whose origin is this grid's row `rows`, column `cols`."""
+        return Box(self.top - rows, self.bottom - rows, self.left - cols, self.right - cols)
+
+    def clipped(self, other: "Box") -> "Box":
+        """The part of this box inside `other` (empty boxes have `bottom <= top` or `right <= left`)."""
+        return Box(
+            max(self.top, other.top),
+            min(self.bottom, other.bottom),
+            max(self.left, other.left),
+            min(self.right, other.right),
+        )
 
     def within(self, outer: "Box") -> "Box":
         """This box in the coordinates of `outer` (which contains it)."""
@@ -70,3 +85,82 @@ def plan_tiles(height: int, width: int, tile: int, context: int, multiple: int =
             )
             tiles.append(Tile(inner, outer))
     return tiles
+
+
+def tile_rows(tiles: list[Tile]) -> list[list[Tile]]:
+    """The tiles of a plan grouped by row (the tiles of a row share their inner and outer rows), top to bottom."""
+    rows: dict[int, list[Tile]] = {}
+    for tile in tiles:
+        rows.setdefault(tile.inner.top, []).append(tile)
+    return [rows[top] for top in sorted(rows)]
+
+
+def column_strips(tiles: list[Tile], max_width: int, halo: int) -> list[tuple[Box, Box, list[Tile]]]:
+    """
+    Cut a plan into strips of whole tile columns at most `max_width` wide (one column at least), each with `halo`
+    pixels of neighbouring columns (whole tile columns, at least `halo` wide) as context. Returns, for each strip,
+    its own columns and its region (own columns and halo), all rows, and its tiles: those of its region, their
+    context clipped to the region. A strip computed on its own is exact in its own columns when `halo` covers how far the error at a cut
+    edge spreads.
+    """
+    columns = sorted({(t.inner.left, t.inner.right) for t in tiles})
+    height = max(t.inner.bottom for t in tiles)
+    strips, start = [], 0
+    while start < len(columns):
+        stop = start + 1
+        while stop < len(columns) and columns[stop][1] - columns[start][0] <= max_width:
+            stop += 1
+        left, right = columns[start][0], columns[stop - 1][1]
+        halo_left = max((c[0] for c in columns[: start + 1] if c[0] <= left - halo), default=0)
+        halo_right = min((c[1] for c in columns[stop - 1 :] if c[1] >= right + halo), default=columns[-1][1])
+        region = Box(0, height, halo_left, halo_right)
+        strip_tiles = [
+            Tile(t.inner, t.outer.clipped(region))
+            for t in tiles
+            if halo_left <= t.inner.left and t.inner.right <= halo_right
+        ]
+        strips.append((Box(0, height, left, right), region, strip_tiles))
+        start = stop
+    return strips
+
+
+class RowWindow:
+    """
+    Rows `[start, stop)` of a `(..., H, W)` canvas held in memory (its columns from `left` on): the whole canvas, or a
+    window that moves down it, bands appended at the bottom as they are computed and dropped from the top once
+    nothing needs their rows. Bands are kept as they were appended (no copy of the window); a crop across bands
+    copies only the crop.
+    """
+
+    def __init__(self, data: torch.Tensor | None = None, start: int = 0, left: int = 0):
+        self.bands: list[tuple[int, torch.Tensor]] = [] if data is None else [(start, data)]
+        self.start, self.left = start, left
+
+    @property
+    def stop(self) -> int:
+        return self.bands[-1][0] + self.bands[-1][1].shape[-2] if self.bands else self.start
+
+    @property
+    def width(self) -> int:
+        return self.bands[-1][1].shape[-1] if self.bands else 0
+
+    def append(self, band: torch.Tensor):
+        """Add the rows `[stop, stop + band height)`."""
+        self.bands.append((self.stop, band))
+
+    def drop_before(self, row: int):
+        """Forget the bands that lie wholly above `row`."""
+        while self.bands and self.bands[0][0] + self.bands[0][1].shape[-2] <= row:
+            self.bands.pop(0)
+        self.start = self.bands[0][0] if self.bands else max(self.start, row)
+
+    def crop(self, box: Box) -> torch.Tensor:
+        """The canvas' `box`, which must lie within the rows held."""
+        if box.top < self.start or box.bottom > self.stop:
+            raise IndexError(f"rows [{box.top}, {box.bottom}) are not held (holding [{self.start}, {self.stop})).")
+        pieces = []
+        for top, band in self.bands:
+            part = box.clipped(Box(top, top + band.shape[-2], box.left, box.right))
+            if part.bottom > part.top:
+                pieces.append(part.shifted(top, self.left).crop(band))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
