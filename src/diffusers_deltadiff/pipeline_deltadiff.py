@@ -111,12 +111,16 @@ class DeltaDiffPipeline(DiffusionPipeline):
     the models accept and the result is cropped, never resized. A gray input (all three channels equal) comes out
     gray: the model sees no colour in it, so any colour in its output would be invented.
 
-    Large images are processed in tiles, on one latent canvas per image. At every reverse step the UNet runs tile by
-    tile, each tile seen with a margin of context (`tile_context` latent pixels of its neighbours, on the UNet's
-    downsampling grid), and only the tile's own pixels are kept and stepped. Encoding and decoding are tiled the same
-    way, and decoded tiles go straight into the output (a uint8 canvas for PIL output), so model activations are
-    bounded by the tile; the latent canvases themselves still grow with the image. Of the known ways to tile a diffusion upscaler, this one was
-    chosen because, with a model whose layers only see local context, it is the whole-image computation itself:
+    Large images are processed in tiles. At every reverse step the UNet runs tile by tile, each tile seen with a
+    margin of context (`tile_context` latent pixels of its neighbours, on the UNet's downsampling grid), and only the
+    tile's own pixels are kept and stepped. Encoding and decoding are tiled the same way, and decoded tiles go
+    straight into the output (PIL images painted tile by tile), so model activations are bounded by the tile. The
+    deterministic chain (kappa = 0) also keeps the latents bounded: it runs as a wavefront down the tile rows, step
+    `s` of a row as soon as step `s - 1` holds the rows it sees, in column strips of at most `stream_width` latent
+    pixels (with a halo of `(T + 2) * tile_context`), so only a few tile rows of one strip are held at a time.
+    Callbacks, intermediates, `output_type="latent"` and noisy chains (kappa > 0: the noise is drawn per canvas) keep
+    whole latent canvases. Of the known ways to tile a diffusion upscaler, this one was chosen because, with a model
+    whose layers only see local context, it is the whole-image computation itself:
 
     - With the shipped default model (a lossless [`SpaceToDepthAutoencoder`] and a [`LocalUNet2DModel`]: per-pixel
       normalisation, no attention) every output pixel depends only on a neighbourhood of the input. Tiles whose
