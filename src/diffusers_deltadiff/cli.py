@@ -68,9 +68,16 @@ def progress(iterable=None, show: bool = True, **kwargs):
 
 
 def note(message: str):
-    """One line on stdout, flushed at once: lines of several processes sharing a terminal or log do not mix."""
-    tqdm.write(message, file=sys.stdout)
-    sys.stdout.flush()
+    """
+    One line on stdout in a single write: lines of several processes sharing a pipe, terminal or log do not mix
+    (one write of less than `PIPE_BUF` bytes is atomic). Progress bars are cleared around it.
+    """
+    with tqdm.external_write_mode(file=sys.stdout):
+        sys.stdout.flush()
+        try:
+            os.write(sys.stdout.fileno(), (message + "\n").encode(sys.stdout.encoding or "utf-8", "replace"))
+        except (AttributeError, OSError, ValueError):  # a stdout with no file behind it (captured, replaced)
+            print(message, flush=True)
 
 
 def resolve_device(name: str) -> str:
