@@ -225,3 +225,35 @@ def test_streaming_holds_a_few_rows_of_a_strip(local_pipe, monkeypatch):
     # a wavefront holds a tile row per step ahead and the context, whatever the image height; a strip and its halo
     assert max(rows) <= (steps + 3) * tile + 2 * context < 120
     assert max(columns) <= 16 + 2 * halo < 160
+
+
+@pytest.mark.parametrize("tile_batch_size,return_intermediates", [(1, False), (3, False), (3, True)])
+def test_progress_total_counts_every_unet_call(local_pipe, monkeypatch, tile_batch_size, return_intermediates):
+    """The progress bar's total is the number of UNet calls made, streamed (strips, halo tiles) or not."""
+    import contextlib
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.n = total, 0
+
+        def update(self, n=1):
+            self.n += n
+
+    @contextlib.contextmanager
+    def progress_bar(total=None, **kwargs):
+        bars.append(Bar(total))
+        yield bars[-1]
+
+    monkeypatch.setattr(local_pipe, "progress_bar", progress_bar)
+    monkeypatch.setattr(local_pipe, "stream_width", 16)
+    local_pipe(
+        smooth_image(30, 70, seed=6),
+        output_type="np",
+        tile_size=8,
+        tile_overlap=8,
+        tile_batch_size=tile_batch_size,
+        return_intermediates=return_intermediates,
+    )
+    assert bars[-1].n == bars[-1].total > 0

@@ -109,6 +109,7 @@ def write_pipeline_code(pipeline, save_directory: str):
         if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2:
             continue
         component = getattr(pipeline, name, None)
+        component = getattr(component, "_orig_mod", component)  # a `torch.compile`d model: the model inside
         module = class_module(type(component)) if component is not None else None
         if module is None:
             continue

@@ -410,6 +410,30 @@ class DeltaDiffPipeline(DiffusionPipeline):
         canvas = self._new_canvas(latents.shape[0], output_type, size)
         return self._decode_into(canvas, RowWindow(latents), tiles, batch_size, output_type, gray)
 
+    def _streams(self, tiles: list[Tile], output_type: str, needs_steps: bool) -> bool:
+        """Whether a canvas cut into `tiles` runs streamed ([`_stream_group`]): a deterministic chain in several tile
+        rows, when no caller needs every step's latents (callbacks, intermediates, latent output)."""
+        deterministic = self.scheduler.config.kappa == 0
+        wanted = self.stream_tiles and not needs_steps and output_type != "latent"
+        return deterministic and wanted and len(tile_rows(tiles)) > 1
+
+    def _strips(self, tiles: list[Tile]):
+        """The column strips a streamed canvas runs in ([`column_strips`]), with the halo the chain needs."""
+        context = max(max(t.inner.left - t.outer.left, t.outer.right - t.inner.right) for t in tiles)
+        halo = (len(self.scheduler.timesteps) + 2) * context
+        return column_strips(tiles, self.stream_width, halo)
+
+    def _unet_calls(self, tiles: list[Tile], batch_size: int, streamed: bool) -> int:
+        """UNet calls per reverse step ([`_map_tiles`] batches tiles of one shape; streamed, within a tile row of a
+        strip, halo tiles included)."""
+
+        def calls(group):
+            return sum(math.ceil(n / batch_size) for n in Counter(t.outer.shape for t in group).values())
+
+        if not streamed:
+            return calls(tiles)
+        return sum(calls(row) for _, _, strip in self._strips(tiles) for row in tile_rows(strip))
+
     def _stream_group(self, lr, tiles, batch_size, output_type, size, gray, progress_bar):
         """
         The deterministic chain (kappa = 0) of [`_upscale_group`] with latents held only where they are still
@@ -420,9 +444,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         what it sees on the whole canvas, so the output is the same.
         """
         canvas = self._new_canvas(lr.shape[0], output_type, size)
-        context = max(max(t.inner.left - t.outer.left, t.outer.right - t.inner.right) for t in tiles)
-        halo = (len(self.scheduler.timesteps) + 2) * context
-        for own, region, strip_tiles in column_strips(tiles, self.stream_width, halo):
+        for own, region, strip_tiles in self._strips(tiles):
             self._stream_strip(lr, strip_tiles, region, batch_size, canvas, output_type, gray, progress_bar, own)
         return canvas
 
@@ -511,8 +533,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         lr = pad_to_multiple(lr, self.lr_size_multiple)
         gray = (lr[:, 0] == lr[:, 1]).flatten(1).all(1) & (lr[:, 1] == lr[:, 2]).flatten(1).all(1)
         output_size = (height * scale, width * scale)
-        streams = self.scheduler.config.kappa == 0 and len(tile_rows(tiles)) > 1 and output_type != "latent"
-        if streams and self.stream_tiles and not return_intermediates and callback_on_step_end is None:
+        if self._streams(tiles, output_type, return_intermediates or callback_on_step_end is not None):
             canvas = self._stream_group(lr, tiles, batch_size, output_type, output_size, gray.cpu(), progress_bar)
             return canvas, []
         canvas_region = Box(0, lr.shape[-2] * scale // f, 0, lr.shape[-1] * scale // f)
@@ -659,8 +680,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
             groups.setdefault(tuple(im.shape[-2:]), []).append(index)
         context = self.config.tile_context if tile_overlap is None else tile_overlap
         plans = [self._plan(self._latent_canvas_size(size), tile_size, context) for size in groups]
+        needs_steps = return_intermediates or callback_on_step_end is not None
         num_unet_calls = sum(
-            math.ceil(n / tile_batch_size) for tiles in plans for n in Counter(t.outer.shape for t in tiles).values()
+            self._unet_calls(tiles, tile_batch_size, self._streams(tiles, output_type, needs_steps)) for tiles in plans
         )
 
         outputs, steps = [None] * len(groups), [None] * len(groups)
