@@ -46,19 +46,24 @@ MODEL_INDEX = "model_index.json"
 PIPELINE_FILE = "pipeline.py"
 
 
-def component_module(library: str) -> str | None:
-    """`scheduling_delta_shift` for `["scheduling_delta_shift", ...]` or `["diffusers_deltadiff.scheduling_delta_shift",
-    ...]` in `model_index.json`; `None` for components of other libraries (`["diffusers", "VQModel"]`)."""
-    if not isinstance(library, str):
+def own_module(dotted: str) -> str | None:
+    """
+    `scheduling_delta_shift` for a module path naming one of this package's component modules: bare, as saved
+    folders name it in `model_index.json` (`["scheduling_delta_shift", ...]`), in the package
+    (`diffusers_deltadiff.scheduling_delta_shift`, older folders and the package's classes) or imported by diffusers
+    from a folder (`diffusers_modules.local.scheduling_delta_shift`). `None` for anything else (`"diffusers"`).
+    """
+    if not isinstance(dotted, str):
         return None
-    package, _, module = library.rpartition(".")
-    return module if module in COMPONENT_MODULES and package in ("", PACKAGE) else None
+    package, _, module = dotted.rpartition(".")
+    return module if module in COMPONENT_MODULES and package.split(".")[0] in ("", PACKAGE, DYNAMIC_MODULES) else None
 
 
-def class_module(component_class) -> str | None:
-    """The module of a component class this package defines, whether imported from the package or from a folder."""
-    top, _, module = component_class.__module__.rpartition(".")
-    return module if module in COMPONENT_MODULES and top.split(".")[0] in (PACKAGE, DYNAMIC_MODULES) else None
+def component_entries(model_index: dict):
+    """`(name, library, class_name)` of each component named in `model_index` (the `[library, class]` pairs)."""
+    for name, entry in model_index.items():
+        if not name.startswith("_") and isinstance(entry, (list, tuple)) and len(entry) == 2:
+            yield name, entry[0], entry[1]
 
 
 def package_class(module: str, class_name: str):
@@ -76,12 +81,10 @@ def with_package_modules(model_index: dict) -> dict:
     package's class, not from the folder's copy. Unchanged when the package is not installed (diffusers alone).
     """
     model_index = dict(model_index)
-    for name, entry in model_index.items():
-        if name.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2:
-            continue
-        module = component_module(entry[0])
-        if module and package_class(module, entry[1]) is not None:
-            model_index[name] = [f"{PACKAGE}.{module}", entry[1]]
+    for name, library, class_name in component_entries(model_index):
+        module = own_module(library)
+        if module and package_class(module, class_name) is not None:
+            model_index[name] = [f"{PACKAGE}.{module}", class_name]
     return model_index
 
 
@@ -105,12 +108,10 @@ def write_pipeline_code(pipeline, save_directory: str):
     with open(index_path, encoding="utf-8") as f:
         index = json.load(f)
     index.pop("_name_or_path", None)  # where the pipeline was loaded from, on the machine that saved it
-    for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2:
-            continue
+    for name, _, class_name in list(component_entries(index)):
         component = getattr(pipeline, name, None)
         component = getattr(component, "_orig_mod", component)  # a `torch.compile`d model: the model inside
-        module = class_module(type(component)) if component is not None else None
+        module = own_module(type(component).__module__) if component is not None else None
         if module is None:
             continue
         source, *relative = code_files(type(component))
@@ -118,6 +119,6 @@ def write_pipeline_code(pipeline, save_directory: str):
             raise ValueError(f"{source}: a component module must be self-contained, but it imports {relative}")
         os.makedirs(os.path.join(save_directory, name), exist_ok=True)
         shutil.copyfile(source, os.path.join(save_directory, name, f"{module}.py"))
-        index[name] = [module, entry[1]]
+        index[name] = [module, class_name]
     with open(index_path, "w", encoding="utf-8") as f:
         f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -100,8 +100,8 @@ def column_strips(tiles: list[Tile], max_width: int, halo: int) -> list[tuple[Bo
     Cut a plan into strips of whole tile columns at most `max_width` wide (one column at least), each with `halo`
     pixels of neighbouring columns (whole tile columns, at least `halo` wide) as context. Returns, for each strip,
     its own columns and its region (own columns and halo), all rows, and its tiles: those of its region, their
-    context clipped to the region. A strip computed on its own is exact in its own columns when `halo` covers how far the error at a cut
-    edge spreads.
+    context clipped to the region. A strip computed on its own is exact in its own columns when `halo` covers how
+    far the error at a cut edge spreads.
     """
     columns = sorted({(t.inner.left, t.inner.right) for t in tiles})
     height = max(t.inner.bottom for t in tiles)

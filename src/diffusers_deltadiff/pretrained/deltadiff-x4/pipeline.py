@@ -423,7 +423,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         halo = (len(self.scheduler.timesteps) + 2) * context
         return column_strips(tiles, self.stream_width, halo)
 
-    def _unet_calls(self, tiles: list[Tile], batch_size: int, streamed: bool) -> int:
+    def _unet_calls(self, tiles: list[Tile], streamed: bool, batch_size: int) -> int:
         """UNet calls per reverse step ([`_map_tiles`] batches tiles of one shape; streamed, within a tile row of a
         strip, halo tiles included)."""
 
@@ -504,9 +504,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 done[level] += 1
                 release()
 
+        columns = (own.left, own.right)
         for j in range(len(rows)):
             compute(len(windows) - 1, last_row(seen[j][1]))
-            columns = (own.left, own.right)
             self._decode_into(canvas, windows[-1], rows[j], batch_size, output_type, gray, columns)
             decoded += 1
             release()
@@ -517,6 +517,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         generator,
         output_type: str,
         tiles: list[Tile],
+        streamed: bool,
         batch_size: int,
         return_intermediates: bool,
         callback_on_step_end,
@@ -525,7 +526,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
     ):
         """
         LR images `(B, 3, h, w)` in `[-1, 1]` of one size: pad, encode, reverse chain, decode, crop, on the latent
-        canvas cut into `tiles` ([`_plan`]). Returns the outputs in the internal format of `output_type` (see
+        canvas cut into `tiles` ([`_plan`]), `streamed` ([`_streams`]) or on whole canvases. Returns the outputs in the internal format of `output_type` (see
         [`_decode_tiles`]) and the same for every step.
         """
         height, width = lr.shape[-2:]
@@ -533,7 +534,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         lr = pad_to_multiple(lr, self.lr_size_multiple)
         gray = (lr[:, 0] == lr[:, 1]).flatten(1).all(1) & (lr[:, 1] == lr[:, 2]).flatten(1).all(1)
         output_size = (height * scale, width * scale)
-        if self._streams(tiles, output_type, return_intermediates or callback_on_step_end is not None):
+        if streamed:
             canvas = self._stream_group(lr, tiles, batch_size, output_type, output_size, gray.cpu(), progress_bar)
             return canvas, []
         canvas_region = Box(0, lr.shape[-2] * scale // f, 0, lr.shape[-1] * scale // f)
@@ -681,8 +682,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
         context = self.config.tile_context if tile_overlap is None else tile_overlap
         plans = [self._plan(self._latent_canvas_size(size), tile_size, context) for size in groups]
         needs_steps = return_intermediates or callback_on_step_end is not None
+        streamed = [self._streams(tiles, output_type, needs_steps) for tiles in plans]
         num_unet_calls = sum(
-            self._unet_calls(tiles, tile_batch_size, self._streams(tiles, output_type, needs_steps)) for tiles in plans
+            self._unet_calls(tiles, streams, tile_batch_size) for tiles, streams in zip(plans, streamed)
         )
 
         outputs, steps = [None] * len(groups), [None] * len(groups)
@@ -696,6 +698,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
                     group_generator,
                     output_type,
                     plans[g],
+                    streamed[g],
                     tile_batch_size,
                     return_intermediates,
                     callback_on_step_end,
