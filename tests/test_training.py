@@ -264,3 +264,185 @@ def test_lpips_weight_without_lpips_stops_both_scripts(workdir, script):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "--lpips_weight 0.5: the `lpips` package is not installed" in result.stderr
+
+
+# --- checkpoints are never lost (issue 18) ---------------------------------------------------------------------------
+
+
+class FakeAccelerator:
+    """What `save_checkpoint` / `resume` use of an Accelerator; `save_state` writes what accelerate writes."""
+
+    is_main_process = True
+
+    def __init__(self, interrupt_after: str | None = None):
+        self.interrupt_after = interrupt_after
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
+            (Path(path) / name).write_bytes(b"x")
+            if name == self.interrupt_after:
+                raise KeyboardInterrupt
+
+
+def fake_checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"x")
+    if complete:
+        (path / "optimizer.bin").write_bytes(b"x")
+        (path / "random_states_0.pkl").write_bytes(b"x")
+    return path
+
+
+def test_checkpoint_names_are_parsed_strictly(tmp_path):
+    from diffusers_deltadiff.training_utils import checkpoint_dirs, resolve_checkpoint
+
+    fake_checkpoint(tmp_path, 10)
+    fake_checkpoint(tmp_path, 9)
+    fake_checkpoint(tmp_path, 12, complete=False)  # half-written by an older version: never `latest`
+    (tmp_path / "checkpoint-2.tar").write_bytes(b"not mine")
+    (tmp_path / "checkpoint-best").mkdir()
+    (tmp_path / "checkpoint-x-3").mkdir()
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["checkpoint-9", "checkpoint-10"]
+    assert resolve_checkpoint("latest", str(tmp_path)) == (str(tmp_path / "checkpoint-10"), 10)
+
+
+def test_resume_from_a_missing_checkpoint_is_an_error_that_lists_the_others(tmp_path):
+    from diffusers_deltadiff.training_utils import resolve_checkpoint
+
+    fake_checkpoint(tmp_path, 8)
+    with pytest.raises(SystemExit) as error:
+        resolve_checkpoint(str(tmp_path / "checkpoint-80"), str(tmp_path))
+    assert "checkpoint-80: no such checkpoint folder" in str(error.value)
+    assert str(tmp_path / "checkpoint-8") in str(error.value)
+    with pytest.raises(SystemExit, match="incomplete checkpoint"):
+        resolve_checkpoint(str(fake_checkpoint(tmp_path, 9, complete=False)), str(tmp_path))
+    odd = tmp_path / "my-backup"
+    shutil.copytree(tmp_path / "checkpoint-8", odd)
+    with pytest.raises(SystemExit, match="cannot tell its step"):
+        resolve_checkpoint(str(odd), str(tmp_path))
+    # a fresh run never starts over existing checkpoints; `latest` in an empty folder is a new run
+    with pytest.raises(SystemExit, match="already holds checkpoints"):
+        resolve_checkpoint(None, str(tmp_path))
+    assert resolve_checkpoint("latest", str(tmp_path / "new")) == (None, 0)
+
+
+def test_interrupted_save_keeps_the_last_checkpoint(tmp_path):
+    from diffusers_deltadiff.training_utils import checkpoint_dirs, resolve_checkpoint, save_checkpoint
+
+    save_checkpoint(FakeAccelerator(), str(tmp_path), 1, 4)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["checkpoint-4"]
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(FakeAccelerator(interrupt_after="optimizer.bin"), str(tmp_path), 1, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"]  # no half-written folder, nothing pruned
+    assert resolve_checkpoint("latest", str(tmp_path)) == (str(tmp_path / "checkpoint-4"), 4)
+    # a step marker makes a renamed checkpoint resumable
+    shutil.copytree(tmp_path / "checkpoint-4", tmp_path / "kept")
+    assert resolve_checkpoint(str(tmp_path / "kept"), str(tmp_path)) == (str(tmp_path / "kept"), 4)
+    save_checkpoint(FakeAccelerator(), str(tmp_path), 1, 6)  # complete: only now is checkpoint-4 pruned
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["checkpoint-6"]
+
+
+SLOW_SAVE = """
+import runpy, sys, time
+from pathlib import Path
+import accelerate
+
+flag = Path(sys.argv[1])
+original = accelerate.Accelerator.save_state
+def slow_save_state(self, output_dir=None, **kwargs):
+    location = original(self, output_dir, **kwargs)
+    if Path(output_dir).name == ".checkpoint-4.partial":  # the second checkpoint: signal, then stay in the save until interrupted
+        flag.write_text("saving")
+        time.sleep(120)
+    return location
+accelerate.Accelerator.save_state = slow_save_state
+sys.argv = ["train_deltadiff.py", *sys.argv[2:]]
+runpy.run_path("training/train_deltadiff.py", run_name="__main__")
+"""
+
+
+def test_sigint_during_a_checkpoint_save_loses_nothing(workdir):
+    """A real Ctrl-C while `checkpoint-4` is being written, with `--checkpoints_total_limit 1`; then `latest`."""
+    import signal
+    import time
+
+    out, signal_file = workdir / "sigint", workdir / "saving.flag"
+    wrapper = workdir / "slow_save.py"
+    wrapper.write_text(SLOW_SAVE)
+    common = ["--max_train_steps", "6", "--checkpointing_steps", "2", "--checkpoints_total_limit", "1"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_HOME=str(workdir / "hf_home"))
+    command = [sys.executable, str(wrapper), str(signal_file), *deltadiff_args(workdir, out, *common)]
+    log_file = workdir / "sigint.log"
+    with open(log_file, "wb") as log:  # a file, not a pipe: a full pipe would stall the run
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not signal_file.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert signal_file.exists(), log_file.read_text()[-3000:]
+    before = sorted(p.name for p in out.iterdir() if "checkpoint" in p.name)
+    assert before == [".checkpoint-4.partial", "checkpoint-2"]
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    output = log_file.read_text()
+    assert process.returncode != 0 and "KeyboardInterrupt" in output
+    after = sorted(p.name for p in out.iterdir() if "checkpoint" in p.name)
+    assert after == ["checkpoint-2"]  # the old checkpoint survives, the half-written one is gone
+    log = run(
+        accelerate_launch(
+            "training/train_deltadiff.py", deltadiff_args(workdir, out, *common, "--resume_from_checkpoint", "latest")
+        ),
+        workdir,
+        "sigint-resume",
+    )
+    assert "Resuming from checkpoint" in log and "checkpoint-2" in log
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_resume_typo_fails_and_keeps_the_run(workdir):
+    out = workdir / "typo"
+    common = ["--max_train_steps", "2", "--checkpointing_steps", "2", "--checkpoints_total_limit", "1"]
+    run(accelerate_launch("training/train_deltadiff.py", deltadiff_args(workdir, out, *common)), workdir, "typo-a")
+    (out / "checkpoint-2.tar").write_bytes(b"a user's archive")  # not a checkpoint: left alone, no crash
+    model = out / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = model.read_bytes()
+    typo = [*common, "--max_train_steps", "4", "--resume_from_checkpoint", str(out / "checkpoint-20")]
+    result = subprocess.run(
+        accelerate_launch("training/train_deltadiff.py", deltadiff_args(workdir, out, *typo)),
+        cwd=ROOT,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    assert "checkpoint-20: no such checkpoint folder" in result.stderr and "checkpoint-2" in result.stderr
+    assert (out / "checkpoint-2").is_dir() and model.read_bytes() == weights
+    # the same folder resumed properly: continues from step 2, the archive untouched
+    resumed = [*common, "--max_train_steps", "4", "--resume_from_checkpoint", "latest"]
+    run(accelerate_launch("training/train_deltadiff.py", deltadiff_args(workdir, out, *resumed)), workdir, "typo-b")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2.tar", "checkpoint-4"]
+    assert (out / "checkpoint-2.tar").read_bytes() == b"a user's archive"
+
+
+def test_train_through_chain(workdir):
+    """The unrolled deterministic chain (L1 on the final latent), resumable, and the best held-out model saved."""
+    out = workdir / "chain"
+    flags = [
+        "--max_train_steps", "2", "--train_through_chain", "--loss", "l1", "--chain_steps", "1,2",
+        "--chain_intermediate_weight", "0.5", "--validation_data_dir", str(workdir / "data"),
+        "--validation_steps", "1", "--num_validation_images", "1", "--validation_resolution", "32", "--save_best",
+    ]  # fmt: skip
+    run(accelerate_launch("training/train_deltadiff.py", deltadiff_args(workdir, out, *flags)), workdir, "chain")
+    import json
+
+    history = [json.loads(line) for line in (out / "validation" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2]
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert best["val/psnr_y"] == max(h["val/psnr_y"] for h in history)
+    assert DeltaDiffPipeline.from_pretrained(out / "best").unet is not None

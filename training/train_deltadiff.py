@@ -22,9 +22,11 @@ The final artifact is a `DeltaDiffPipeline` saved in `--output_dir` (with a mode
 """
 
 import argparse
+import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -52,6 +54,7 @@ from diffusers_deltadiff.training_utils import (
     log_image,
     lpips_loss_model,
     report_skipped,
+    resolve_checkpoint,
     resume,
     save_checkpoint,
     step_generator,
@@ -136,6 +139,26 @@ def parse_args(input_args=None):
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
     parser.add_argument("--adam_epsilon", type=float, default=1e-8)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--loss", type=str, default="mse", choices=["mse", "l1"], help="Loss on the latent.")
+    parser.add_argument(
+        "--train_through_chain",
+        action="store_true",
+        help="Train what inference runs: the whole deterministic reverse chain from x_T = y, backpropagated through "
+        "its --chain_steps UNet passes, with the loss on the final latent x_0 (instead of one random timestep of x_t "
+        "built from the true x_0).",
+    )
+    parser.add_argument(
+        "--chain_steps",
+        type=int_list,
+        default=None,
+        help="Chain lengths drawn per batch with --train_through_chain (comma-separated; default: the full chain).",
+    )
+    parser.add_argument(
+        "--chain_intermediate_weight",
+        type=float,
+        default=0.0,
+        help="With --train_through_chain: weight of the mean loss of every step's predicted x_0 (0: final only).",
+    )
     parser.add_argument("--lpips_weight", type=float, default=0.0, help="LPIPS on decoded images (needs `lpips`).")
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--gradient_checkpointing", action="store_true")
@@ -150,6 +173,12 @@ def parse_args(input_args=None):
     parser.add_argument("--validation_data_dir", type=str, default=None, help="HR images for validation.")
     parser.add_argument("--validation_steps", type=int, default=500)
     parser.add_argument("--num_validation_images", type=int, default=4)
+    parser.add_argument(
+        "--save_best",
+        action="store_true",
+        help="Save the pipeline with the best validation Y-PSNR so far to `<output_dir>/best` (checkpoint selection "
+        "on held-out photos).",
+    )
     parser.add_argument("--validation_resolution", type=int, default=256, help="Centre crop of validation HR.")
     parser.add_argument("--report_to", type=str, default="tensorboard", help="tensorboard, wandb, all or none.")
     parser.add_argument("--logging_dir", type=str, default="logs")
@@ -166,6 +195,10 @@ def parse_args(input_args=None):
         parser.error("--unet_norm pixel has no attention (it sees the whole image): pass --unet_attention_levels ''.")
     if args.hr_downscale < 1:
         parser.error(f"--hr_downscale must be at least 1, got {args.hr_downscale}.")
+    if args.train_through_chain and args.kappa != 0:
+        parser.error("--train_through_chain unrolls the deterministic chain: it needs --kappa 0.")
+    if args.chain_steps and not all(1 <= n <= args.num_train_timesteps for n in args.chain_steps):
+        parser.error(f"--chain_steps must lie in 1..{args.num_train_timesteps}, got {args.chain_steps}.")
     return args
 
 
@@ -198,6 +231,26 @@ def build_unet(args, latent_channels: int) -> UNet2DModel:
     return unet
 
 
+def latent_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
+
+
+def unrolled_chain(unet, scheduler, y, condition, num_steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """
+    The deterministic reverse chain of inference (eq. 5/6 from `x_T = y`), kept differentiable: returns the final
+    latent and every step's predicted `x_0`. `scheduler` is a private copy (its timesteps are set here).
+    """
+    scheduler.set_timesteps(num_steps)
+    sample = scheduler.init_latents(y)
+    predictions = []
+    for t in scheduler.timesteps:
+        timestep = torch.full((y.shape[0],), int(t), device=y.device, dtype=torch.long)
+        model_output = unet(torch.cat([sample, condition], dim=1), timestep).sample.float()
+        sample, pred_x0 = scheduler.step(model_output, int(t), sample, lr_sample=y, return_dict=False)
+        predictions.append(pred_x0)
+    return sample, predictions
+
+
 def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
     """Y-PSNR / SSIM of the pipeline on the validation images (sharded over processes) and an LR|SR|HR grid."""
     from diffusers_deltadiff.metrics import psnr_y, ssim_y
@@ -226,6 +279,8 @@ def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
         grid.save(out_dir / f"step-{global_step:07d}.png")
         log_image(accelerator, "val/lr_sr_hr", grid, global_step)
         logger.info(f"step {global_step}: Y-PSNR {metrics['val/psnr_y']:.2f} dB, SSIM {metrics['val/ssim_y']:.4f}")
+        with open(out_dir / "metrics.jsonl", "a") as history:  # the held-out curve over training steps
+            history.write(json.dumps({"step": global_step, **metrics}) + "\n")
     accelerator.log(metrics, step=global_step)
     return metrics
 
@@ -300,6 +355,7 @@ def main(args):
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)
+    resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)  # a wrong path fails before anything is written
 
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
@@ -319,6 +375,7 @@ def main(args):
         kappa=args.kappa,
         prediction_type=args.prediction_type,
     )
+    chain_scheduler = DeltaShiftScheduler.from_config(scheduler.config)  # --train_through_chain sets its timesteps
     vae_scale = autoencoder_downsampling_factor(vqvae)
     if (args.resolution // vae_scale) % 2 ** (len(unet.config.block_out_channels) - 1):
         raise SystemExit(f"--resolution {args.resolution} gives latents the UNet cannot downsample evenly.")
@@ -424,6 +481,7 @@ def main(args):
     )
     skipped_files: set[str] = set()
     metrics: dict = {}
+    best_psnr = best_validation_psnr(args.output_dir)
     start_time, timed_samples, timed_since = time.perf_counter(), 0, None
     for epoch in range(first_epoch, args.num_train_epochs):
         unet.train()
@@ -440,19 +498,29 @@ def main(args):
                     y, condition = encode_lr(vqvae, lr, args.scale)
                     y, condition = y.float(), condition.float()
                 generator = step_generator(args.seed, global_step, accelerator)
-                timesteps = torch.randint(0, args.num_train_timesteps, (x0.shape[0],), generator=generator)
-                noise = torch.randn(x0.shape, generator=generator) if args.kappa > 0 else None
-                timesteps = timesteps.to(x0.device)
-                noise = noise.to(x0.device) if noise is not None else None
-                x_t = scheduler.shift(x0, y, timesteps, noise=noise)
-                model_input = torch.cat([scheduler.scale_model_input(x_t, timesteps), condition], dim=1)
+                if args.train_through_chain:
+                    # what inference runs: the whole chain from x_T = y, the loss on its final latent
+                    lengths = args.chain_steps or [args.num_train_timesteps]
+                    num_steps = lengths[int(torch.randint(0, len(lengths), (1,), generator=generator))]
+                    pred_x0, step_predictions = unrolled_chain(unet, chain_scheduler, y, condition, num_steps)
+                    loss = latent_loss(args.loss, pred_x0, x0)
+                    if args.chain_intermediate_weight > 0:
+                        step_losses = [latent_loss(args.loss, p, x0) for p in step_predictions]
+                        loss = loss + args.chain_intermediate_weight * torch.stack(step_losses).mean()
+                else:
+                    timesteps = torch.randint(0, args.num_train_timesteps, (x0.shape[0],), generator=generator)
+                    noise = torch.randn(x0.shape, generator=generator) if args.kappa > 0 else None
+                    timesteps = timesteps.to(x0.device)
+                    noise = noise.to(x0.device) if noise is not None else None
+                    x_t = scheduler.shift(x0, y, timesteps, noise=noise)
+                    model_input = torch.cat([scheduler.scale_model_input(x_t, timesteps), condition], dim=1)
 
-                pred = unet(model_input, timesteps).sample
-                # the model predicts x_0, or the residual e_0 = y - x_0
-                target = x0 if args.prediction_type == "sample" else y - x0
-                loss = F.mse_loss(pred.float(), target, reduction="mean")
+                    pred = unet(model_input, timesteps).sample
+                    # the model predicts x_0, or the residual e_0 = y - x_0
+                    target = x0 if args.prediction_type == "sample" else y - x0
+                    loss = latent_loss(args.loss, pred.float(), target)
+                    pred_x0 = pred.float() if args.prediction_type == "sample" else y - pred.float()
                 if lpips_model is not None:
-                    pred_x0 = pred if args.prediction_type == "sample" else y - pred.float()
                     decoded = vqvae.decode(pred_x0.to(weight_dtype), force_not_quantize=True).sample.float()
                     loss = loss + args.lpips_weight * lpips_model(decoded.clamp(-1, 1), hr.float()).mean()
 
@@ -485,6 +553,9 @@ def main(args):
                     metrics = run_validation(
                         accelerator, args, unet, ema_unet, vqvae, scheduler, validation_images, global_step
                     )
+                    if args.save_best and accelerator.is_main_process and metrics["val/psnr_y"] > best_psnr:
+                        best_psnr = metrics["val/psnr_y"]
+                        save_best(accelerator, args, unet, ema_unet, vqvae, scheduler, global_step, metrics)
             if global_step >= args.max_train_steps:
                 break
 
@@ -525,6 +596,34 @@ def main(args):
                 token=args.hub_token,
             )
     accelerator.end_training()
+
+
+def best_validation_psnr(output_dir: str) -> float:
+    """The Y-PSNR of the pipeline in `<output_dir>/best` (from its `best.json`), -inf when there is none."""
+    record = Path(output_dir) / "best" / "best.json"
+    return json.loads(record.read_text())["val/psnr_y"] if record.is_file() else float("-inf")
+
+
+def save_best(accelerator, args, unet, ema_unet, vqvae, scheduler, global_step: int, metrics: dict):
+    """Save the current (EMA) weights as a pipeline in `<output_dir>/best`, replacing the previous best whole."""
+    model = accelerator.unwrap_model(unet)
+    if ema_unet is not None:
+        ema_unet.store(model.parameters())
+        ema_unet.copy_to(model.parameters())
+    final, partial = Path(args.output_dir) / "best", Path(args.output_dir) / ".best.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    pipeline = DeltaDiffPipeline(vqvae=vqvae, unet=model, scheduler=scheduler, upscale_factor=args.scale)
+    pipeline.save_pretrained(partial)
+    (partial / "best.json").write_text(json.dumps({"step": global_step, **metrics}))
+    if ema_unet is not None:
+        ema_unet.restore(model.parameters())
+    old = Path(args.output_dir) / ".best.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    logger.info(f"step {global_step}: best held-out Y-PSNR so far, saved to {final}")
 
 
 def run_validation(accelerator, args, unet, ema_unet, vqvae, scheduler, images, global_step) -> dict:

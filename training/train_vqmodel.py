@@ -60,6 +60,7 @@ from diffusers_deltadiff.training_utils import (
     log_image,
     lpips_loss_model,
     report_skipped,
+    resolve_checkpoint,
     resume,
     save_checkpoint,
     step_generator,
@@ -166,6 +167,7 @@ def main(args):
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)
+    resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)  # a wrong path fails before anything is written
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
 

@@ -1,6 +1,8 @@
 """Helpers shared by the training scripts in `training/` (checkpoint rotation and resume, validation images)."""
 
+import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -46,33 +48,105 @@ def report_skipped(batch: dict, seen: set[str], log):
             log.warning(f"skipped unreadable training image {name} ({len(seen)} so far)")
 
 
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+CHECKPOINT_MARKER = "deltadiff_checkpoint.json"  # written last: a folder with it is a complete checkpoint
+PARTIAL_GLOB = ".checkpoint-*.partial"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a checkpoint folder: from its marker, else from a strict `checkpoint-<step>` name, else `None`."""
+    marker = path / CHECKPOINT_MARKER
+    if marker.is_file():
+        try:
+            return int(json.loads(marker.read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    match = CHECKPOINT_NAME.fullmatch(path.name)
+    return int(match.group(1)) if match else None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """
+    A checkpoint that can be resumed: it holds the marker written after everything else, or (a folder saved before
+    markers existed) the optimizer state and the random states that `accelerator.save_state` writes near its end.
+    """
+    if (path / CHECKPOINT_MARKER).is_file():
+        return True
+    return (path / "optimizer.bin").is_file() and any(path.glob("random_states_*.pkl"))
+
+
 def checkpoint_dirs(output_dir: str) -> list[Path]:
-    """The `checkpoint-<step>` folders of a run, oldest first."""
-    return sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    """
+    The complete `checkpoint-<step>` folders of a run, oldest first. Other entries (`checkpoint-2.tar`,
+    `checkpoint-best`, half-written folders) are neither listed nor touched.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [
+        path
+        for path in folder.iterdir()
+        if CHECKPOINT_NAME.fullmatch(path.name) and path.is_dir() and is_complete_checkpoint(path)
+    ]
+    return sorted(found, key=lambda p: int(CHECKPOINT_NAME.fullmatch(p.name).group(1)))
 
 
-def rotate_checkpoints(output_dir: str, total_limit: int | None):
-    """Before saving a new checkpoint, delete the oldest so that at most `total_limit` remain afterwards."""
+def prune_checkpoints(output_dir: str, total_limit: int | None, keep: Path):
+    """After a checkpoint is complete: delete the oldest complete ones so that at most `total_limit` remain."""
     if total_limit is None:
         return
-    checkpoints = checkpoint_dirs(output_dir)
-    for old in checkpoints[: max(len(checkpoints) - total_limit + 1, 0)]:
+    checkpoints = [path for path in checkpoint_dirs(output_dir) if path != keep]
+    for old in checkpoints[: max(len(checkpoints) - max(total_limit, 1) + 1, 0)]:
         logger.info(f"removing checkpoint {old}")
         shutil.rmtree(old)
 
 
+def remove_partial_checkpoints(output_dir: str):
+    """Remove half-written checkpoints (`.checkpoint-<step>.partial`) that an interrupted save left behind."""
+    folder = Path(output_dir)
+    for partial in folder.glob(PARTIAL_GLOB) if folder.is_dir() else []:
+        logger.warning(f"removing the half-written checkpoint {partial} of an interrupted save")
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> tuple[str | None, int]:
-    """The checkpoint folder to resume from (`latest` = the newest in `output_dir`) and its global step."""
+    """
+    The checkpoint folder to resume from and its global step. `latest` is the newest complete checkpoint in
+    `output_dir` (none: a new run). A path that does not exist, is incomplete or has no step is an error
+    (`SystemExit`) that lists the checkpoints there are: a typo never starts a new run over the old one.
+    """
+    existing = checkpoint_dirs(output_dir)
+    listing = ", ".join(str(p) for p in existing) or f"none in {output_dir}"
     if not resume_from_checkpoint:
+        if existing:
+            raise SystemExit(
+                f"error: {output_dir} already holds checkpoints ({listing}): pass --resume_from_checkpoint latest "
+                "to continue that run, or choose another --output_dir."
+            )
         return None, 0
-    path = resume_from_checkpoint
-    if path == "latest":
-        checkpoints = checkpoint_dirs(output_dir)
-        path = str(checkpoints[-1]) if checkpoints else None
-    if path is None or not Path(path).is_dir():
-        logger.warning(f"Checkpoint '{resume_from_checkpoint}' does not exist: starting a new run.")
-        return None, 0
-    return path, int(Path(path).name.split("-")[1])
+    if resume_from_checkpoint == "latest":
+        if not existing:
+            logger.info(f"No complete checkpoint in {output_dir} yet: starting a new run.")
+            return None, 0
+        path = existing[-1]
+    else:
+        path = Path(resume_from_checkpoint)
+        if not path.is_dir():
+            raise SystemExit(
+                f"error: --resume_from_checkpoint {path}: no such checkpoint folder (checkpoints: {listing})."
+            )
+        if not is_complete_checkpoint(path):
+            raise SystemExit(
+                f"error: --resume_from_checkpoint {path}: an incomplete checkpoint (its save was interrupted); "
+                f"checkpoints: {listing}."
+            )
+    step = checkpoint_step(path)
+    if step is None:
+        raise SystemExit(
+            f"error: --resume_from_checkpoint {path}: cannot tell its step (not named checkpoint-<step> and no "
+            f"{CHECKPOINT_MARKER}); checkpoints: {listing}."
+        )
+    return str(path), step
 
 
 def resume(accelerator, resume_from_checkpoint: str | None, output_dir: str, steps_per_epoch: int, accumulation: int):
@@ -81,6 +155,8 @@ def resume(accelerator, resume_from_checkpoint: str | None, output_dir: str, ste
     to start in and how many batches of that epoch were already seen.
     """
     path, global_step = resolve_checkpoint(resume_from_checkpoint, output_dir)
+    if accelerator.is_main_process:
+        remove_partial_checkpoints(output_dir)
     if path is not None:
         accelerator.print(f"Resuming from checkpoint {path}")
         accelerator.load_state(path)
@@ -105,13 +181,38 @@ def step_generator(seed: int, global_step: int, accelerator) -> torch.Generator:
 
 
 def save_checkpoint(accelerator, output_dir: str, total_limit: int | None, global_step: int) -> str:
-    """`accelerator.save_state` to `output_dir/checkpoint-<step>`, oldest checkpoints rotated out first."""
+    """
+    `accelerator.save_state` into `output_dir/.checkpoint-<step>.partial`, then a marker, then one rename to
+    `checkpoint-<step>`; only then are the oldest checkpoints pruned. An interrupted save (Ctrl-C, a crash, a full
+    disk) leaves every earlier checkpoint as it was, and the half-written folder is never taken for a checkpoint.
+    """
+    final = Path(output_dir) / f"checkpoint-{global_step}"
+    partial = Path(output_dir) / f".checkpoint-{global_step}.partial"
     if accelerator.is_main_process:
-        rotate_checkpoints(output_dir, total_limit)
-    path = str(Path(output_dir) / f"checkpoint-{global_step}")
-    accelerator.save_state(path)
-    logger.info(f"Saved state to {path}")
-    return path
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(partial))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (partial / CHECKPOINT_MARKER).write_text(json.dumps({"step": global_step}))
+            if final.exists():  # a checkpoint of this step from an earlier attempt: replaced whole
+                stale = Path(output_dir) / f".checkpoint-{global_step}.replaced.partial"
+                shutil.rmtree(stale, ignore_errors=True)
+                final.rename(stale)
+                partial.rename(final)
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                partial.rename(final)
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        prune_checkpoints(output_dir, total_limit, keep=final)
+    logger.info(f"Saved state to {final}")
+    return str(final)
 
 
 def load_center_crops(folder: str, count: int, size: int, multiple: int = 1) -> list[torch.Tensor]:
