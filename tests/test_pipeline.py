@@ -291,3 +291,38 @@ class TestSaveLoad:
 def test_custom_pipeline_file_is_packaged():
     path = Path(diffusers_deltadiff.custom_pipeline_path())
     assert path.name == "pipeline.py" and path.is_file()
+
+
+def test_concurrent_calls_with_different_step_counts_match_sequential_ones():
+    """One pipeline, two threads (1 step and 4 steps), 6 calls each: every result equals the sequential one."""
+    import threading
+    import time
+
+    pipe = make_pipeline()
+    image = np.asarray(random_image(8, 8, seed=3))
+    reference = {steps: pipe(image, num_inference_steps=steps, output_type="np").images for steps in (1, 4)}
+    assert np.abs(reference[1] - reference[4]).max() > 1e-3  # the two step counts do differ
+    # every UNet pass sleeps a little, so the two threads' chains interleave
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: time.sleep(0.002))
+    results, errors = {1: [], 4: []}, []
+    start = threading.Barrier(2)
+
+    def work(steps):
+        start.wait()
+        for _ in range(6):
+            try:
+                results[steps].append(pipe(image, num_inference_steps=steps, output_type="np").images)
+            except Exception as err:  # noqa: BLE001 - collected and reported below
+                errors.append(repr(err))
+
+    threads = [threading.Thread(target=work, args=(steps,)) for steps in (1, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    hook.remove()
+    assert not errors, errors
+    for steps in (1, 4):
+        assert len(results[steps]) == 6
+        for result in results[steps]:
+            np.testing.assert_array_equal(result, reference[steps])

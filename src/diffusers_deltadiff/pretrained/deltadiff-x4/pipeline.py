@@ -13,8 +13,11 @@
 # limitations under the License.
 """The DeltaDiff super-resolution pipeline."""
 
+import contextlib
+import copy
 import math
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,6 +34,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 
 # relative imports only of modules that go with saved pipelines (see `pipeline_code`); the component classes
 # (`DeltaShiftScheduler`, `LocalUNet2DModel`, `SpaceToDepthAutoencoder`) travel in their own folders instead
+from .config_checks import PIPELINE, check_pipeline_folder, check_values
 from .image_utils import bicubic_upsample, pad_to_multiple, resize_to, split_images, to_unit_tensor
 from .pipeline_code import with_package_modules, write_pipeline_code
 from .tiling import Box, RowWindow, Tile, column_strips, plan_tiles, tile_rows
@@ -52,6 +56,10 @@ EXAMPLE_DOC_STRING = """
         >>> strip = out.intermediate_images  # one list of images per step
         ```
 """
+
+
+# per thread: the scheduler copy of the pipeline call running in that thread (by pipeline id)
+_CALL_SCHEDULERS = threading.local()
 
 
 def autoencoder_downsampling_factor(autoencoder: ModelMixin) -> int:
@@ -174,6 +182,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         vqvae.eval()
         unet.eval()
         self.vae_scale_factor = autoencoder_downsampling_factor(vqvae)
+        check_values({"upscale_factor": upscale_factor, "tile_context": tile_context}, PIPELINE, type(self).__name__)
         upscale_factor = int(upscale_factor or self.vae_scale_factor)
         self.register_to_config(upscale_factor=upscale_factor, tile_context=tile_context)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
@@ -185,6 +194,17 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 f"({latent_channels + 3} input channels) and predict the latent ({latent_channels} output channels); "
                 f"got in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}."
             )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """
+        [`DiffusionPipeline.from_pretrained`], after checking the config values this package owns in a local folder
+        (types, finiteness, ranges) before any weight is read: a bad value is one `ValueError` naming the file and
+        the key.
+        """
+        if os.path.isdir(pretrained_model_name_or_path):
+            check_pipeline_folder(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -234,6 +254,25 @@ class DeltaDiffPipeline(DiffusionPipeline):
         unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
         hr_multiple = self.vae_scale_factor * unet_factor
         return hr_multiple // math.gcd(self.upscale_factor, hr_multiple)
+
+    @property
+    def _scheduler(self) -> SchedulerMixin:
+        """The scheduler of the call running in this thread (its own copy), or `self.scheduler` outside a call."""
+        return getattr(_CALL_SCHEDULERS, "by_pipeline", {}).get(id(self), self.scheduler)
+
+    @contextlib.contextmanager
+    def _call_scheduler(self, scheduler: SchedulerMixin):
+        """Make `scheduler` this thread's `_scheduler` of this pipeline for the duration of one call (re-entrant)."""
+        by_pipeline = _CALL_SCHEDULERS.__dict__.setdefault("by_pipeline", {})
+        previous = by_pipeline.get(id(self))
+        by_pipeline[id(self)] = scheduler
+        try:
+            yield
+        finally:
+            if previous is None:
+                by_pipeline.pop(id(self), None)
+            else:
+                by_pipeline[id(self)] = previous
 
     @property
     def num_timesteps(self):
@@ -326,7 +365,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         def predict(boxes):
             sample = torch.cat([latents.crop(box) for box in boxes])
             condition = torch.cat([lr_condition.crop(box) for box in boxes])
-            model_input = torch.cat([self.scheduler.scale_model_input(sample, t), condition], dim=1)
+            model_input = torch.cat([self._scheduler.scale_model_input(sample, t), condition], dim=1)
             return self.unet(model_input, t.expand(model_input.shape[0]).to(sample.device)).sample
 
         def write(tile, result):
@@ -334,7 +373,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
             output = tile.inner.within(tile.outer).crop(result)
             if step:
                 sample, lr_sample = latents.crop(tile.inner), lr_latents.crop(tile.inner)
-                output = self.scheduler.step(output, t, sample, lr_sample=lr_sample).prev_sample
+                output = self._scheduler.step(output, t, sample, lr_sample=lr_sample).prev_sample
             if target is None:
                 target = output.new_empty(*output.shape[:2], *region.shape)
             tile.inner.shifted(region.top, region.left).crop(target).copy_(output)
@@ -348,13 +387,13 @@ class DeltaDiffPipeline(DiffusionPipeline):
         deterministic chain (kappa = 0) steps each tile's pixels as soon as they are predicted, into a new canvas.
         With noise (kappa > 0) the whole canvas steps at once, so that the noise does not depend on the tiling.
         """
-        per_tile = len(tiles) > 1 and self.scheduler.config.kappa == 0
+        per_tile = len(tiles) > 1 and self._scheduler.config.kappa == 0
         windows = (RowWindow(latents), RowWindow(lr_latents), RowWindow(lr_condition))
         region = Box(0, latents.shape[-2], 0, latents.shape[-1])
         target = self._denoise_tiles(*windows, t, tiles, batch_size, progress_bar, region, step=per_tile)
         if per_tile:
             return target
-        return self.scheduler.step(target, t, latents, generator=generator, lr_sample=lr_latents).prev_sample
+        return self._scheduler.step(target, t, latents, generator=generator, lr_sample=lr_latents).prev_sample
 
     def _new_canvas(self, batch: int, output_type: str, size: tuple[int, int]):
         """The output of `output_type` for `batch` images of `size`: RGB PIL images for `"pil"` (filled tile by tile:
@@ -413,14 +452,14 @@ class DeltaDiffPipeline(DiffusionPipeline):
     def _streams(self, tiles: list[Tile], output_type: str, needs_steps: bool) -> bool:
         """Whether a canvas cut into `tiles` runs streamed ([`_stream_group`]): a deterministic chain in several tile
         rows, when no caller needs every step's latents (callbacks, intermediates, latent output)."""
-        deterministic = self.scheduler.config.kappa == 0
+        deterministic = self._scheduler.config.kappa == 0
         wanted = self.stream_tiles and not needs_steps and output_type != "latent"
         return deterministic and wanted and len(tile_rows(tiles)) > 1
 
     def _strips(self, tiles: list[Tile]):
         """The column strips a streamed canvas runs in ([`column_strips`]), with the halo the chain needs."""
         context = max(max(t.inner.left - t.outer.left, t.outer.right - t.inner.right) for t in tiles)
-        halo = (len(self.scheduler.timesteps) + 2) * context
+        halo = (len(self._scheduler.timesteps) + 2) * context
         return column_strips(tiles, self.stream_width, halo)
 
     def _unet_calls(self, tiles: list[Tile], streamed: bool, batch_size: int) -> int:
@@ -458,7 +497,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         rows = tile_rows(tiles)
         bands = [Box(row[0].inner.top, row[0].inner.bottom, region.left, region.right) for row in rows]
         seen = [(row[0].outer.top, row[0].outer.bottom) for row in rows]
-        timesteps = self.scheduler.timesteps
+        timesteps = self._scheduler.timesteps
         # windows[0] holds x_T = y (kappa = 0), which every step also reads; windows[s], x after s steps
         windows = [RowWindow(left=region.left) for _ in range(len(timesteps) + 1)]
         condition = RowWindow(left=region.left)
@@ -539,10 +578,10 @@ class DeltaDiffPipeline(DiffusionPipeline):
             return canvas, []
         canvas_region = Box(0, lr.shape[-2] * scale // f, 0, lr.shape[-1] * scale // f)
         lr_latents, lr_condition = self._encode_tiles(lr, tiles, batch_size, canvas_region)
-        latents = self.scheduler.init_latents(lr_latents, generator=generator)
+        latents = self._scheduler.init_latents(lr_latents, generator=generator)
 
         intermediates = []
-        for i, t in enumerate(self.scheduler.timesteps):
+        for i, t in enumerate(self._scheduler.timesteps):
             if self.interrupt:
                 continue
             latents = self._denoise_step(
@@ -670,54 +709,57 @@ class DeltaDiffPipeline(DiffusionPipeline):
             raise ValueError(f"Got {len(generator)} generators for {len(images)} images: pass one per image.")
         self._interrupt = False
 
-        # 2. Set timesteps
+        # 2. Set timesteps, on this call's own copy of the scheduler: calls from several threads never share a schedule
         device = self._execution_device
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        self._num_timesteps = len(self.scheduler.timesteps)
+        scheduler = copy.deepcopy(self.scheduler)
+        with self._call_scheduler(scheduler):
+            scheduler.set_timesteps(num_inference_steps, device=device)
+            self._num_timesteps = len(scheduler.timesteps)
 
-        # 3. Batch images by size; each batch is one canvas, upscaled whole or (large ones) in tiles
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, im in enumerate(images):
-            groups.setdefault(tuple(im.shape[-2:]), []).append(index)
-        context = self.config.tile_context if tile_overlap is None else tile_overlap
-        plans = [self._plan(self._latent_canvas_size(size), tile_size, context) for size in groups]
-        needs_steps = return_intermediates or callback_on_step_end is not None
-        streamed = [self._streams(tiles, output_type, needs_steps) for tiles in plans]
-        num_unet_calls = sum(
-            self._unet_calls(tiles, streams, tile_batch_size) for tiles, streams in zip(plans, streamed)
-        )
+            # 3. Batch images by size; each batch is one canvas, upscaled whole or (large ones) in tiles
+            groups: dict[tuple[int, int], list[int]] = {}
+            for index, im in enumerate(images):
+                groups.setdefault(tuple(im.shape[-2:]), []).append(index)
+            context = self.config.tile_context if tile_overlap is None else tile_overlap
+            plans = [self._plan(self._latent_canvas_size(size), tile_size, context) for size in groups]
+            needs_steps = return_intermediates or callback_on_step_end is not None
+            streamed = [self._streams(tiles, output_type, needs_steps) for tiles in plans]
+            num_unet_calls = sum(
+                self._unet_calls(tiles, streams, tile_batch_size) for tiles, streams in zip(plans, streamed)
+            )
 
-        outputs, steps = [None] * len(groups), [None] * len(groups)
-        order = [i for indices in groups.values() for i in indices]
-        with self.progress_bar(total=num_unet_calls * self._num_timesteps) as progress_bar:
-            for g, indices in enumerate(groups.values()):
-                lr = torch.stack([images[i] for i in indices]).to(device=device, dtype=self.vqvae.dtype) * 2 - 1
-                group_generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
-                outputs[g], steps[g] = self._upscale_group(
-                    lr,
-                    group_generator,
-                    output_type,
-                    plans[g],
-                    streamed[g],
-                    tile_batch_size,
-                    return_intermediates,
-                    callback_on_step_end,
-                    callback_on_step_end_tensor_inputs,
-                    progress_bar,
-                )
+            outputs, steps = [None] * len(groups), [None] * len(groups)
+            order = [i for indices in groups.values() for i in indices]
+            with self.progress_bar(total=num_unet_calls * self._num_timesteps) as progress_bar:
+                for g, indices in enumerate(groups.values()):
+                    lr = torch.stack([images[i] for i in indices]).to(device=device, dtype=self.vqvae.dtype) * 2 - 1
+                    group_generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
+                    outputs[g], steps[g] = self._upscale_group(
+                        lr,
+                        group_generator,
+                        output_type,
+                        plans[g],
+                        streamed[g],
+                        tile_batch_size,
+                        return_intermediates,
+                        callback_on_step_end,
+                        callback_on_step_end_tensor_inputs,
+                        progress_bar,
+                    )
 
-        # 4. Post-process: back to input order
-        output = self._to_output(outputs, output_type, order)
-        intermediate_images = None
-        if return_intermediates:
-            step_type = "pt" if output_type == "latent" else output_type
-            completed = min(len(group_steps) for group_steps in steps)
-            intermediate_images = [
-                self._to_output([group_steps[s] for group_steps in steps], step_type, order) for s in range(completed)
-            ]
+            # 4. Post-process: back to input order
+            output = self._to_output(outputs, output_type, order)
+            intermediate_images = None
+            if return_intermediates:
+                step_type = "pt" if output_type == "latent" else output_type
+                completed = min(len(group_steps) for group_steps in steps)
+                intermediate_images = [
+                    self._to_output([group_steps[s] for group_steps in steps], step_type, order)
+                    for s in range(completed)
+                ]
 
-        self.maybe_free_model_hooks()
+            self.maybe_free_model_hooks()
 
-        if not return_dict:
-            return (output, intermediate_images)
-        return DeltaDiffPipelineOutput(images=output, intermediate_images=intermediate_images)
+            if not return_dict:
+                return (output, intermediate_images)
+            return DeltaDiffPipelineOutput(images=output, intermediate_images=intermediate_images)

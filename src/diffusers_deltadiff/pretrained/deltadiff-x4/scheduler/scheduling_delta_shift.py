@@ -150,10 +150,17 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         kappa: float = 0.0,
         prediction_type: str = "sample",
     ):
-        if num_train_timesteps < 1:
-            raise ValueError(f"`num_train_timesteps` must be at least 1, got {num_train_timesteps}.")
+        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int):
+            raise ValueError(f"`num_train_timesteps` must be an integer, got {num_train_timesteps!r}.")
+        if not 1 <= num_train_timesteps <= 1000:
+            raise ValueError(f"`num_train_timesteps` must be from 1 to 1000, got {num_train_timesteps}.")
+        for name, value in (("eta_start", eta_start), ("eta_end", eta_end), ("power", power), ("kappa", kappa)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         if not 0.0 < eta_start <= eta_end <= 1.0:
             raise ValueError(f"Need 0 < eta_start <= eta_end <= 1, got eta_start={eta_start}, eta_end={eta_end}.")
+        if power <= 0:
+            raise ValueError(f"`power` must be positive, got {power}.")
         if kappa < 0:
             raise ValueError(f"`kappa` must be non-negative, got {kappa}.")
         if prediction_type not in ("sample", "residual"):

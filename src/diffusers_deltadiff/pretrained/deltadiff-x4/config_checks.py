@@ -1,0 +1,118 @@
+"""
+Checks of the config values this package owns, run when a pipeline folder is loaded and before anything is built: a
+mistyped or absurd value (`num_train_timesteps: 4.5`, `kappa: NaN`, `upscale_factor: 1e6`, `layers_per_block: 1e6`)
+is a one-line `ValueError` naming the file and the key, not a traceback, a black image or gigabytes allocated.
+"""
+
+import json
+import math
+from pathlib import Path
+
+
+def integer(value, low: int, high: int) -> str | None:
+    """Why `value` is not an integer in `[low, high]` (`None` when it is)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer from {low} to {high}"
+    return None if low <= value <= high else f"must be from {low} to {high}"
+
+
+def real(value, low: float, high: float, low_open: bool = False) -> str | None:
+    """Why `value` is not a finite number in `[low, high]` (`(low, high]` with `low_open`); `None` when it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "must be a finite number"
+    inside = (low < value if low_open else low <= value) and value <= high
+    return None if inside else f"must be in {'(' if low_open else '['}{low}, {high}]"
+
+
+def integer_list(value, low: int, high: int, max_length: int) -> str | None:
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= max_length:
+        return f"must be a list of 1 to {max_length} integers"
+    problems = [integer(v, low, high) for v in value]
+    return next((f"entries {p}" for p in problems if p), None)
+
+
+def optional(rule):
+    """`rule`, with `None` (null in JSON) also allowed."""
+    return lambda value: None if value is None else rule(value)
+
+
+def size(value) -> str | None:
+    """A `sample_size`: one integer, or a list of two."""
+    return integer_list(value, 1, 1 << 16, 2) if isinstance(value, (list, tuple)) else integer(value, 1, 1 << 16)
+
+
+def one_of(value, choices) -> str | None:
+    return None if value in choices else f"must be one of {', '.join(map(repr, choices))}"
+
+
+SCHEDULER = {
+    "num_train_timesteps": lambda v: integer(v, 1, 1000),
+    "eta_start": lambda v: real(v, 0.0, 1.0, low_open=True),
+    "eta_end": lambda v: real(v, 0.0, 1.0, low_open=True),
+    "power": lambda v: real(v, 0.0, 100.0, low_open=True),
+    "kappa": lambda v: real(v, 0.0, 100.0),
+    "prediction_type": lambda v: one_of(v, ("sample", "residual")),
+}
+PIPELINE = {
+    "upscale_factor": optional(lambda v: integer(v, 1, 16)),
+    "tile_context": lambda v: integer(v, 0, 4096),
+}
+UNET = {
+    "in_channels": lambda v: integer(v, 1, 4096),
+    "out_channels": lambda v: integer(v, 1, 4096),
+    "layers_per_block": lambda v: integer(v, 1, 16),
+    "block_out_channels": lambda v: integer_list(v, 1, 4096, 8),
+    "norm_num_groups": optional(lambda v: integer(v, 1, 4096)),
+    "sample_size": optional(size),
+}
+AUTOENCODER = {
+    "downsampling_factor": lambda v: integer(v, 1, 16),
+    "in_channels": lambda v: integer(v, 1, 64),
+    "out_channels": lambda v: integer(v, 1, 64),
+    "latent_channels": optional(lambda v: integer(v, 1, 4096)),
+    "layers_per_block": lambda v: integer(v, 1, 16),
+    "block_out_channels": lambda v: integer_list(v, 1, 4096, 8),
+}
+COMPONENTS = {"scheduler": SCHEDULER, "unet": UNET, "vqvae": AUTOENCODER}
+CONFIG_NAMES = {"scheduler": "scheduler_config.json", "unet": "config.json", "vqvae": "config.json"}
+
+
+def check_values(config: dict, rules: dict, where: str):
+    """Raise `ValueError("<where>: `key` must be ..., got value")` for the first value that breaks its rule."""
+    for key, rule in rules.items():
+        if key in config:
+            problem = rule(config[key])
+            if problem:
+                raise ValueError(f"{where}: `{key}` {problem}, got {config[key]!r}")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable JSON config ({type(err).__name__}: {err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a config must be a JSON object, got {type(config).__name__}")
+    return config
+
+
+def check_pipeline_folder(folder: str | Path):
+    """
+    Check `model_index.json` and the configs of the components it names in a local pipeline folder, before any
+    weight is read. Files that are absent are left to the loader, which names them.
+    """
+    folder = Path(folder)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        return
+    index = read_json(index_path)
+    check_values(index, PIPELINE, str(index_path))
+    for component, rules in COMPONENTS.items():
+        path = folder / component / CONFIG_NAMES[component]
+        if component in index and path.is_file():
+            config = read_json(path)
+            check_values(config, rules, str(path))
+            if component == "scheduler" and config.get("eta_start", 0.0) > config.get("eta_end", 1.0):
+                raise ValueError(
+                    f"{path}: need `eta_start` <= `eta_end`, got {config['eta_start']} > {config['eta_end']}"
+                )
