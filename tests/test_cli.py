@@ -47,7 +47,9 @@ class TestUpscale:
         assert np.asarray(deep).max() > 255  # written with 16-bit depth
 
     def test_formats_metadata_and_single_file_output(self, tmp_path, model_dir, capsys):
-        icc = b"fake-icc-profile"
+        from PIL import ImageCms
+
+        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # an RGB profile fits: kept
         source = write(tmp_path / "photo.jpg", 12, 12, icc_profile=icc)
         for fmt in ("png", "jpg", "webp"):
             code, _, err = run(

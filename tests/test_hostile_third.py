@@ -6,10 +6,14 @@ calls in `test_pipeline.py`.
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
+import torch
 
 from conftest import write_image
 from diffusers_deltadiff import DeltaDiffPipeline
@@ -75,3 +79,173 @@ def test_scheduler_built_in_code_checks_its_values():
     for kwargs in ({"kappa": math.nan}, {"power": -1.0}, {"num_train_timesteps": 4.5}, {"eta_end": math.inf}):
         with pytest.raises(ValueError):
             DeltaShiftScheduler(**kwargs)
+
+
+# --- images and metadata ---------------------------------------------------------------------------------------------
+
+
+def srgb_icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def as_colour_space(icc: bytes, space: bytes) -> bytes:
+    """The profile with its header's colour space field (bytes 16-20) set to `space` (`b"CMYK"`)."""
+    return icc[:16] + space + icc[20:]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = tiny_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("kind", ["rgba", "palette"])
+def test_colour_under_transparent_pixels_does_not_bleed(pipe, kind):
+    """A red square on transparent pixels holding green garbage upscales exactly like a plain red image."""
+    red = np.zeros((12, 12, 3), np.uint8)
+    red[...] = (255, 0, 0)
+    garbage = red.copy()
+    garbage[:, :6] = (0, 255, 0)
+    alpha = np.full((12, 12), 255, np.uint8)
+    alpha[:, :6] = 0
+    if kind == "rgba":
+        image = PIL.Image.fromarray(np.dstack([garbage, alpha]), "RGBA")
+    else:
+        image = PIL.Image.fromarray(garbage).quantize(2)  # a palette of red and green
+        green = [i for i, c in enumerate(np.asarray(image.getpalette()).reshape(-1, 3)[:2]) if c[1] == 255][0]
+        image.info["transparency"] = green
+    clean = pipe(red, output_type="np").images
+    np.testing.assert_array_equal(pipe(image, output_type="np").images, clean)
+
+
+def test_array_with_alpha_is_filled_too(pipe):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 2] = 200
+    rgba[..., 3] = 255
+    clean = pipe(rgba[..., :3].copy(), output_type="np").images
+    rgba[:4, :, 0] = 255  # garbage red ...
+    rgba[:4, :, 3] = 0  # ... under transparent pixels
+    np.testing.assert_array_equal(pipe(rgba, output_type="np").images, clean)
+
+
+def test_profiles_that_do_not_fit_the_output_are_dropped(tmp_path, capsys, model_dir):
+    cmyk = PIL.Image.new("CMYK", (8, 8), (0, 200, 200, 0))
+    source = tmp_path / "in" / "cmyk.jpg"
+    source.parent.mkdir()
+    cmyk.save(source, icc_profile=as_colour_space(srgb_icc(), b"CMYK"))
+    rgb_with_rgb_profile, profile = tmp_path / "in" / "rgb.png", srgb_icc()
+    PIL.Image.new("RGB", (8, 8), (10, 200, 30)).save(rgb_with_rgb_profile, icc_profile=profile)
+    code = main(["upscale", str(tmp_path / "in"), "--model", str(model_dir), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    with PIL.Image.open(tmp_path / "out" / "cmyk.jpg") as out:
+        out.load()
+        assert out.mode == "RGB" and "icc_profile" not in out.info
+    with PIL.Image.open(tmp_path / "out" / "rgb.png") as out:
+        assert out.info.get("icc_profile") == profile  # a profile that fits is kept
+
+
+def test_sixteen_bit_colour_is_not_dropped_silently(tmp_path, capsys, model_dir):
+    """Pillow reads 48-bit PNGs as 8-bit RGB: say so (the PNG is written by hand: Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    height, width = 4, 6
+    rows = b"".join(b"\0" + np.arange(width * 3, dtype=">u2").tobytes() * 1 for _ in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    source = tmp_path / "deep.png"
+    source.write_bytes(png)
+    code = main(["upscale", str(source), "--model", str(model_dir), "-o", str(tmp_path / "out.png")])
+    err = capsys.readouterr().err
+    assert code == 0 and "16 bits per colour channel, read as 8 bits" in err
+
+
+# --- names, temporary files, signals ---------------------------------------------------------------------------------
+
+
+def test_names_that_are_not_utf8_are_processed(tmp_path, capsys, model_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9.png")  # Latin-1 bytes, not UTF-8
+    write_image(Path(os.fsdecode(raw)), 8, 8)
+    write_image(folder / "plain.png", 8, 8)
+    code = main(["upscale", str(folder), "--model", str(model_dir), "-o", str(tmp_path / "out"), "-v"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b"caf\xe9.png", b"plain.png"]
+    assert "caf\\udce9.png" in captured.out or "caf\\xe9.png" in captured.out
+
+
+def test_control_characters_in_names_cannot_forge_lines(tmp_path, capsys, model_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x.png\nerror: all your files were deleted.png").write_bytes(b"not an image")
+    code = main(["upscale", str(folder), "--model", str(model_dir), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert not any(line.startswith("error: all your files") for line in lines)
+    assert any("x.png\\nerror: all your files were deleted.png" in line for line in lines)
+
+
+def test_stale_temporary_files_are_removed_by_a_rerun(tmp_path, capsys, model_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = out / ".deltadiff-999999999-abcdef.tmp"  # a process that no longer exists
+    old_style = out / ".deltadiff-0123456789ab.tmp"  # written by an older version
+    alive = out / f".deltadiff-{os.getppid()}-abcdef.tmp"  # a live process's write in progress
+    user = out / ".deltadiff-notes.txt"
+    for path in (dead, old_style, alive, user):
+        path.write_bytes(b"x" * 10)
+    image = write_image(tmp_path / "a.png", 8, 8)
+    assert main(["upscale", str(image), "--model", str(model_dir), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(["a.png", alive.name, user.name])
+
+
+def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path, capsys, model_dir, monkeypatch):
+    import signal
+
+    image = write_image(tmp_path / "a.png", 8, 8)
+    original = PIL.Image.Image.save
+
+    def save_then_terminate(self, fp, *args, **kwargs):
+        original(self, fp, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the temporary file exists
+
+    monkeypatch.setattr(PIL.Image.Image, "save", save_then_terminate)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(["upscale", str(image), "--model", str(model_dir), "-o", str(tmp_path / "out")])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143 and "error: terminated" in capsys.readouterr().err
+    assert (
+        not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    )  # the folder it made is gone too
+
+
+# --- degenerate inputs -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image, expected",
+    [
+        (np.zeros((0, 16, 3), np.uint8), "at least 1x1"),
+        (np.zeros((8, 8, 0), np.uint8), "1 to 4 channels"),
+        (torch.zeros(3, 0, 0), "at least 1x1"),
+        (torch.zeros(1, 1, 3, 8, 8), "4 dimensions at most"),
+        (torch.zeros(3, 8, 8, device="meta"), "meta device"),
+        (PIL.Image.new("RGB", (0, 5)), "at least 1x1"),
+    ],
+)
+def test_degenerate_inputs_are_value_errors_naming_the_shape(pipe, image, expected):
+    with pytest.raises(ValueError, match=expected):
+        pipe(image, output_type="np")

@@ -15,11 +15,15 @@ device each; there, existing outputs are skipped by default, so that relaunching
 """
 
 import argparse
+import contextlib
 import glob
+import io
 import os
 import re
 import secrets
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +53,21 @@ class CLIError(Exception):
         self.code = code
 
 
+def printable(text: str) -> str:
+    """
+    `text` safe to print on one line: control characters (a newline in a file name could forge an `error:` line,
+    an escape sequence could rewrite the terminal) and bytes that are not UTF-8 are shown escaped.
+    """
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
 def error(message: str):
-    tqdm.write(f"error: {message}", file=sys.stderr)
+    tqdm.write(f"error: {printable(message)}", file=sys.stderr)
 
 
 def warning(message: str):
-    tqdm.write(f"warning: {message}", file=sys.stderr)
+    tqdm.write(f"warning: {printable(message)}", file=sys.stderr)
 
 
 def one_line(err: BaseException) -> str:
@@ -75,9 +88,11 @@ def note(message: str):
     with tqdm.external_write_mode(file=sys.stdout):
         sys.stdout.flush()
         try:
-            os.write(sys.stdout.fileno(), (message + "\n").encode(sys.stdout.encoding or "utf-8", "replace"))
+            os.write(
+                sys.stdout.fileno(), (printable(message) + "\n").encode(sys.stdout.encoding or "utf-8", "replace")
+            )
         except (AttributeError, OSError, ValueError):  # a stdout with no file behind it (captured, replaced)
-            print(message, flush=True)
+            print(printable(message), flush=True)
 
 
 def resolve_device(name: str) -> str:
@@ -288,7 +303,7 @@ def plan_outputs(files, output: Path, args, single: bool) -> tuple[list[tuple[Pa
                     problem = f"{out}: already exists (pass --overwrite to replace it)"
                 elif not out.is_file():
                     problem = f"{out}: exists and is not a file"
-            elif len(out.name.encode()) > name_max(out.parent):
+            elif len(os.fsencode(out.name)) > name_max(out.parent):
                 problem = f"{source}: the output name {out.name} is too long for this file system"
             if problem:
                 break
@@ -343,6 +358,7 @@ def open_input(path: Path, max_pixels: int | None = None) -> PIL.Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
             image = PIL.Image.open(path)
+            tiles = list(getattr(image, "tile", None) or [])
             image.load()
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
         pixels = re.search(r"\((\d+) pixels\)", str(err))
@@ -357,7 +373,40 @@ def open_input(path: Path, max_pixels: int | None = None) -> PIL.Image.Image:
         raise ValueError(f"unreadable image ({str(err).splitlines()[0]})") from err
     finally:
         PIL.Image.MAX_IMAGE_PIXELS = limit
+    if image.mode in ("RGB", "RGBA") and any(";16" in str(getattr(tile, "args", "")) for tile in tiles):
+        warning(f"{path}: 16 bits per colour channel, read as 8 bits (Pillow holds 16-bit colour only as gray)")
+    if image.mode == "CMYK":
+        image = cmyk_to_rgb(image, path)
     return image
+
+
+def icc_colour_space(icc: bytes) -> str | None:
+    """`RGB`, `GRAY`, `CMYK`, ... of an ICC profile; `None` when it cannot be parsed."""
+    try:
+        from PIL import ImageCms
+
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space.strip()
+    except Exception:  # noqa: BLE001 - an unreadable profile is reported by the caller
+        return None
+
+
+def cmyk_to_rgb(image: PIL.Image.Image, path: Path) -> PIL.Image.Image:
+    """A CMYK image as sRGB through its own ICC profile when it has a CMYK one (the profile is then used up)."""
+    icc = image.info.get("icc_profile")
+    info = {k: v for k, v in image.info.items() if k != "icc_profile"}
+    if icc and icc_colour_space(icc) == "CMYK":
+        try:
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            rgb = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            rgb.info = info
+            return rgb
+        except Exception as err:  # noqa: BLE001 - fall back to Pillow's plain conversion, said once
+            warning(f"{path}: its CMYK profile could not be applied ({one_line(err)}): plain CMYK to RGB")
+    rgb = image.convert("RGB")
+    rgb.info = info
+    return rgb
 
 
 def needs_float_output(source: PIL.Image.Image, fmt: str) -> bool:
@@ -395,22 +444,84 @@ def save_atomic(image: PIL.Image.Image, dest: Path, fmt: str, quality: int, sour
     Write to a temporary file next to `dest`, then rename: a failed write never leaves a broken file. The temporary
     name is short (any legal `dest` name works) and the file is made with the umask's permissions, like any other.
     """
-    kwargs = {}
-    if source.info.get("icc_profile"):
-        kwargs["icc_profile"] = source.info["icc_profile"]
-    if source.info.get("exif"):
-        kwargs["exif"] = source.info["exif"]
-    if fmt in ("JPEG", "WEBP"):
-        kwargs["quality"] = quality
+    metadata = output_metadata(image, source, dest)
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     make_folders(dest.parent, created if created is not None else [])
-    tmp = dest.parent / f".deltadiff-{secrets.token_hex(6)}.tmp"
+    tmp = dest.parent / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}{TMP_SUFFIX}"
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        image.save(tmp, format=fmt, **kwargs)
+        if not (metadata and saves_readably(image, tmp, fmt, {**options, **metadata})):
+            if metadata:
+                warning(f"{dest}: the input's metadata ({', '.join(metadata)}) made an unreadable file: dropped")
+            image.save(tmp, format=fmt, **options)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+TMP_PREFIX, TMP_SUFFIX = ".deltadiff-", ".tmp"  # `.deltadiff-<pid>-<random>.tmp`, next to the output it becomes
+
+
+def remove_stale_temporaries(folders):
+    """
+    Remove the temporary files of writes that were killed (SIGKILL, a crash, a power cut) in `folders`: this naming
+    pattern only, and only when the process named in it is gone (older names, without a process id, are stale).
+    """
+    for folder in folders:
+        try:
+            candidates = [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX) and p.name.endswith(TMP_SUFFIX)]
+        except OSError:
+            continue
+        for path in candidates:
+            owner = path.name[len(TMP_PREFIX) : -len(TMP_SUFFIX)].split("-")[0]
+            if owner.isdigit() and int(owner) != os.getpid() and process_alive(int(owner)):
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def output_metadata(image: PIL.Image.Image, source: PIL.Image.Image, dest: Path) -> dict:
+    """
+    The input's metadata that the output can carry: EXIF as it is (the pixels keep their stored orientation, so its
+    orientation tag still holds), and the ICC profile only when it describes the output's colour space (a CMYK or
+    unreadable profile on an RGB output would change its colours, so it is dropped with a warning).
+    """
+    metadata = {}
+    if source.info.get("exif"):
+        metadata["exif"] = source.info["exif"]
+    icc = source.info.get("icc_profile")
+    if icc:
+        space = icc_colour_space(icc)
+        wanted = "GRAY" if image.mode in ("L", "LA", "I;16", "I") else "RGB"
+        if space == wanted:
+            metadata["icc_profile"] = icc
+        else:
+            warning(
+                f"{dest}: the input's ICC profile ({space or 'unreadable'}) does not fit a {wanted} output: dropped"
+            )
+    return metadata
+
+
+def saves_readably(image: PIL.Image.Image, path: Path, fmt: str, kwargs: dict) -> bool:
+    """Save, then read the file back with Pillow's defaults; `False` (nothing raised) when either fails."""
+    try:
+        image.save(path, format=fmt, **kwargs)
+        with PIL.Image.open(path) as check:
+            check.load()
+        return True
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def steps_strip(source: torch.Tensor, steps: list[torch.Tensor]) -> PIL.Image.Image:
@@ -462,6 +573,7 @@ def plan_upscale(args) -> UpscalePlan:
     jobs, plan_errors = plan_outputs(files, output, args, single)
     for message in plan_errors:
         error(message)
+    remove_stale_temporaries({dest.parent for _, dest, _ in jobs})
     skipped = len(files) - len(jobs) - len(plan_errors)
     return UpscalePlan(output, target_dir, jobs, skipped, len(errors) + len(plan_errors))
 
@@ -880,6 +992,20 @@ def run_demo(argv: list[str]) -> int:
         return exit.code
 
 
+def terminate_like_interrupt():
+    """SIGTERM (a batch system's stop, `kill`) unwinds like Ctrl-C: temporary files are removed, the exit is 143."""
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process was, so that every `finally` runs."""
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["demo"]:
@@ -895,11 +1021,15 @@ def main(argv=None) -> int:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()
+    terminate_like_interrupt()
     try:
         return args.func(args)
     except CLIError as err:
         error(str(err))
         return err.code
+    except Terminated:
+        error("terminated")
+        return 143
     except KeyboardInterrupt:
         error("interrupted")
         return 130

@@ -199,16 +199,14 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
                     raise FileNotFoundError(f"no LR image named {Path(path).stem}.* in {lr_dir}")
                 lr = to_unit_tensor(open_image(lr_paths[Path(path).stem])[0])
                 hr = hr[:, : lr.shape[1] * scale, : lr.shape[2] * scale]
-            elif degrade is None:
-                lr = bicubic_downsample(hr, scale)
-            else:
-                lr = degrade(hr, seed=seed * 100_003 + index)
             if min(hr.shape[-2:]) < min_hr_size(scale):
                 raise ValueError(
                     f"too small to score: {hr.shape[2]}x{hr.shape[1]} after the crop to a multiple of {scale}, the "
                     f"protocol needs {min_hr_size(scale)}x{min_hr_size(scale)} (SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} "
                     f"window inside a {scale}-pixel border)"
                 )
+            if lr_paths is None:  # the LR made from the HR, once it is known to be large enough
+                lr = bicubic_downsample(hr, scale) if degrade is None else degrade(hr, seed=seed * 100_003 + index)
         except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
             errors.append(f"{path}: {str(err).splitlines()[0]}")
             continue

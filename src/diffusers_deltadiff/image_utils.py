@@ -101,13 +101,45 @@ def _array_to_unit_float(array: np.ndarray) -> np.ndarray:
     raise TypeError(f"Unsupported array dtype {array.dtype}: use uint8 (0-255), uint16 (0-65535) or float in [0, 1].")
 
 
+def fill_transparent(colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """
+    `colour` `(C, H, W)` with every fully transparent pixel (`alpha == 0`) given a colour pulled from the visible
+    ones around it (push-pull: alpha-weighted means over a pyramid of 2x2 poolings), so that whatever a file stores
+    under alpha 0 (often garbage) cannot bleed into visible pixels through the model's receptive field. Visible pixels
+    are unchanged; an image with no visible pixel is returned as it is.
+    """
+    visible = alpha > 0
+    if bool(visible.all()) or not bool(visible.any()):
+        return colour
+    return _push_pull(colour, visible.to(colour.dtype)[None])
+
+
+def _push_pull(colour: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if bool((weight > 0).all()):
+        return colour
+    pooled = F.avg_pool2d((colour * weight)[None], 2, ceil_mode=True)[0]
+    pooled_weight = F.avg_pool2d(weight[None], 2, ceil_mode=True)[0]
+    seen = pooled_weight > 0
+    coarse = torch.where(seen, pooled / pooled_weight.clamp_min(1e-12), torch.zeros_like(pooled))
+    coarse = _push_pull(coarse, seen.to(colour.dtype))
+    pulled = F.interpolate(coarse[None], size=tuple(colour.shape[-2:]), mode="nearest")[0]
+    return torch.where(weight > 0, colour, pulled)
+
+
 def _channels_to_rgb(image: torch.Tensor) -> torch.Tensor:
-    """`(C, H, W)` with C in {1, 2, 3, 4} to RGB: gray is replicated, a trailing alpha channel is dropped."""
+    """
+    `(C, H, W)` with C in {1, 2, 3, 4} to RGB: gray is replicated, a trailing alpha channel is dropped after the
+    colour under fully transparent pixels is replaced ([`fill_transparent`]).
+    """
     channels = image.shape[0]
-    if channels in (1, 2):
-        return image[:1].expand(3, -1, -1)
-    if channels in (3, 4):
-        return image[:3]
+    if channels == 1:
+        return image.expand(3, -1, -1)
+    if channels == 2:
+        return fill_transparent(image[:1], image[1]).expand(3, -1, -1)
+    if channels == 3:
+        return image
+    if channels == 4:
+        return fill_transparent(image[:3], image[3])
     raise ValueError(f"Expected an image with 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) channels, got {channels}.")
 
 
@@ -119,7 +151,9 @@ def pil_to_unit_tensor(image: PIL.Image.Image) -> torch.Tensor:
         array = np.asarray(image, dtype=np.float32)
         array = array / (65535.0 if image.mode != "I" or array.max() > 255 else 255.0)
         return _channels_to_rgb(torch.from_numpy(np.clip(array, 0, 1))[None])
-    if image.mode not in ("RGB", "L"):
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        image = image.convert("RGBA")  # the alpha is needed to keep hidden colour out ([`fill_transparent`])
+    elif image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     array = np.asarray(image, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array.copy())
@@ -134,11 +168,28 @@ def split_images(image) -> list:
         for item in image:
             images.extend(split_images(item))
         return images
-    if isinstance(image, np.ndarray) and image.ndim == 4:
+    if isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 4:
         return list(image)
-    if isinstance(image, torch.Tensor) and image.ndim == 4:
-        return list(image)
+    if isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim > 4:
+        raise ValueError(f"Expected one image or a batch (4 dimensions at most), got shape {tuple(image.shape)}.")
     return [image]
+
+
+def check_image_shape(image: np.ndarray | torch.Tensor):
+    """One image as an array (`HxW`, `HxWxC`) or tensor (`HxW`, `CxHxW`) with data and at least 1x1 pixels."""
+    layout = "HxW or HxWxC" if isinstance(image, np.ndarray) else "HxW or CxHxW"
+    kind = "array" if isinstance(image, np.ndarray) else "tensor"
+    shape = tuple(image.shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"Expected one image as an {layout} {kind} (or a batch of them), got shape {shape}.")
+    spatial = shape[:2] if isinstance(image, np.ndarray) else shape[-2:]
+    channels = None if len(shape) == 2 else (shape[2] if isinstance(image, np.ndarray) else shape[0])
+    if 0 in spatial or channels == 0:
+        raise ValueError(
+            f"Expected an {layout} {kind} of at least 1x1 pixels with 1 to 4 channels, got shape {shape}."
+        )
+    if isinstance(image, torch.Tensor) and image.device.type == "meta":
+        raise ValueError(f"Got a tensor on the meta device (shape {shape}): it holds no pixels to upscale.")
 
 
 def to_unit_tensor(image) -> torch.Tensor:
@@ -152,7 +203,11 @@ def to_unit_tensor(image) -> torch.Tensor:
     rejected with a `ValueError`, other integer types with a `TypeError`.
     """
     if isinstance(image, PIL.Image.Image):
+        if 0 in image.size:
+            raise ValueError(f"Expected an image of at least 1x1 pixels, got a {image.size[0]}x{image.size[1]} image.")
         return pil_to_unit_tensor(image)
+    if isinstance(image, (np.ndarray, torch.Tensor)):
+        check_image_shape(image)
     if isinstance(image, np.ndarray):
         array = _array_to_unit_float(image)
         tensor = torch.from_numpy(array.copy())
