@@ -257,3 +257,33 @@ def test_progress_total_counts_every_unet_call(local_pipe, monkeypatch, tile_bat
         return_intermediates=return_intermediates,
     )
     assert bars[-1].n == bars[-1].total > 0
+
+
+def test_border_padding_keeps_tiles_and_streaming_exact(monkeypatch):
+    """With `border_padding`, the whole image, tiles and the streamed strips still agree, and the size is exact."""
+    pipe = tiny_lossless_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.register_to_config(border_padding=3)
+    monkeypatch.setattr(pipe, "stream_width", 16)
+    image = smooth_image(17, 27, seed=5)
+    whole = pipe(image, output_type="np", tile_size=0).images
+    streamed = pipe(image, output_type="np", tile_size=8).images
+    monkeypatch.setattr(pipe, "stream_tiles", False)
+    canvas = pipe(image, output_type="np", tile_size=8).images
+    assert whole.shape == streamed.shape == canvas.shape == (1, 68, 108, 3)
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(canvas, whole, rtol=0, atol=1e-5)
+    latents = pipe(image, output_type="latent", tile_size=0).images
+    assert tuple(latents.shape) == (1, 48, 17, 27)
+
+
+def test_border_padding_is_reflection_around_the_image():
+    """The padded run equals running the reflected image by hand and cropping (an independent computation)."""
+    pipe = tiny_lossless_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    image = smooth_image(20, 24, seed=6)
+    by_hand = F.pad(image[None], (2, 2, 2, 2), mode="reflect")[0]
+    reference = pipe(by_hand, output_type="pt", tile_size=0).images[..., 8:-8, 8:-8]
+    pipe.register_to_config(border_padding=2)
+    padded = pipe(image, output_type="pt", tile_size=0).images
+    torch.testing.assert_close(padded, reference, rtol=0, atol=0)

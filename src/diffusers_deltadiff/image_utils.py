@@ -49,6 +49,17 @@ def pad_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def pad_border(image: torch.Tensor, pad: int) -> torch.Tensor:
+    """
+    `(C, H, W)` grown by `pad` pixels on every side by reflection (edge replication where the image is too small to
+    reflect), so that a convolutional model sees image-like content, not zeros, beyond the image's edges.
+    """
+    if pad <= 0:
+        return image
+    mode = "reflect" if min(image.shape[-2:]) > pad else "replicate"
+    return F.pad(image[None], (pad, pad, pad, pad), mode=mode)[0]
+
+
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     """
     [`pad_to`] the next multiple of `multiple` in height and width. Crop the result of a fully-convolutional model

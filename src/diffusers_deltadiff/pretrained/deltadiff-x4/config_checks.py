@@ -56,6 +56,7 @@ SCHEDULER = {
 PIPELINE = {
     "upscale_factor": optional(lambda v: integer(v, 1, 16)),
     "tile_context": lambda v: integer(v, 0, 4096),
+    "border_padding": lambda v: integer(v, 0, 256),
 }
 UNET = {
     "in_channels": lambda v: integer(v, 1, 4096),

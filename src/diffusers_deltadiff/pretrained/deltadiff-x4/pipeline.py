@@ -35,7 +35,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 # relative imports only of modules that go with saved pipelines (see `pipeline_code`); the component classes
 # (`DeltaShiftScheduler`, `LocalUNet2DModel`, `SpaceToDepthAutoencoder`) travel in their own folders instead
 from .config_checks import PIPELINE, check_pipeline_folder, check_values
-from .image_utils import bicubic_upsample, pad_to_multiple, resize_to, split_images, to_unit_tensor
+from .image_utils import bicubic_upsample, pad_border, pad_to_multiple, resize_to, split_images, to_unit_tensor
 from .pipeline_code import with_package_modules, write_pipeline_code
 from .tiling import Box, RowWindow, Tile, column_strips, plan_tiles, tile_rows
 
@@ -157,6 +157,10 @@ class DeltaDiffPipeline(DiffusionPipeline):
         tile_context (`int`, *optional*, defaults to 16):
             The margin (latent pixels) each tile sees around itself: part of the model, as wide as its receptive
             field needs (see the pipeline's model card for the measured choice).
+        border_padding (`int`, *optional*, defaults to 0):
+            LR pixels added by reflection around every input before the chain, and cropped from the output after it,
+            so that the UNet never sees its zero padding where the image ends (which leaves a band along the borders).
+            Part of the model: saved with it (the shipped model's value is measured, see its card).
     """
 
     model_cpu_offload_seq = "vqvae->unet"
@@ -175,6 +179,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         upscale_factor: int | None = None,
         tile_context: int = 16,
+        border_padding: int = 0,
     ):
         super().__init__()
         self.register_modules(vqvae=vqvae, unet=unet, scheduler=scheduler)
@@ -182,9 +187,15 @@ class DeltaDiffPipeline(DiffusionPipeline):
         vqvae.eval()
         unet.eval()
         self.vae_scale_factor = autoencoder_downsampling_factor(vqvae)
-        check_values({"upscale_factor": upscale_factor, "tile_context": tile_context}, PIPELINE, type(self).__name__)
+        check_values(
+            {"upscale_factor": upscale_factor, "tile_context": tile_context, "border_padding": border_padding},
+            PIPELINE,
+            type(self).__name__,
+        )
         upscale_factor = int(upscale_factor or self.vae_scale_factor)
-        self.register_to_config(upscale_factor=upscale_factor, tile_context=tile_context)
+        self.register_to_config(
+            upscale_factor=upscale_factor, tile_context=tile_context, border_padding=border_padding
+        )
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
 
         latent_channels = vqvae.config.latent_channels
@@ -602,6 +613,23 @@ class DeltaDiffPipeline(DiffusionPipeline):
             return latents[..., : latent_size[0], : latent_size[1]].float().cpu(), intermediates
         return self._decode_tiles(latents, tiles, batch_size, output_type, output_size, gray.cpu()), intermediates
 
+    def _crop_border(self, images, output_type: str):
+        """Crop `border_padding` (in output pixels, or latent pixels for `latent`) from every output image."""
+        pad = self.config.border_padding * self.upscale_factor
+        if output_type == "latent":
+            pad //= self.vae_scale_factor
+        if not pad:
+            return images
+
+        def crop(image):
+            if isinstance(image, PIL.Image.Image):
+                return image.crop((pad, pad, image.width - pad, image.height - pad))
+            if output_type == "np":  # (..., H, W, C)
+                return image[..., pad:-pad, pad:-pad, :]
+            return image[..., pad:-pad, pad:-pad]  # (..., C, H, W)
+
+        return [crop(im) for im in images] if isinstance(images, list) else crop(images)
+
     def _to_output(self, canvases: list, output_type: str, order: list[int]):
         """
         Per-group canvases to the pipeline's output format, in input order (`order`: the input index of each image,
@@ -702,7 +730,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
                     f"`num_inference_steps` must be a positive integer or None, got {num_inference_steps!r}."
                 )
             num_inference_steps = int(num_inference_steps)
-        images = [to_unit_tensor(im) for im in split_images(image)]
+        images = [pad_border(to_unit_tensor(im), self.config.border_padding) for im in split_images(image)]
         if not images:
             raise ValueError("`image` is empty: pass at least one image.")
         if isinstance(generator, list) and len(generator) != len(images):
@@ -748,13 +776,15 @@ class DeltaDiffPipeline(DiffusionPipeline):
                     )
 
             # 4. Post-process: back to input order
-            output = self._to_output(outputs, output_type, order)
+            output = self._crop_border(self._to_output(outputs, output_type, order), output_type)
             intermediate_images = None
             if return_intermediates:
                 step_type = "pt" if output_type == "latent" else output_type
                 completed = min(len(group_steps) for group_steps in steps)
                 intermediate_images = [
-                    self._to_output([group_steps[s] for group_steps in steps], step_type, order)
+                    self._crop_border(
+                        self._to_output([group_steps[s] for group_steps in steps], step_type, order), step_type
+                    )
                     for s in range(completed)
                 ]
 
