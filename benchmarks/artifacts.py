@@ -76,6 +76,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--border-padding", type=int, default=None, help="override the models' border_padding")
     parser.add_argument("--output", default=None, help="markdown table")
     parser.add_argument("--figure", default=None, help="PNG: SR - bicubic (x8, grey = 0) per model and content")
     args = parser.parse_args()
@@ -89,11 +90,13 @@ def main():
     for model in args.model:
         pipe = from_pretrained(model)
         pipe.set_progress_bar_config(disable=True)
+        if args.border_padding is not None:
+            pipe.register_to_config(border_padding=args.border_padding)
         row = []
         for name, hr in contents.items():
             m = measure(pipe, hr, steps=args.steps)
             lines.append(
-                f"| {model} | {name} | {m['border']:.1f} | {m['grid']:.3f} | {m['interior_rms']:.2f} | "
+                f"| {model} (pad {pipe.config.border_padding}) | {name} | {m['border']:.1f} | {m['grid']:.3f} | {m['interior_rms']:.2f} | "
                 f"{m['overshoot']:.0f} ({m['overshoot_bicubic']:.0f}) |"
             )
             row.append(np.clip(128 + 8 * (m["sr"] - m["bicubic"]), 0, 255).astype(np.uint8))

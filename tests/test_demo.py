@@ -152,6 +152,14 @@ def test_bad_uploads_give_clear_errors(client, tmp_path):
         client.predict(gradio_client.handle_file(str(large)), 4, 128, 16, api_name="/upscale")
 
 
+def test_thin_strips_are_bounded_by_their_cost(client, tmp_path):
+    """A 1-pixel strip within the pixel limit still costs many times a square of that many pixels: refused."""
+    strip = tmp_path / "strip.png"
+    PIL.Image.new("RGB", (MAX_PIXELS - 1, 1), (90, 120, 150)).save(strip)
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"strip\.png: a \d+x1 image costs as much as"):
+        client.predict(gradio_client.handle_file(str(strip)), 4, 128, 16, api_name="/upscale")
+
+
 def test_main_bad_model_is_one_line(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "missing")]) == 2
     assert "model folder not found" in capsys.readouterr().err

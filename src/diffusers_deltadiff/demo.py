@@ -58,6 +58,25 @@ RESULT_LIFETIME = 3600
 _open_lock = threading.Lock()
 
 
+def check_cost(pipe, image: PIL.Image.Image, max_pixels: int | None, name: str, tile_size=None, tile_overlap=None):
+    """
+    Refuse an image whose work (UNet pixels per step, [`DeltaDiffPipeline.unet_pixels`]) exceeds that of the largest
+    square the pixel limit admits: thin strips cost far more than their pixel count says.
+    """
+    if not max_pixels:
+        return
+    tile_size = int(tile_size) if tile_size is not None else None
+    tile_overlap = int(tile_overlap) if tile_overlap is not None else None
+    side = int(max_pixels**0.5)
+    budget = pipe.unet_pixels((side, side), tile_size, tile_overlap)
+    work = pipe.unet_pixels((image.height, image.width), tile_size, tile_overlap)
+    if work > budget:
+        raise gr.Error(
+            f"{name}: a {image.width}x{image.height} image costs as much as {work / budget:.1f} times the largest "
+            f"image this demo takes (about {side}x{side}); crop it or run `deltadiff upscale` on it"
+        )
+
+
 def read_upload(path: str | None, max_pixels: int | None) -> PIL.Image.Image:
     """Open an uploaded file like `deltadiff upscale` does; every problem is a `gr.Error` naming the file."""
     if not path:
@@ -140,6 +159,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
     def upscale(path, steps, tile_size, tile_overlap, progress=gr.Progress()):
         progress(0, desc="reading the image")
         image = read_upload(path, max_pixels)
+        check_cost(pipe, image, max_pixels, Path(path).name, tile_size, tile_overlap)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             gr.Warning(f"{Path(path).name}: {frames} frames, only the first one is upscaled")

@@ -313,6 +313,18 @@ class DeltaDiffPipeline(DiffusionPipeline):
         multiple, scale, f = self.lr_size_multiple, self.upscale_factor, self.vae_scale_factor
         return tuple(-(-n // multiple) * multiple * scale // f for n in size)
 
+    def unet_pixels(self, size: tuple[int, int], tile_size: int | None = None, tile_overlap: int | None = None) -> int:
+        """
+        The latent pixels one reverse step feeds the UNet for an LR image of `size` `(height, width)`: the canvas
+        after border and size padding, every tile with its context. The cost of an image in work, not in its own
+        pixels: a 1 x 30000 strip costs far more than its 30000 pixels (services bound requests by this).
+        """
+        pad = self.config.border_padding
+        latent_size = self._latent_canvas_size((size[0] + 2 * pad, size[1] + 2 * pad))
+        context = self.config.tile_context if tile_overlap is None else tile_overlap
+        tiles = self._plan(latent_size, tile_size, context)
+        return sum(tile.outer.shape[0] * tile.outer.shape[1] for tile in tiles)
+
     def _plan(self, latent_size: tuple[int, int], tile_size: int | None, context: int) -> list[Tile]:
         """The tiles of a latent canvas: one (the whole canvas) unless the image is tiled."""
         height, width = latent_size
