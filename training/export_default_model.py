@@ -53,6 +53,12 @@ def parse_args(input_args=None):
         default=None,
         help="the context (latent pixels) each tile sees, as measured for this model (default: keep the pipeline's)",
     )
+    parser.add_argument(
+        "--border_padding",
+        type=int,
+        default=None,
+        help="LR pixels reflected around inputs before the chain, as measured for this model (default: keep)",
+    )
     args = parser.parse_args(input_args)
     if not args.code_only and not args.results:
         parser.error("--results is required: the card's metrics come from a quality benchmark run")
@@ -80,6 +86,14 @@ def write_card(args, folder: Path):
     print(f"wrote {folder / 'README.md'} and {folder / 'comparison.png'}")
 
 
+def configured(pipe, args):
+    """The pipeline with the measured `--tile_context` and `--border_padding`, where given."""
+    for key in ("tile_context", "border_padding"):
+        if getattr(args, key) is not None:
+            pipe.register_to_config(**{key: getattr(args, key)})
+    return pipe
+
+
 def main(args):
     if args.code_only:
         refresh_code(Path(args.output_dir))
@@ -87,15 +101,11 @@ def main(args):
     if args.card_only:
         write_card(args, Path(args.output_dir))
         return
-    reference = from_pretrained(args.pipeline)
-    if args.tile_context is not None:
-        reference.register_to_config(tile_context=args.tile_context)
+    reference = configured(from_pretrained(args.pipeline), args)
     with tempfile.TemporaryDirectory() as tmp:
         reference.to(torch.float16).save_pretrained(tmp)
         half = from_pretrained(tmp)  # float16 on disk, float32 in memory
-        reference = from_pretrained(args.pipeline)
-        if args.tile_context is not None:
-            reference.register_to_config(tile_context=args.tile_context)
+        reference = configured(from_pretrained(args.pipeline), args)
         for pipe in (reference, half):
             pipe.set_progress_bar_config(disable=True)
         psnrs = []
