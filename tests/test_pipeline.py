@@ -307,11 +307,18 @@ def test_concurrent_calls_with_different_step_counts_match_sequential_ones():
     results, errors = {1: [], 4: []}, []
     start = threading.Barrier(2)
 
+    seen_steps = {1: set(), 4: set()}
+
     def work(steps):
+        def callback(pipeline, i, t, kwargs):
+            seen_steps[steps].add(pipeline.num_timesteps)  # what a progress callback reads
+            return {}
+
         start.wait()
         for _ in range(6):
             try:
-                results[steps].append(pipe(image, num_inference_steps=steps, output_type="np").images)
+                out = pipe(image, num_inference_steps=steps, output_type="np", callback_on_step_end=callback)
+                results[steps].append(out.images)
             except Exception as err:  # noqa: BLE001 - collected and reported below
                 errors.append(repr(err))
 
@@ -322,6 +329,7 @@ def test_concurrent_calls_with_different_step_counts_match_sequential_ones():
         thread.join()
     hook.remove()
     assert not errors, errors
+    assert seen_steps == {1: {1}, 4: {4}}
     for steps in (1, 4):
         assert len(results[steps]) == 6
         for result in results[steps]:

@@ -287,7 +287,9 @@ class DeltaDiffPipeline(DiffusionPipeline):
 
     @property
     def num_timesteps(self):
-        return self._num_timesteps
+        """The steps of the call running in this thread (callbacks read it), else of the last call."""
+        running = getattr(_CALL_SCHEDULERS, "by_pipeline", {}).get(id(self))
+        return len(running.timesteps) if running is not None and running.timesteps is not None else self._num_timesteps
 
     @property
     def interrupt(self):
