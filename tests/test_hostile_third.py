@@ -50,6 +50,17 @@ BAD_CONFIGS = [
     ("model_index.json", "upscale_factor", -4),
     ("unet/config.json", "layers_per_block", 1_000_000),
     ("unet/config.json", "block_out_channels", [32, 1e9]),
+    # the next ring (a separate hostile pass): black images, tracebacks, hangs, a different model, huge allocations
+    ("unet/config.json", "norm_eps", math.nan),
+    ("unet/config.json", "mid_block_scale_factor", math.nan),
+    ("unet/config.json", "norm_eps", "1e-5"),
+    ("unet/config.json", "dropout", math.nan),
+    ("unet/config.json", "downsample_padding", 1000),
+    ("unet/config.json", "class_embed_type", "timestep"),
+    ("unet/config.json", "num_class_embeds", 100_000_000),
+    ("unet/config.json", "time_embedding_dim", 1_000_000_000),
+    ("vqvae/config.json", "norm_type", "bogus"),
+    ("vqvae/config.json", "num_vq_embeddings", 10_000_000_000),
 ]
 
 
@@ -119,6 +130,20 @@ def test_colour_under_transparent_pixels_does_not_bleed(pipe, kind):
         image.info["transparency"] = green
     clean = pipe(red, output_type="np").images
     np.testing.assert_array_equal(pipe(image, output_type="np").images, clean)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_transparent_colour_key_keeps_its_transparency(tmp_path, capsys, model_dir, mode):
+    """PNG's tRNS colour key on RGB and gray images: the output keeps the alpha it implies."""
+    array = np.full((8, 8, 3) if mode == "RGB" else (8, 8), 200, np.uint8)
+    array[:4] = 10
+    source = tmp_path / f"key_{mode}.png"
+    PIL.Image.fromarray(array, mode).save(source, transparency=(10, 10, 10) if mode == "RGB" else 10)
+    assert main(["upscale", str(source), "--model", str(model_dir), "-o", str(tmp_path / "out.png")]) == 0
+    with PIL.Image.open(tmp_path / "out.png") as out:
+        assert out.mode == ("RGBA" if mode == "RGB" else "LA")
+        alpha = np.asarray(out.getchannel("A"))
+    assert alpha[:12].max() == 0 and alpha[20:].min() == 255  # hidden rows stay hidden, visible ones opaque
 
 
 def test_array_with_alpha_is_filled_too(pipe):

@@ -334,3 +334,37 @@ def test_concurrent_calls_with_different_step_counts_match_sequential_ones():
         assert len(results[steps]) == 6
         for result in results[steps]:
             np.testing.assert_array_equal(result, reference[steps])
+
+
+def test_an_interrupt_stops_only_its_own_call():
+    """A callback that sets `pipe._interrupt` (diffusers' idiom) stops its call, not another thread's."""
+    import threading
+    import time
+
+    pipe = make_pipeline()
+    image = np.asarray(random_image(8, 8, seed=4))
+    reference = pipe(image, num_inference_steps=4, output_type="np").images
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: time.sleep(0.005))
+    results, start = {}, threading.Barrier(2)
+
+    def stop_at_once(pipeline, i, t, kwargs):
+        pipeline._interrupt = True
+        return {}
+
+    def work(name, callback):
+        start.wait()
+        results[name] = [
+            pipe(image, num_inference_steps=4, output_type="np", callback_on_step_end=callback).images
+            for _ in range(3)
+        ]
+
+    threads = [threading.Thread(target=work, args=args) for args in (("stopped", stop_at_once), ("free", None))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    hook.remove()
+    for result in results["free"]:
+        np.testing.assert_array_equal(result, reference)
+    assert all(np.abs(result - reference).max() > 1e-3 for result in results["stopped"])
+    assert not pipe.interrupt  # outside a call

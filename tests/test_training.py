@@ -446,3 +446,68 @@ def test_train_through_chain(workdir):
     best = json.loads((out / "best" / "best.json").read_text())
     assert best["val/psnr_y"] == max(h["val/psnr_y"] for h in history)
     assert DeltaDiffPipeline.from_pretrained(out / "best").unet is not None
+
+
+def test_a_kill_while_replacing_a_checkpoint_keeps_it(tmp_path):
+    """Killed between the two renames of a replacement: the complete copy becomes `checkpoint-N` again on resume."""
+    from diffusers_deltadiff.training_utils import checkpoint_dirs, remove_partial_checkpoints, save_checkpoint
+
+    save_checkpoint(FakeAccelerator(), str(tmp_path), None, 4)
+    (tmp_path / "checkpoint-4").rename(tmp_path / ".checkpoint-4.replaced")  # the state after the first rename
+    save_checkpoint(FakeAccelerator(), str(tmp_path), None, 2)
+    shutil.copytree(tmp_path / "checkpoint-2", tmp_path / ".checkpoint-6.partial")  # complete, not yet renamed
+    (tmp_path / ".checkpoint-8.partial").mkdir()  # half-written: no marker
+    remove_partial_checkpoints(str(tmp_path))
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert not list(tmp_path.glob(".checkpoint-*"))
+
+
+def test_pruning_unlinks_a_symlinked_checkpoint(tmp_path):
+    from diffusers_deltadiff.training_utils import checkpoint_dirs, save_checkpoint
+
+    elsewhere = tmp_path / "other-run"
+    save_checkpoint(FakeAccelerator(), str(elsewhere), None, 2)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint-2").symlink_to(elsewhere / "checkpoint-2")
+    save_checkpoint(FakeAccelerator(), str(run_dir), 1, 4)
+    assert [p.name for p in checkpoint_dirs(run_dir)] == ["checkpoint-4"]
+    assert (elsewhere / "checkpoint-2" / "optimizer.bin").is_file()  # the other run's checkpoint is untouched
+
+
+def test_a_checkpoint_of_another_model_is_a_one_line_error(tmp_path):
+    from diffusers_deltadiff.training_utils import resume
+
+    class Mismatched(FakeAccelerator):
+        def print(self, *args):
+            pass
+
+        def load_state(self, path):
+            raise RuntimeError("Error(s) in loading state_dict for UNet2DModel:\n\tsize mismatch for conv_in.weight")
+
+    fake_checkpoint(tmp_path, 2)
+    with pytest.raises(SystemExit) as error:
+        resume(Mismatched(), "latest", str(tmp_path), 10, 1)
+    assert "does not fit this run's model" in str(error.value) and "size mismatch" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_an_interrupted_best_save_is_finished_on_restart(tmp_path):
+    """`--save_best` killed between its renames: the complete new best, or else the previous one, is `best`."""
+    import importlib.util
+    import json
+
+    from accelerate import PartialState
+
+    PartialState(cpu=True)  # the trainer logs through accelerate
+    spec = importlib.util.spec_from_file_location("train_deltadiff", ROOT / "training" / "train_deltadiff.py")
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    for name, psnr in ((".best.old", 14.69), (".best.partial", 14.80)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "best.json").write_text(json.dumps({"step": 3, "val/psnr_y": psnr}))
+    assert trainer.best_validation_psnr(str(tmp_path)) == 14.80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    (tmp_path / "best").rename(tmp_path / ".best.old")  # killed after the first rename, before the new one was made
+    assert trainer.best_validation_psnr(str(tmp_path)) == 14.80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]

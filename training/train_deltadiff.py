@@ -481,7 +481,7 @@ def main(args):
     )
     skipped_files: set[str] = set()
     metrics: dict = {}
-    best_psnr = best_validation_psnr(args.output_dir)
+    best_psnr = best_validation_psnr(args.output_dir) if accelerator.is_main_process else float("-inf")
     start_time, timed_samples, timed_since = time.perf_counter(), 0, None
     for epoch in range(first_epoch, args.num_train_epochs):
         unet.train()
@@ -599,8 +599,22 @@ def main(args):
 
 
 def best_validation_psnr(output_dir: str) -> float:
-    """The Y-PSNR of the pipeline in `<output_dir>/best` (from its `best.json`), -inf when there is none."""
-    record = Path(output_dir) / "best" / "best.json"
+    """
+    The Y-PSNR of the pipeline in `<output_dir>/best` (from its `best.json`), -inf when there is none. A replacement
+    interrupted between its two renames is finished first: the complete new best (`.best.partial` with its
+    `best.json`) or else the previous one (`.best.old`) becomes `best` again.
+    """
+    folder = Path(output_dir)
+    final, partial, old = folder / "best", folder / ".best.partial", folder / ".best.old"
+    if not final.exists():
+        for candidate in (partial, old):
+            if (candidate / "best.json").is_file():
+                logger.warning(f"restoring {candidate} (left by an interrupted save) as {final}")
+                candidate.rename(final)
+                break
+    for leftover in (partial, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    record = final / "best.json"
     return json.loads(record.read_text())["val/psnr_y"] if record.is_file() else float("-inf")
 
 

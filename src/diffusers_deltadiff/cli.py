@@ -427,15 +427,14 @@ def to_output_image(sr: torch.Tensor | PIL.Image.Image, source: PIL.Image.Image,
         rgb = sr
     else:
         rgb = PIL.Image.fromarray((sr.clamp(0, 1).permute(1, 2, 0).float().numpy() * 255).round().astype(np.uint8))
-    if mode in GRAY_MODES:
-        return rgb.convert("L")
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in source.info):
-        if fmt == "JPEG":
-            return rgb
+    has_alpha = mode in ("RGBA", "LA", "PA") or ("transparency" in source.info and mode in ("P", "RGB", "L", "1"))
+    if has_alpha and fmt != "JPEG":  # a palette index or a colour key (tRNS) marks transparency too
         alpha = source.convert("RGBA").getchannel("A").resize(rgb.size, PIL.Image.BICUBIC)
-        out = rgb.convert("RGBA") if mode != "LA" else rgb.convert("L").convert("LA")
+        out = rgb.convert("L").convert("LA") if mode in ("LA", "L", "1") else rgb.convert("RGBA")
         out.putalpha(alpha)
         return out
+    if mode in GRAY_MODES:
+        return rgb.convert("L")
     return rgb
 
 

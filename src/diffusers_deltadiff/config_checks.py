@@ -59,6 +59,17 @@ PIPELINE = {
     "border_padding": lambda v: integer(v, 0, 256),
 }
 UNET = {
+    "norm_eps": lambda v: real(v, 0.0, 1.0),
+    "dropout": lambda v: real(v, 0.0, 1.0),
+    "mid_block_scale_factor": lambda v: real(v, -1e6, 1e6),
+    "downsample_padding": lambda v: integer(v, 0, 8),
+    "freq_shift": lambda v: real(v, -1e6, 1e6),
+    "class_embed_type": lambda v: None if v is None else "must be null (the pipeline passes no class labels)",
+    "num_class_embeds": lambda v: None if v is None else "must be null (the pipeline passes no class labels)",
+    "time_embedding_dim": optional(lambda v: integer(v, 1, 16384)),
+    "attention_head_dim": optional(
+        lambda v: integer_list(v, 1, 4096, 8) if isinstance(v, list) else integer(v, 1, 4096)
+    ),
     "in_channels": lambda v: integer(v, 1, 4096),
     "out_channels": lambda v: integer(v, 1, 4096),
     "layers_per_block": lambda v: integer(v, 1, 16),
@@ -67,6 +78,11 @@ UNET = {
     "sample_size": optional(size),
 }
 AUTOENCODER = {
+    "norm_type": lambda v: one_of(v, ("group", "spatial")),
+    "num_vq_embeddings": lambda v: integer(v, 1, 1 << 20),
+    "vq_embed_dim": optional(lambda v: integer(v, 1, 4096)),
+    "norm_num_groups": lambda v: integer(v, 1, 4096),
+    "scaling_factor": lambda v: real(v, -1e6, 1e6),
     "downsampling_factor": lambda v: integer(v, 1, 16),
     "in_channels": lambda v: integer(v, 1, 64),
     "out_channels": lambda v: integer(v, 1, 64),

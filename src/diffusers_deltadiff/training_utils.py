@@ -50,7 +50,8 @@ def report_skipped(batch: dict, seen: set[str], log):
 
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 CHECKPOINT_MARKER = "deltadiff_checkpoint.json"  # written last: a folder with it is a complete checkpoint
-PARTIAL_GLOB = ".checkpoint-*.partial"
+PARTIAL_GLOB, REPLACED_GLOB = ".checkpoint-*.partial", ".checkpoint-*.replaced"
+LEFTOVER_NAME = re.compile(r"\.checkpoint-(\d+)\.(partial|replaced)")
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -98,15 +99,35 @@ def prune_checkpoints(output_dir: str, total_limit: int | None, keep: Path):
     checkpoints = [path for path in checkpoint_dirs(output_dir) if path != keep]
     for old in checkpoints[: max(len(checkpoints) - max(total_limit, 1) + 1, 0)]:
         logger.info(f"removing checkpoint {old}")
-        shutil.rmtree(old)
+        remove_folder(old)
+
+
+def remove_folder(path: Path):
+    """Delete a folder of this run; a symbolic link put there is unlinked (what it points to is not this run's)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
 
 
 def remove_partial_checkpoints(output_dir: str):
-    """Remove half-written checkpoints (`.checkpoint-<step>.partial`) that an interrupted save left behind."""
+    """
+    Tidy what an interrupted save left (`.checkpoint-<step>.partial`, `.checkpoint-<step>.replaced`): a complete
+    one (it has the marker) whose `checkpoint-<step>` is missing becomes that checkpoint again; the rest is deleted.
+    """
     folder = Path(output_dir)
-    for partial in folder.glob(PARTIAL_GLOB) if folder.is_dir() else []:
-        logger.warning(f"removing the half-written checkpoint {partial} of an interrupted save")
-        shutil.rmtree(partial, ignore_errors=True)
+    if not folder.is_dir():
+        return
+    leftovers = sorted(folder.glob(PARTIAL_GLOB)) + sorted(folder.glob(REPLACED_GLOB))  # new copies first
+    for path in leftovers:
+        match = LEFTOVER_NAME.fullmatch(path.name)
+        final = folder / f"checkpoint-{match.group(1)}" if match else None
+        if final is not None and not final.exists() and (path / CHECKPOINT_MARKER).is_file():
+            logger.warning(f"restoring the complete checkpoint {path} of an interrupted save as {final}")
+            path.rename(final)
+        else:
+            logger.warning(f"removing {path}, left by an interrupted save")
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> tuple[str | None, int]:
@@ -159,7 +180,14 @@ def resume(accelerator, resume_from_checkpoint: str | None, output_dir: str, ste
         remove_partial_checkpoints(output_dir)
     if path is not None:
         accelerator.print(f"Resuming from checkpoint {path}")
-        accelerator.load_state(path)
+        try:
+            accelerator.load_state(path)
+        except (RuntimeError, KeyError, ValueError) as err:  # e.g. size mismatches: another model's checkpoint
+            first = str(err).strip().splitlines()
+            raise SystemExit(
+                f"error: --resume_from_checkpoint {path}: it does not fit this run's model or optimizer "
+                f"({type(err).__name__}: {' '.join(first[:2])[:300]}); resume with the flags of the run that saved it."
+            ) from None
     return global_step, global_step // steps_per_epoch, (global_step % steps_per_epoch) * accumulation
 
 
@@ -197,7 +225,7 @@ def save_checkpoint(accelerator, output_dir: str, total_limit: int | None, globa
         if accelerator.is_main_process:
             (partial / CHECKPOINT_MARKER).write_text(json.dumps({"step": global_step}))
             if final.exists():  # a checkpoint of this step from an earlier attempt: replaced whole
-                stale = Path(output_dir) / f".checkpoint-{global_step}.replaced.partial"
+                stale = Path(output_dir) / f".checkpoint-{global_step}.replaced"
                 shutil.rmtree(stale, ignore_errors=True)
                 final.rename(stale)
                 partial.rename(final)

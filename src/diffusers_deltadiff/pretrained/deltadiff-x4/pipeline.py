@@ -58,8 +58,16 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-# per thread: the scheduler copy of the pipeline call running in that thread (by pipeline id)
-_CALL_SCHEDULERS = threading.local()
+@dataclass
+class _CallState:
+    """What one pipeline call owns: its copy of the scheduler (timesteps, coefficients) and its interrupt flag."""
+
+    scheduler: SchedulerMixin
+    interrupt: bool = False
+
+
+# per thread: the state of the pipeline call running in that thread (by pipeline id)
+_CALLS = threading.local()
 
 
 def autoencoder_downsampling_factor(autoencoder: ModelMixin) -> int:
@@ -266,17 +274,36 @@ class DeltaDiffPipeline(DiffusionPipeline):
         hr_multiple = self.vae_scale_factor * unet_factor
         return hr_multiple // math.gcd(self.upscale_factor, hr_multiple)
 
+    def _running_call(self) -> "_CallState | None":
+        """The state of this pipeline's call running in this thread, `None` outside a call."""
+        return getattr(_CALLS, "by_pipeline", {}).get(id(self))
+
     @property
     def _scheduler(self) -> SchedulerMixin:
         """The scheduler of the call running in this thread (its own copy), or `self.scheduler` outside a call."""
-        return getattr(_CALL_SCHEDULERS, "by_pipeline", {}).get(id(self), self.scheduler)
+        call = self._running_call()
+        return call.scheduler if call is not None else self.scheduler
+
+    @property
+    def _interrupt(self) -> bool:
+        """diffusers' interrupt flag, per call: a callback setting `pipe._interrupt = True` stops its own call only."""
+        call = self._running_call()
+        return call.interrupt if call is not None else self.__dict__.get("_interrupt_outside_calls", False)
+
+    @_interrupt.setter
+    def _interrupt(self, value: bool):
+        call = self._running_call()
+        if call is not None:
+            call.interrupt = bool(value)
+        else:
+            self.__dict__["_interrupt_outside_calls"] = bool(value)
 
     @contextlib.contextmanager
-    def _call_scheduler(self, scheduler: SchedulerMixin):
-        """Make `scheduler` this thread's `_scheduler` of this pipeline for the duration of one call (re-entrant)."""
-        by_pipeline = _CALL_SCHEDULERS.__dict__.setdefault("by_pipeline", {})
+    def _call_state(self, scheduler: SchedulerMixin):
+        """This thread's state of one call of this pipeline (its scheduler copy, its interrupt flag); re-entrant."""
+        by_pipeline = _CALLS.__dict__.setdefault("by_pipeline", {})
         previous = by_pipeline.get(id(self))
-        by_pipeline[id(self)] = scheduler
+        by_pipeline[id(self)] = _CallState(scheduler)
         try:
             yield
         finally:
@@ -288,8 +315,10 @@ class DeltaDiffPipeline(DiffusionPipeline):
     @property
     def num_timesteps(self):
         """The steps of the call running in this thread (callbacks read it), else of the last call."""
-        running = getattr(_CALL_SCHEDULERS, "by_pipeline", {}).get(id(self))
-        return len(running.timesteps) if running is not None and running.timesteps is not None else self._num_timesteps
+        call = self._running_call()
+        if call is not None and call.scheduler.timesteps is not None:
+            return len(call.scheduler.timesteps)
+        return self._num_timesteps
 
     @property
     def interrupt(self):
@@ -749,12 +778,11 @@ class DeltaDiffPipeline(DiffusionPipeline):
             raise ValueError("`image` is empty: pass at least one image.")
         if isinstance(generator, list) and len(generator) != len(images):
             raise ValueError(f"Got {len(generator)} generators for {len(images)} images: pass one per image.")
-        self._interrupt = False
 
         # 2. Set timesteps, on this call's own copy of the scheduler: calls from several threads never share a schedule
         device = self._execution_device
         scheduler = copy.deepcopy(self.scheduler)
-        with self._call_scheduler(scheduler):
+        with self._call_state(scheduler):
             scheduler.set_timesteps(num_inference_steps, device=device)
             self._num_timesteps = len(scheduler.timesteps)
 
