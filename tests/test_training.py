@@ -104,7 +104,7 @@ def test_train_deltadiff(workdir):
     assert "1 unreadable training image(s) were skipped" in log
     assert "corrupt.png" in log
     assert (out / "checkpoint-2").is_dir()
-    assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-0000002.png", "step-0000003.png"]
+    assert sorted(p.name for p in (out / "validation").glob("*.png")) == ["step-0000002.png", "step-0000003.png"]
     assert list((out / "logs").rglob("events.out.tfevents.*"))
     card = (out / "README.md").read_text()
     assert "DeltaDiff (kappa = 0" in card and "val/psnr_y" in card and "license: apache-2.0" in card
