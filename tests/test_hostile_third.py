@@ -173,6 +173,20 @@ def test_profiles_that_do_not_fit_the_output_are_dropped(tmp_path, capsys, model
         assert out.info.get("icc_profile") == profile  # a profile that fits is kept
 
 
+def test_metadata_an_output_cannot_carry_is_dropped_and_the_file_reads_back(tmp_path, capsys, model_dir):
+    """EXIF larger than a JPEG segment (kept by a PNG input): the JPEG output drops it with a warning and re-opens."""
+    exif = b"Exif\x00\x00" + b"II*\x00\x08\x00\x00\x00\x00\x00" + bytes(70_000)
+    source = tmp_path / "big_exif.png"
+    PIL.Image.new("RGB", (8, 8), (30, 60, 90)).save(source, exif=exif)
+    assert len(PIL.Image.open(source).info["exif"]) > 65_533
+    code = main(["upscale", str(source), "--model", str(model_dir), "-o", str(tmp_path / "out.jpg")])
+    err = capsys.readouterr().err
+    assert code == 0 and "metadata (exif) made an unreadable file: dropped" in err
+    with PIL.Image.open(tmp_path / "out.jpg") as out:
+        out.load()
+        assert out.size == (32, 32) and "exif" not in out.info
+
+
 def test_sixteen_bit_colour_is_not_dropped_silently(tmp_path, capsys, model_dir):
     """Pillow reads 48-bit PNGs as 8-bit RGB: say so (the PNG is written by hand: Pillow cannot write one)."""
     import struct
