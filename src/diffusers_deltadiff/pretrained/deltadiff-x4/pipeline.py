@@ -360,7 +360,15 @@ class DeltaDiffPipeline(DiffusionPipeline):
         """The tiles of a latent canvas: one (the whole canvas) unless the image is tiled."""
         height, width = latent_size
         if tile_size is None:
-            tile_size = self.default_tile_size if max(latent_size) > self.auto_tile_threshold else 0
+            # decided on the image's own size: the border padding alone never adds a tile (or switches tiling on)
+            border = self.config.border_padding * self.upscale_factor // self.vae_scale_factor
+            own_size = max(latent_size) - 2 * border
+            tile_size = 0
+            if own_size > self.auto_tile_threshold:
+                tile_size, count = self.default_tile_size, math.ceil(own_size / self.default_tile_size)
+                if count * tile_size < max(latent_size):  # the padding would add a sliver of tiles: widen them
+                    multiple = self.latent_tile_multiple
+                    tile_size = math.ceil(max(latent_size) / count / multiple) * multiple
         if not tile_size or tile_size >= max(latent_size):
             return plan_tiles(height, width, max(height, width), 0)
         return plan_tiles(height, width, tile_size, context, self.latent_tile_multiple)
