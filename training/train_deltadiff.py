@@ -50,6 +50,7 @@ from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_fact
 from diffusers_deltadiff.training_utils import (
     add_data_arguments,
     epoch_loader,
+    install_folder,
     load_center_crops,
     log_image,
     lpips_loss_model,
@@ -631,12 +632,7 @@ def save_best(accelerator, args, unet, ema_unet, vqvae, scheduler, global_step: 
     (partial / "best.json").write_text(json.dumps({"step": global_step, **metrics}))
     if ema_unet is not None:
         ema_unet.restore(model.parameters())
-    old = Path(args.output_dir) / ".best.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    partial.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    install_folder(partial, final, Path(args.output_dir) / ".best.old")
     logger.info(f"step {global_step}: best held-out Y-PSNR so far, saved to {final}")
 
 

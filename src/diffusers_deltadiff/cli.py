@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .arguments import float_list, int_at_least, int_list
 from .data import IMAGE_EXTENSIONS, list_images
-from .image_utils import to_unit_tensor
+from .image_utils import has_transparency, to_unit_tensor
 from .pretrained import default_model_path, from_pretrained
 
 
@@ -380,25 +380,31 @@ def open_input(path: Path, max_pixels: int | None = None) -> PIL.Image.Image:
     return image
 
 
-def icc_colour_space(icc: bytes) -> str | None:
-    """`RGB`, `GRAY`, `CMYK`, ... of an ICC profile; `None` when it cannot be parsed."""
+def icc_profile(icc: bytes):
+    """An ICC profile's `ImageCms.ImageCmsProfile`; `None` when it cannot be parsed."""
     try:
         from PIL import ImageCms
 
-        return ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space.strip()
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc))
     except Exception:  # noqa: BLE001 - an unreadable profile is reported by the caller
         return None
+
+
+def icc_colour_space(icc: bytes) -> str | None:
+    """`RGB`, `GRAY`, `CMYK`, ... of an ICC profile; `None` when it cannot be parsed."""
+    profile = icc_profile(icc)
+    return profile.profile.xcolor_space.strip() if profile is not None else None
 
 
 def cmyk_to_rgb(image: PIL.Image.Image, path: Path) -> PIL.Image.Image:
     """A CMYK image as sRGB through its own ICC profile when it has a CMYK one (the profile is then used up)."""
     icc = image.info.get("icc_profile")
     info = {k: v for k, v in image.info.items() if k != "icc_profile"}
-    if icc and icc_colour_space(icc) == "CMYK":
+    source = icc_profile(icc) if icc else None
+    if source is not None and source.profile.xcolor_space.strip() == "CMYK":
         try:
             from PIL import ImageCms
 
-            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             rgb = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
             rgb.info = info
             return rgb
@@ -427,8 +433,7 @@ def to_output_image(sr: torch.Tensor | PIL.Image.Image, source: PIL.Image.Image,
         rgb = sr
     else:
         rgb = PIL.Image.fromarray((sr.clamp(0, 1).permute(1, 2, 0).float().numpy() * 255).round().astype(np.uint8))
-    has_alpha = mode in ("RGBA", "LA", "PA") or ("transparency" in source.info and mode in ("P", "RGB", "L", "1"))
-    if has_alpha and fmt != "JPEG":  # a palette index or a colour key (tRNS) marks transparency too
+    if has_transparency(source) and fmt != "JPEG":
         alpha = source.convert("RGBA").getchannel("A").resize(rgb.size, PIL.Image.BICUBIC)
         out = rgb.convert("L").convert("LA") if mode in ("LA", "L", "1") else rgb.convert("RGBA")
         out.putalpha(alpha)

@@ -154,6 +154,13 @@ def _channels_to_rgb(image: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"Expected an image with 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) channels, got {channels}.")
 
 
+def has_transparency(image: PIL.Image.Image) -> bool:
+    """An alpha channel, or transparency marked by a palette index or a colour key (PNG's tRNS)."""
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        return True
+    return "transparency" in image.info and image.mode in ("P", "RGB", "L", "1")
+
+
 def pil_to_unit_tensor(image: PIL.Image.Image) -> torch.Tensor:
     """A PIL image of any mode as an RGB `(3, H, W)` float tensor in `[0, 1]` (16-bit images keep their depth)."""
     if image.mode == "F":  # 32-bit float grayscale (e.g. a float TIFF), in [0, 1] like float arrays
@@ -162,7 +169,7 @@ def pil_to_unit_tensor(image: PIL.Image.Image) -> torch.Tensor:
         array = np.asarray(image, dtype=np.float32)
         array = array / (65535.0 if image.mode != "I" or array.max() > 255 else 255.0)
         return _channels_to_rgb(torch.from_numpy(np.clip(array, 0, 1))[None])
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+    if has_transparency(image):
         image = image.convert("RGBA")  # the alpha is needed to keep hidden colour out ([`fill_transparent`])
     elif image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
@@ -233,11 +240,7 @@ def to_unit_tensor(image) -> torch.Tensor:
             tensor = unit_float_tensor(image)
         else:
             raise TypeError(f"Unsupported tensor dtype {image.dtype}: use uint8 (0-255) or float in [0, 1].")
-        if tensor.ndim == 2:
-            tensor = tensor[None]
-        if tensor.ndim != 3:
-            raise ValueError(f"Expected a CxHxW or HxW tensor, got shape {tuple(image.shape)}.")
-        return _channels_to_rgb(tensor)
+        return _channels_to_rgb(tensor[None] if tensor.ndim == 2 else tensor)  # 2 or 3 dims: `check_image_shape`
     raise TypeError(f"Unsupported image type {type(image).__name__}: use PIL images, NumPy arrays or torch tensors.")
 
 

@@ -208,6 +208,18 @@ def step_generator(seed: int, global_step: int, accelerator) -> torch.Generator:
     )
 
 
+def install_folder(partial: Path, final: Path, stale: Path):
+    """
+    Make the complete folder `partial` the new `final` by renames only: an existing `final` is moved to `stale`
+    first and deleted last. Killed in between, `partial` (complete) or `stale` (the previous one) is left to restore.
+    """
+    shutil.rmtree(stale, ignore_errors=True)
+    if final.exists():
+        final.rename(stale)
+    partial.rename(final)
+    shutil.rmtree(stale, ignore_errors=True)
+
+
 def save_checkpoint(accelerator, output_dir: str, total_limit: int | None, global_step: int) -> str:
     """
     `accelerator.save_state` into `output_dir/.checkpoint-<step>.partial`, then a marker, then one rename to
@@ -224,14 +236,8 @@ def save_checkpoint(accelerator, output_dir: str, total_limit: int | None, globa
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (partial / CHECKPOINT_MARKER).write_text(json.dumps({"step": global_step}))
-            if final.exists():  # a checkpoint of this step from an earlier attempt: replaced whole
-                stale = Path(output_dir) / f".checkpoint-{global_step}.replaced"
-                shutil.rmtree(stale, ignore_errors=True)
-                final.rename(stale)
-                partial.rename(final)
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                partial.rename(final)
+            # a checkpoint of this step from an earlier attempt is replaced whole
+            install_folder(partial, final, Path(output_dir) / f".checkpoint-{global_step}.replaced")
     except BaseException:
         if accelerator.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
