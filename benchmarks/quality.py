@@ -14,7 +14,9 @@ score above it (the lossless space-to-depth latent has no ceiling: its round tri
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from tqdm.auto import tqdm
@@ -23,6 +25,36 @@ from diffusers_deltadiff.evaluation import LPIPSMetric, evaluate, load_pairs
 from diffusers_deltadiff.image_utils import pad_to_multiple
 from diffusers_deltadiff.metrics import psnr_y, ssim_y
 from diffusers_deltadiff.pretrained import from_pretrained
+
+
+class FixedSteps:
+    """A pipeline that always runs `steps` reverse steps (a model trained for another chain length than its T)."""
+
+    def __init__(self, pipe, steps: int):
+        self.pipe, self.steps = pipe, steps
+        self.scheduler = pipe.scheduler
+        self.vqvae, self.unet, self.vae_scale_factor = pipe.vqvae, pipe.unet, pipe.vae_scale_factor
+
+    def __call__(self, *args, **kwargs):
+        return self.pipe(*args, num_inference_steps=self.steps, **kwargs)
+
+    def decode_latents(self, latents):
+        return self.pipe.decode_latents(latents)
+
+
+class FSRCNNPipeline:
+    """The FSRCNN baseline behind the pipeline's call (`images` of `(3, H, W)` in `[0, 1]`), for `evaluate`."""
+
+    def __init__(self, folder: str):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from train_fsrcnn import load_fsrcnn
+
+        self.model = load_fsrcnn(folder)
+        self.scheduler = SimpleNamespace(config=SimpleNamespace(kappa=0))
+
+    @torch.no_grad()
+    def __call__(self, image, output_type="pt", generator=None, **kwargs):
+        return SimpleNamespace(images=self.model(image[None]).clamp(0, 1))
 
 
 @torch.no_grad()
@@ -43,7 +75,10 @@ def vq_ceiling(pipe, pairs, scale: int) -> tuple[float, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmarks", nargs="+", required=True, help="HR folders")
-    parser.add_argument("--model", action="append", required=True, help="label=folder, repeatable")
+    parser.add_argument(
+        "--model", action="append", required=True, help="label=folder[@steps] (default: the model's T), repeatable"
+    )
+    parser.add_argument("--fsrcnn", action="append", default=[], help="label=folder of benchmarks/train_fsrcnn.py")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--output", default="quality")
@@ -51,9 +86,15 @@ def main():
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
     specs = [spec.split("=", 1) if "=" in spec else (Path(spec).name, spec) for spec in args.model]
-    pipelines = {label: from_pretrained(path) for label, path in specs}
-    for pipe in pipelines.values():
+    pipelines = {}
+    for label, path in specs:
+        path, _, steps = path.partition("@")
+        pipe = from_pretrained(path)
         pipe.set_progress_bar_config(disable=True)
+        pipelines[label] = FixedSteps(pipe, int(steps)) if steps else pipe
+    for spec in args.fsrcnn:
+        label, path = spec.split("=", 1) if "=" in spec else ("FSRCNN", spec)
+        pipelines[label] = FSRCNNPipeline(path)
     lpips_metric = LPIPSMetric()
     lines = ["# Quality (x4, bicubic LR, Y channel, crop border 4)", ""]
     for folder in args.benchmarks:
