@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fsrcnn import FSRCNN  # noqa: E402
 
