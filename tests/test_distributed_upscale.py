@@ -145,3 +145,15 @@ def test_skip_existing_in_one_process(data, tmp_path, capsys):
     assert err == "" and out.strip() == f"9 image(s) upscaled to {tmp_path / 'out'}, 1 skipped (already there)"
     assert (tmp_path / "out" / NAMES[0]).read_bytes() == b"kept"
     assert sorted(os.listdir(tmp_path / "out")) == NAMES
+
+
+def test_a_process_with_no_work_waits_for_the_others(data, tmp_path):
+    """Issue 21: one image for two processes; process 1 has nothing to do and waits in the reports' gather."""
+    (tmp_path / "frames").mkdir()
+    shutil.copy(data / "frames" / NAMES[0], tmp_path / "frames")
+    result = upscale(data, tmp_path / "frames", tmp_path / "out", "--verbose", "--process-timeout", "2")
+    assert result.returncode == 0, result.stderr
+    assert writes(result.stdout) == {0: [NAMES[0]]}
+    assert summary(result) == (
+        f"1 image(s) upscaled to {tmp_path / 'out'} by 2 processes (1 + 0), 0 skipped (already there), 0 error(s)"
+    )

@@ -217,6 +217,21 @@ def test_two_process_cpu_launch(workdir):
     assert (out / "checkpoint-2").is_dir()
     DeltaDiffPipeline.from_pretrained(out)
 
+    # issue 21: the DDP run's checkpoint holds the wrapped UNet (`module.` keys); it still becomes a pipeline, with
+    # exactly the weights the run saved itself at that step (no EMA here: the final pipeline is the raw step 2)
+    saved = load_file(out / "checkpoint-2" / "model.safetensors")
+    assert all(key.startswith("module.") for key in saved)
+    run(
+        [sys.executable, "training/checkpoint_to_pipeline.py", "--run", str(out), "--checkpoint", "2", "--raw",
+         "--output", str(workdir / "ddp-step2")],
+        workdir,
+        "ddp-export",
+    )  # fmt: skip
+    exported = DeltaDiffPipeline.from_pretrained(workdir / "ddp-step2").unet.state_dict()
+    final = DeltaDiffPipeline.from_pretrained(out).unet.state_dict()
+    assert exported.keys() == final.keys()
+    assert all(torch.equal(exported[key], final[key]) for key in final)
+
 
 def test_train_vqmodel(workdir):
     out = workdir / "vqmodel"
@@ -437,6 +452,7 @@ def test_train_through_chain(workdir):
         "--max_train_steps", "2", "--train_through_chain", "--loss", "l1", "--chain_steps", "1,2",
         "--chain_intermediate_weight", "0.5", "--validation_data_dir", str(workdir / "data"),
         "--validation_steps", "1", "--num_validation_images", "1", "--validation_resolution", "32", "--save_best",
+        "--deterministic",
     ]  # fmt: skip
     run(accelerate_launch("training/train_deltadiff.py", deltadiff_args(workdir, out, *flags)), workdir, "chain")
     import json

@@ -28,6 +28,22 @@ def parse_args(input_args=None):
     return parser.parse_args(input_args)
 
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / DeepSpeed, and torch.compile
+
+
+def unwrapped_state_dict(state_dict: dict) -> dict:
+    """
+    The state dict of the bare model: a multi-process run saves its DDP-wrapped UNet (`module.` keys), a compiled
+    one `_orig_mod.` keys; strip those wrapper prefixes (repeatedly: a compiled model inside DDP has both).
+    """
+    unwrapped = {}
+    for key, value in state_dict.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        unwrapped[key] = value
+    return unwrapped
+
+
 def main(args):
     folder = Path(args.checkpoint)
     if not folder.is_dir():
@@ -37,7 +53,7 @@ def main(args):
     pipe = from_pretrained(args.run)
     ema_file = folder / "custom_checkpoint_0.pkl"
     if args.raw or not ema_file.is_file():
-        pipe.unet.load_state_dict(load_file(folder / "model.safetensors"))
+        pipe.unet.load_state_dict(unwrapped_state_dict(load_file(folder / "model.safetensors")))
         source = "raw weights"
     else:
         ema = EMAModel(pipe.unet.parameters())

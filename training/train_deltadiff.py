@@ -39,6 +39,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gath
 from diffusers import UNet2DModel, VQModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNet2DModel, SpaceToDepthAutoencoder
@@ -168,6 +169,12 @@ def parse_args(input_args=None):
     # checkpoints, validation, logging
     parser.add_argument("--output_dir", type=str, default="deltadiff-model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="torch's deterministic algorithms (slower on CUDA): what a resumed CUDA run needs to end with the same "
+        "weights as a straight one. CPU runs are bit-identical without it.",
+    )
     parser.add_argument("--checkpointing_steps", type=int, default=500)
     parser.add_argument("--checkpoints_total_limit", type=int, default=None)
     parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint dir or `latest`.")
@@ -203,6 +210,17 @@ def parse_args(input_args=None):
     return args
 
 
+def use_deterministic_algorithms():
+    """
+    Deterministic kernels where torch has them (cuBLAS needs its workspace setting before the first CUDA call), a
+    warning where it has none; cuDNN autotuning off, as it picks kernels by timing.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def unet_class(args) -> type[UNet2DModel]:
     return LocalUNet2DModel if args.unet_norm == "pixel" else UNet2DModel
 
@@ -236,6 +254,16 @@ def latent_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Te
     return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
 
 
+def unet_input(unet, x_t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """
+    The UNet's input `[x_t, LR condition]` in the dtype of the UNet's weights: float32 under accelerate's autocast,
+    bf16/fp16 where the whole model is cast (DeepSpeed), which takes no float32 input.
+    """
+    unwrapped = unet.module if hasattr(unet, "module") else unet
+    dtype = next(unwrapped.parameters()).dtype
+    return torch.cat([x_t, condition], dim=1).to(dtype)
+
+
 def unrolled_chain(unet, scheduler, y, condition, num_steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """
     The deterministic reverse chain of inference (eq. 5/6 from `x_T = y`), kept differentiable: returns the final
@@ -244,10 +272,10 @@ def unrolled_chain(unet, scheduler, y, condition, num_steps: int) -> tuple[torch
     scheduler.set_timesteps(num_steps)
     sample = scheduler.init_latents(y)
     predictions = []
-    for t in scheduler.timesteps:
-        timestep = torch.full((y.shape[0],), int(t), device=y.device, dtype=torch.long)
-        model_output = unet(torch.cat([sample, condition], dim=1), timestep).sample.float()
-        sample, pred_x0 = scheduler.step(model_output, int(t), sample, lr_sample=y, return_dict=False)
+    for t in scheduler.timesteps.tolist():
+        timestep = torch.full((y.shape[0],), t, device=y.device, dtype=torch.long)
+        model_output = unet(unet_input(unet, sample, condition), timestep).sample.float()
+        sample, pred_x0 = scheduler.step(model_output, t, sample, lr_sample=y, return_dict=False)
         predictions.append(pred_x0)
     return sample, predictions
 
@@ -356,6 +384,8 @@ def main(args):
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)
+    if args.deterministic:
+        use_deterministic_algorithms()
     resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)  # a wrong path fails before anything is written
 
     if accelerator.is_main_process:
@@ -388,7 +418,10 @@ def main(args):
     lpips_model = lpips_loss_model(args.lpips_weight)
 
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    vqvae.to(accelerator.device, dtype=weight_dtype)
+    # the lossless latent is a reshape: kept in float32, the 8-bit targets stay exact (bf16 would round them by up to
+    # a quarter of a level); a learned autoencoder runs in the mixed-precision dtype
+    vqvae_dtype = torch.float32 if args.lossless_latent else weight_dtype
+    vqvae.to(accelerator.device, dtype=vqvae_dtype)
     if lpips_model is not None:
         lpips_model.to(accelerator.device)
 
@@ -474,6 +507,7 @@ def main(args):
         args.output_dir,
         num_update_steps_per_epoch,
         args.gradient_accumulation_steps,
+        ema=ema_unet,
     )
 
     # 5. Train
@@ -492,8 +526,8 @@ def main(args):
         for batch in loader:
             report_skipped(batch, skipped_files, logger)
             with accelerator.accumulate(unet):
-                hr = batch["hr"].to(weight_dtype)
-                lr = batch["lr"].to(weight_dtype)
+                hr = batch["hr"].to(vqvae_dtype)
+                lr = batch["lr"].to(vqvae_dtype)
                 with torch.no_grad():
                     x0 = vqvae.encode(hr).latents.float()
                     y, condition = encode_lr(vqvae, lr, args.scale)
@@ -510,11 +544,17 @@ def main(args):
                         loss = loss + args.chain_intermediate_weight * torch.stack(step_losses).mean()
                 else:
                     timesteps = torch.randint(0, args.num_train_timesteps, (x0.shape[0],), generator=generator)
-                    noise = torch.randn(x0.shape, generator=generator) if args.kappa > 0 else None
                     timesteps = timesteps.to(x0.device)
-                    noise = noise.to(x0.device) if noise is not None else None
+                    noise = None
+                    if args.kappa > 0:  # drawn where the batch is (on the CPU: the step's own generator, as before)
+                        noise_generator = (
+                            generator
+                            if x0.device.type == "cpu"
+                            else step_generator(args.seed, global_step, accelerator, device=x0.device)
+                        )
+                        noise = randn_tensor(x0.shape, generator=noise_generator, device=x0.device)
                     x_t = scheduler.shift(x0, y, timesteps, noise=noise)
-                    model_input = torch.cat([scheduler.scale_model_input(x_t, timesteps), condition], dim=1)
+                    model_input = unet_input(unet, scheduler.scale_model_input(x_t, timesteps), condition)
 
                     pred = unet(model_input, timesteps).sample
                     # the model predicts x_0, or the residual e_0 = y - x_0
@@ -522,7 +562,7 @@ def main(args):
                     loss = latent_loss(args.loss, pred.float(), target)
                     pred_x0 = pred.float() if args.prediction_type == "sample" else y - pred.float()
                 if lpips_model is not None:
-                    decoded = vqvae.decode(pred_x0.to(weight_dtype), force_not_quantize=True).sample.float()
+                    decoded = vqvae.decode(pred_x0.to(vqvae_dtype), force_not_quantize=True).sample.float()
                     loss = loss + args.lpips_weight * lpips_model(decoded.clamp(-1, 1), hr.float()).mean()
 
                 accelerator.backward(loss)

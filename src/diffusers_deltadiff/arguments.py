@@ -1,6 +1,7 @@
 """Command-line value parsers shared by `deltadiff`, the training scripts and the benchmarks (argparse `type`s)."""
 
 import argparse
+import math
 
 
 def int_at_least(minimum: int, maximum: int | None = None):
@@ -14,6 +15,21 @@ def int_at_least(minimum: int, maximum: int | None = None):
         if value < minimum or (maximum is not None and value > maximum):
             expected = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
             raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        return value
+
+    return parse
+
+
+def float_at_least(minimum: float):
+    """An argparse `type`: a finite number of at least `minimum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from err
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a finite number of at least {minimum:g}, got {text}")
         return value
 
     return parse

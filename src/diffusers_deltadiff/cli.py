@@ -16,6 +16,7 @@ device each; there, existing outputs are skipped by default, so that relaunching
 
 import argparse
 import contextlib
+import datetime
 import glob
 import io
 import os
@@ -33,7 +34,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from .arguments import float_list, int_at_least, int_list
+from .arguments import float_at_least, float_list, int_at_least, int_list
 from .data import IMAGE_EXTENSIONS, list_images
 from .image_utils import has_transparency, to_unit_tensor
 from .pretrained import default_model_path, from_pretrained
@@ -698,17 +699,26 @@ def process_state(args):
         from accelerate import PartialState
     except ImportError as err:
         raise CLIError("upscaling on several processes needs accelerate: pip install accelerate") from err
-    state = PartialState(cpu=args.device == "cpu")
+    # the group's collectives (the plan's broadcast, the reports' gather) wait for the slowest process: NCCL's
+    # default of 10 minutes would abort a process with no work, or one done early, during a long run
+    timeout = datetime.timedelta(minutes=args.process_timeout)
+    state = PartialState(cpu=args.device == "cpu", timeout=timeout)
     if state.num_processes == 1:  # `torchrun` on a machine without GPU: accelerate wants `cpu=True` for gloo
         PartialState._reset_state()
-        state = PartialState(cpu=True)
+        state = PartialState(cpu=True, timeout=timeout)
     if state.num_processes != launched_processes():
         raise CLIError(f"WORLD_SIZE is {launched_processes()} but accelerate set up {state.num_processes} process(es)")
     return state
 
 
 def process_device(args, state) -> str:
-    """This process's device: accelerate's (`cuda:LOCAL_RANK` on GPUs) unless `--device` names another kind."""
+    """
+    This process's device: accelerate's (`cuda:LOCAL_RANK` on GPUs) unless `--device` names another kind. Where the
+    group runs on the CPU (gloo) but the machine has an accelerator accelerate cannot group (Apple's MPS), `auto`
+    still upscales on it: the group only carries the plan and the reports.
+    """
+    if args.device == "auto" and state.device.type == "cpu":
+        return resolve_device("auto")
     if args.device in ("auto", state.device.type):
         return str(state.device)
     return resolve_device(args.device)
@@ -948,6 +958,13 @@ def build_parser() -> argparse.ArgumentParser:
         "processes)",
     )
     up.add_argument("-v", "--verbose", action="store_true", help="print every file written")
+    up.add_argument(
+        "--process-timeout",
+        type=float_at_least(0.1),
+        default=24 * 60,
+        help="minutes a process of a torchrun / accelerate group waits for the others (default: one day; NCCL's own "
+        "10 minutes would stop a process that finishes early)",
+    )
     up.add_argument(
         "--max-pixels",
         type=int_at_least(0),

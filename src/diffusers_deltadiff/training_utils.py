@@ -170,10 +170,21 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> t
     return str(path), step
 
 
-def resume(accelerator, resume_from_checkpoint: str | None, output_dir: str, steps_per_epoch: int, accumulation: int):
+def resume(
+    accelerator,
+    resume_from_checkpoint: str | None,
+    output_dir: str,
+    steps_per_epoch: int,
+    accumulation: int,
+    ema=None,
+):
     """
     Restore the state of `--resume_from_checkpoint` (if any) into `accelerator`. Returns the global step, the epoch
     to start in and how many batches of that epoch were already seen.
+
+    `ema` (an `EMAModel` registered for checkpointing) is moved back to the accelerator's device: `load_state` loads
+    custom objects with `map_location="cpu"` and `EMAModel.load_state_dict` replaces its shadow parameters, so on a
+    GPU they would come back on the CPU and the first `ema.step` would fail.
     """
     path, global_step = resolve_checkpoint(resume_from_checkpoint, output_dir)
     if accelerator.is_main_process:
@@ -188,6 +199,8 @@ def resume(accelerator, resume_from_checkpoint: str | None, output_dir: str, ste
                 f"error: --resume_from_checkpoint {path}: it does not fit this run's model or optimizer "
                 f"({type(err).__name__}: {' '.join(first[:2])[:300]}); resume with the flags of the run that saved it."
             ) from None
+        if ema is not None:
+            ema.to(accelerator.device)
     return global_step, global_step // steps_per_epoch, (global_step % steps_per_epoch) * accumulation
 
 
@@ -198,12 +211,13 @@ def epoch_loader(accelerator, dataset, dataloader, epoch: int, skip_batches: int
     return accelerator.skip_first_batches(dataloader, skip_batches) if skip_batches else dataloader
 
 
-def step_generator(seed: int, global_step: int, accelerator) -> torch.Generator:
+def step_generator(seed: int, global_step: int, accelerator, device: torch.device | str = "cpu") -> torch.Generator:
     """
     A generator for one optimisation step on one process: draws do not depend on RNG state, so a resumed run
-    replays exactly what a straight run would draw.
+    replays exactly what a straight run would draw. `device`: where it draws (noise for a GPU batch is drawn there,
+    not on the CPU and copied).
     """
-    return torch.Generator().manual_seed(
+    return torch.Generator(device=device).manual_seed(
         seed * 1_000_003 + global_step * accelerator.num_processes + accelerator.process_index
     )
 
