@@ -7,6 +7,8 @@ import datetime
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
@@ -119,3 +121,78 @@ def test_a_cpu_group_on_a_mac_still_upscales_on_mps(monkeypatch):
     state = SimpleNamespace(device=torch.device("cpu"))
     assert cli.process_device(SimpleNamespace(device="auto"), state) == "mps"
     assert cli.process_device(SimpleNamespace(device="cpu"), state) == "cpu"  # asked for the CPU: the CPU
+
+
+def test_bicubic_kernels_missing_on_old_mps_are_known():
+    from diffusers_deltadiff.image_utils import lacks_bicubic_kernel
+
+    assert lacks_bicubic_kernel("mps", antialias=False, version="2.5.1")
+    assert not lacks_bicubic_kernel("mps", antialias=False, version="2.6.0")
+    assert lacks_bicubic_kernel("mps", antialias=True, version="2.7.1")
+    assert not lacks_bicubic_kernel("mps", antialias=True, version="2.10.0+cpu")  # 2.10 > 2.8: numbers, not text
+    assert not lacks_bicubic_kernel("cuda", antialias=True, version="2.1.0")
+    assert not lacks_bicubic_kernel("cpu", antialias=True, version="2.1.0")
+
+
+def test_a_missing_bicubic_kernel_runs_on_the_cpu_with_the_same_result(monkeypatch):
+    """Stand-in for MPS on torch < 2.6: the device lacks the kernel, so the resize runs on the CPU in float32."""
+    import torch.nn.functional as F
+
+    from diffusers_deltadiff import image_utils
+
+    images = torch.rand(2, 3, 7, 5) * 2 - 1
+    expected_up = F.interpolate(images, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+    expected_down = F.interpolate(images, size=(3, 2), mode="bicubic", align_corners=False, antialias=True)
+    monkeypatch.setattr(image_utils, "lacks_bicubic_kernel", lambda device, antialias: True)
+    half = images.to(torch.bfloat16)
+    assert image_utils.bicubic_upsample(half, 4).dtype == torch.bfloat16  # back in the input's dtype
+    assert torch.equal(image_utils.bicubic_upsample(images, 4), expected_up)
+    assert torch.equal(image_utils.resize_to(images, (3, 2)), expected_down.clamp(-1, 1))
+
+
+def unet_batches(pipe) -> list[int]:
+    """Record the batch size of every UNet call of `pipe` (a forward pre-hook)."""
+    sizes = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    return sizes
+
+
+@pytest.mark.parametrize("tile_size", [0, 4])  # whole canvases, and tiles (4 latent pixels: 3 x 3 tiles)
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_the_unet_batch_never_exceeds_tile_batch_size(tile_size, batch):
+    """Issue 21: five frames of one size used to run as one UNet batch of 5 x `tile_batch_size` tiles."""
+    from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
+
+    pipe = tiny_lossless_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    frames = [torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    sizes = unet_batches(pipe)
+    kwargs = {"output_type": "np", "tile_size": tile_size, "tile_batch_size": batch, "num_inference_steps": 2}
+    together = pipe(frames, **kwargs).images
+    assert sizes and max(sizes) <= batch
+    assert sum(sizes) == 5 * 2 * (9 if tile_size else 1)  # every tile of every frame at every step, once
+    assert isinstance(together, np.ndarray) and together.shape == (5, 48, 48, 3)  # one array, as before
+    # each frame as it comes out alone (the reference: one image per call)
+    alone = np.concatenate([pipe(frame, **{**kwargs, "tile_batch_size": 1}).images for frame in frames])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_the_scheduler_steps_with_python_int_timesteps():
+    """`int(t)` of a device tensor syncs the GPU: the pipeline hands the scheduler ints, once per call."""
+    from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
+
+    pipe = tiny_lossless_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    step = type(pipe.scheduler).step
+
+    def recording_step(self, model_output, timestep, *args, **kwargs):
+        seen.append(type(timestep))
+        return step(self, model_output, timestep, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(pipe.scheduler), "step", recording_step)
+        pipe(torch.rand(3, 12, 12), output_type="np", tile_size=4)  # tiled, streamed
+        pipe(torch.rand(3, 12, 12), output_type="np", tile_size=4, callback_on_step_end=lambda *a: {})  # tiled
+        pipe(torch.rand(3, 12, 12), output_type="np", tile_size=0)  # whole
+    assert seen and set(seen) == {int}

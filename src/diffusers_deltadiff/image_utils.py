@@ -15,19 +15,40 @@ import torch
 import torch.nn.functional as F
 
 
+def lacks_bicubic_kernel(device: torch.device, antialias: bool, version: str = torch.__version__) -> bool:
+    """
+    Whether torch `version` has no bicubic interpolation kernel on `device`: Apple's MPS gained plain bicubic in
+    torch 2.6 and the antialiased one in 2.8 (the package allows torch 2.1 and later).
+    """
+    if torch.device(device).type != "mps":
+        return False
+    major, minor = (int(part) for part in version.split("+")[0].split(".")[:2])
+    return (major, minor) < ((2, 8) if antialias else (2, 6))
+
+
+def interpolate_bicubic(images: torch.Tensor, antialias: bool = False, **size) -> torch.Tensor:
+    """
+    `F.interpolate(mode="bicubic")` (`size=` or `scale_factor=`) on any device: where the device has no kernel for
+    it ([`lacks_bicubic_kernel`]), on the CPU in float32 and back.
+    """
+    if lacks_bicubic_kernel(images.device, antialias):
+        on_cpu = F.interpolate(images.float().cpu(), mode="bicubic", align_corners=False, antialias=antialias, **size)
+        return on_cpu.to(images.device, images.dtype)
+    return F.interpolate(images, mode="bicubic", align_corners=False, antialias=antialias, **size)
+
+
 def bicubic_upsample(images: torch.Tensor, scale: int) -> torch.Tensor:
     """Bicubic upsampling of `(B, C, H, W)` images in `[-1, 1]` by an integer factor, clamped back to `[-1, 1]`."""
     if scale == 1:
         return images
-    upsampled = F.interpolate(images, scale_factor=scale, mode="bicubic", align_corners=False)
-    return upsampled.clamp(-1.0, 1.0)
+    return interpolate_bicubic(images, scale_factor=scale).clamp(-1.0, 1.0)
 
 
 def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize `(B, C, H, W)` images in `[-1, 1]` to `size` (antialiased bicubic), a no-op when already that size."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
-    return F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(-1.0, 1.0)
+    return interpolate_bicubic(images, antialias=True, size=size).clamp(-1.0, 1.0)
 
 
 def center_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
