@@ -5,6 +5,7 @@ the accelerator reports, a bf16-cast model, an interpolation kernel that does no
 
 import datetime
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,19 @@ def test_the_scheduler_steps_with_python_int_timesteps():
         pipe(torch.rand(3, 12, 12), output_type="np", tile_size=4, callback_on_step_end=lambda *a: {})  # tiled
         pipe(torch.rand(3, 12, 12), output_type="np", tile_size=0)  # whole
     assert seen and set(seen) == {int}
+
+
+def test_the_gpu_smoke_script_skips_cleanly_without_cuda():
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("skipped: no CUDA device")
