@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import diffusers_deltadiff
 from conftest import random_image
 from diffusers_deltadiff import DeltaDiffPipeline
-from diffusers_deltadiff.pretrained import default_model_path
+from diffusers_deltadiff.pretrained import default_model_path, from_pretrained
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline, tiny_pipeline
 
 
@@ -171,25 +172,29 @@ class TestDiffusersAlone:
             assert a == b, name
 
     @pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")
-    def test_shipped_model_copied_out(self, tmp_path):
-        """The issue's bar: the shipped folder, copied out, loads with diffusers alone, bit-identical outputs."""
+    def test_shipped_model_saved_out(self, tmp_path):
+        """
+        The shipped folder carries no code; saved from the package (as for the Hub), it loads with diffusers alone
+        and gives bit-identical outputs.
+        """
         model_dir = tmp_path / "deltadiff-x4"
-        shutil.copytree(default_model_path(), model_dir)
+        # saved as it is stored (float16), so both ways load the same float16 weights into float32 buffers
+        from_pretrained(default_model_path(), dtype=torch.float16).save_pretrained(model_dir)
+        assert set(CODE_FILES) <= saved_files(model_dir)
         lr = np.asarray(random_image(24, 16, seed=5))
         np.save(tmp_path / "lr.npy", lr)
         diffusers_alone(model_dir, tmp_path / "lr.npy", tmp_path / "out.npy", tmp_path)
-        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), package_output(model_dir, lr, tmp_path))
+        shipped = package_output(Path(default_model_path()), lr, tmp_path)
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), shipped)
 
 
 @pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")
-def test_shipped_model_code_is_current():
-    """The shipped folder's code is the package's: refresh it with `training/export_default_model.py --code_only`."""
+def test_the_shipped_folder_holds_no_code():
+    """The package is the one source of the code: the shipped folder holds weights, configs and the card."""
     folder = Path(default_model_path())
-    for saved_name, module in CODE_FILES.items():
-        assert (folder / saved_name).read_bytes() == (PACKAGE_DIR / module).read_bytes(), (
-            f"{folder / saved_name} is not a copy of {module}: run `python training/export_default_model.py "
-            "--code_only`"
-        )
+    assert not list(folder.rglob("*.py"))
+    assert {p.name for p in folder.iterdir()} == {"README.md", "comparison.png", "model_index.json", "scheduler",
+                                                   "unet", "vqvae"}  # fmt: skip
 
 
 def test_older_folders_naming_package_modules_load(saved, tmp_path):

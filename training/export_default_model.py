@@ -3,10 +3,11 @@
 
     python benchmarks/quality.py --benchmarks ... --model "DeltaDiff (new default)=..." --output outputs/quality
     python training/export_default_model.py --pipeline outputs/deltadiff-best --results outputs/quality
-    python training/export_default_model.py --code_only   # after editing the pipeline's code: refresh its copies
     python training/export_default_model.py --card_only --results outputs/quality   # after editing the card
 
-Writes `src/diffusers_deltadiff/pretrained/deltadiff-x4/` (weights stored in float16, loaded as float32) and checks
+Writes `src/diffusers_deltadiff/pretrained/deltadiff-x4/` (weights stored in float16, loaded as float32, configs and the
+card; no code: the package is the one source of it, and `save_pretrained` writes it into any folder made from the
+shipped model, which then loads with diffusers alone) and checks
 that float16 storage holds quality: the float32 and the float16-stored pipeline upscale the same images, and the
 PSNR between their outputs is printed (and must exceed `--min_psnr`). The model card (`README.md`, with
 `comparison.png`) is `--card` with its metadata (metrics from `--results`), usage and figure filled in.
@@ -38,11 +39,6 @@ def parse_args(input_args=None):
     parser.add_argument("--method", default="DeltaDiff (new default)", help="this model's label in --results")
     parser.add_argument("--repo_id", default="deltadiff-x4", help="the Hub id (or folder) the card's usage loads")
     parser.add_argument("--datasets", default="sun_hays80", help="training datasets, comma-separated")
-    parser.add_argument(
-        "--code_only",
-        action="store_true",
-        help="only rewrite the code and model_index.json the shipped folder carries, from this package's modules",
-    )
     parser.add_argument("--card_only", action="store_true", help="only rewrite the shipped folder's card")
     parser.add_argument("--check_images", default="../shared/data/benchmarks/Set5", help="images for the fp16 check")
     parser.add_argument("--min_psnr", type=float, default=45.0, help="fp16 vs fp32 output PSNR needed (dB)")
@@ -60,21 +56,11 @@ def parse_args(input_args=None):
         help="LR pixels reflected around inputs before the chain, as measured for this model (default: keep)",
     )
     args = parser.parse_args(input_args)
-    if not args.code_only and not args.results:
+    if not args.results:
         parser.error("--results is required: the card's metrics come from a quality benchmark run")
-    if not (args.code_only or args.card_only or args.pipeline):
-        parser.error("--pipeline is required (or --code_only / --card_only)")
+    if not (args.card_only or args.pipeline):
+        parser.error("--pipeline is required (or --card_only)")
     return args
-
-
-def refresh_code(folder: Path):
-    """Save the shipped pipeline again and take its code files and `model_index.json`; the weights stay as they are."""
-    with tempfile.TemporaryDirectory() as tmp:
-        from_pretrained(str(folder), dtype=torch.float16).save_pretrained(tmp)
-        for path in Path(tmp).rglob("*"):
-            if path.suffix in (".py", ".json") and path.name != "config.json":
-                shutil.copyfile(path, folder / path.relative_to(tmp))
-                print(f"wrote {folder / path.relative_to(tmp)}")
 
 
 def write_card(args, folder: Path):
@@ -95,9 +81,6 @@ def configured(pipe, args):
 
 
 def main(args):
-    if args.code_only:
-        refresh_code(Path(args.output_dir))
-        return
     if args.card_only:
         write_card(args, Path(args.output_dir))
         return
@@ -122,7 +105,7 @@ def main(args):
         out = Path(args.output_dir)
         if out.exists():
             shutil.rmtree(out)
-        shutil.copytree(tmp, out, ignore=shutil.ignore_patterns("*.bin"))
+        shutil.copytree(tmp, out, ignore=shutil.ignore_patterns("*.bin", "*.py"))  # the package is the code
     write_card(args, out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"exported to {out}: {size / 2**20:.1f} MiB")
