@@ -10,7 +10,6 @@
 
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 from skimage import data
