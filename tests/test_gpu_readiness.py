@@ -89,6 +89,7 @@ def test_the_upscale_group_waits_as_long_as_the_flag_says(monkeypatch):
     import accelerate
 
     from diffusers_deltadiff import cli
+    from diffusers_deltadiff.cli import distributed
 
     made = []
 
@@ -104,10 +105,10 @@ def test_the_upscale_group_waits_as_long_as_the_flag_says(monkeypatch):
     monkeypatch.setattr(accelerate, "PartialState", RecordingState)
     monkeypatch.setenv("WORLD_SIZE", "2")
     args = cli.build_parser().parse_args(["upscale", "x", "-o", "y", "--process-timeout", "90"])
-    cli.process_state(args)
+    distributed.process_state(args)
     assert made == [{"timeout": datetime.timedelta(minutes=90)}]
     made.clear()
-    cli.process_state(cli.build_parser().parse_args(["upscale", "x", "-o", "y"]))
+    distributed.process_state(cli.build_parser().parse_args(["upscale", "x", "-o", "y"]))
     assert made == [{"timeout": datetime.timedelta(days=1)}]  # the default: a day, not NCCL's 10 minutes
 
 
@@ -115,13 +116,13 @@ def test_a_cpu_group_on_a_mac_still_upscales_on_mps(monkeypatch):
     """accelerate groups MPS processes on the CPU (gloo): `--device auto` must not follow it there."""
     from types import SimpleNamespace
 
-    from diffusers_deltadiff import cli
+    from diffusers_deltadiff.cli.distributed import process_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     state = SimpleNamespace(device=torch.device("cpu"))
-    assert cli.process_device(SimpleNamespace(device="auto"), state) == "mps"
-    assert cli.process_device(SimpleNamespace(device="cpu"), state) == "cpu"  # asked for the CPU: the CPU
+    assert process_device(SimpleNamespace(device="auto"), state) == "mps"
+    assert process_device(SimpleNamespace(device="cpu"), state) == "cpu"  # asked for the CPU: the CPU
 
 
 def test_bicubic_kernels_missing_on_old_mps_are_known():

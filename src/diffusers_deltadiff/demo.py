@@ -34,16 +34,8 @@ except ImportError as err:  # pragma: no cover - depends on the installation
     raise ImportError('The demo needs Gradio: pip install -e ".[demo]"') from err
 
 from .arguments import int_at_least
-from .cli import (
-    CLIError,
-    load_pipeline,
-    one_line,
-    open_input,
-    resolve_device,
-    save_atomic,
-    steps_strip,
-    to_output_image,
-)
+from .console import CLIError, load_pipeline, one_line, resolve_device
+from .image_io import open_input, save_atomic, steps_strip, to_output_image
 from .image_utils import bicubic_resize, resize_to, to_pil, to_unit_tensor
 
 

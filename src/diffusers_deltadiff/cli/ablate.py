@@ -1,0 +1,52 @@
+"""`deltadiff ablate`: the sampling schedule swept on one model (the paper's Table II), as a markdown table."""
+
+from pathlib import Path
+
+from ..arguments import int_list
+from ..console import CLIError, check_steps, load_pipeline, resolve_device, warn_dtype
+from .options import add_eval_data_options, add_model_options, check_scale, eta_list, load_eval_pairs, path_text
+
+
+def add_parser(sub):
+    ab = sub.add_parser("ablate", help="sweep the sampling schedule (Table II)")
+    add_eval_data_options(ab)
+    ab.add_argument("--model", default=None)
+    ab.add_argument("--eta-start", type=eta_list, default=[0.01], help="eta_1 values in (0, 1], comma-separated")
+    ab.add_argument("--eta-end", type=eta_list, default=[0.99], help="eta_T values in (0, 1], comma-separated")
+    ab.add_argument("--steps", type=int_list, default=[4], help="step counts, comma-separated")
+    ab.add_argument("--output", default=None, type=path_text, help="markdown file for the table")
+    add_model_options(ab)
+    ab.set_defaults(func=cmd_ablate)
+    ab.set_defaults(flag_problem=flag_problem)
+
+
+def flag_problem(args) -> str | None:
+    """Checks that involve several flags, before anything is read, made or loaded; the problem, if any."""
+    for eta_start in args.eta_start:
+        for eta_end in args.eta_end:
+            if eta_start > eta_end:
+                return (
+                    f"--eta-start {eta_start:g} is larger than --eta-end {eta_end:g} (every combination is run, "
+                    "and each needs eta_1 <= eta_T)"
+                )
+    return None
+
+
+def cmd_ablate(args) -> int:
+    from ..evaluation import ablate
+
+    pairs, errors = load_eval_pairs(args)
+    device = resolve_device(args.device)
+    warn_dtype(device, args.dtype)
+    pipe = load_pipeline(args.model, device, args.dtype)
+    check_scale(pipe, args.scale, args.model or "default model")
+    check_steps(pipe, args.steps, args.model or "the default model")
+    table = ablate(pairs, pipe, args.eta_start, args.eta_end, args.steps, args.scale, {"tile_size": args.tile_size})
+    header = f"Schedule ablation on {Path(args.hr).name} (x{args.scale}, sampling only, model not retrained)\n\n"
+    if args.output:
+        try:
+            Path(args.output).write_text(header + table)
+        except OSError as err:
+            raise CLIError(f"{args.output}: cannot write the table ({err.strerror})") from err
+    print(header + table)
+    return 1 if errors else 0

@@ -1,0 +1,68 @@
+"""`deltadiff evaluate`: PSNR / SSIM / LPIPS of models and bicubic with the paper's protocol."""
+
+from pathlib import Path
+
+from ..arguments import int_at_least
+from ..console import CLIError, check_steps, load_pipeline, resolve_device, warn_dtype
+from .options import add_eval_data_options, add_model_options, check_scale, load_eval_pairs, path_text, seed_list
+
+
+def add_parser(sub):
+    ev = sub.add_parser("evaluate", help="PSNR / SSIM / LPIPS with the paper's protocol")
+    add_eval_data_options(ev)
+    ev.add_argument("--model", action="append", help="pipeline folder, or label=folder; repeat to compare")
+    ev.add_argument("--baseline", default="bicubic", choices=["bicubic", "none"])
+    ev.add_argument("--seeds", type=seed_list, default=[0], help="inference seeds for stochastic models, e.g. 0,1,2")
+    ev.add_argument("--steps", type=int_at_least(1), default=None)
+    ev.add_argument("--no-lpips", dest="lpips", action="store_false", help="skip LPIPS")
+    ev.add_argument("--grid-images", type=int_at_least(0), default=4)
+    ev.add_argument(
+        "--output", default="deltadiff-eval", type=path_text, help="folder for per_image.csv, summary.md, grid.png"
+    )
+    add_model_options(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def parse_models(specs: list[str] | None) -> list[tuple[str, str | None]]:
+    """`--model label=path` or `--model path` (label: the folder name); none = the shipped default model."""
+    if not specs:
+        return [("DeltaDiff (default)", None)]
+    models = []
+    for spec in specs:
+        label, _, path = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
+        models.append((label or Path(path).name or path, path))
+    return models
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluation import LPIPSMetric, evaluate
+
+    pairs, errors = load_eval_pairs(args)
+    device = resolve_device(args.device)
+    warn_dtype(device, args.dtype)
+    pipelines = {}
+    for label, path in parse_models(args.model):
+        pipelines[label] = load_pipeline(path, device, args.dtype)
+        check_scale(pipelines[label], args.scale, path or "default model")
+        check_steps(pipelines[label], [args.steps], path or "the default model")
+    lpips_metric = LPIPSMetric() if args.lpips else None
+    result = evaluate(
+        pairs,
+        pipelines,
+        scale=args.scale,
+        baseline=args.baseline == "bicubic",
+        seeds=tuple(args.seeds),
+        lpips_metric=lpips_metric,
+        grid_images=args.grid_images,
+        pipeline_kwargs={"num_inference_steps": args.steps, "tile_size": args.tile_size},
+    )
+    title = f"{Path(args.hr).name}, x{args.scale}, {args.degradation} LR, Y channel, crop border {args.scale}"
+    if lpips_metric is None:
+        result.lpips_reason = "disabled (--no-lpips)"
+    try:
+        result.write(args.output, title)
+    except OSError as err:
+        raise CLIError(f"{args.output}: cannot write the results ({err.strerror})") from err
+    print(result.markdown(title))
+    print(f"per-image CSV, summary and grid in {args.output}")
+    return 1 if errors else 0

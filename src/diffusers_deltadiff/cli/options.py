@@ -1,0 +1,71 @@
+"""Flags and inputs that several commands share: model and device options, the evaluation data, argparse types."""
+
+import argparse
+from pathlib import Path
+
+from ..arguments import float_list, int_at_least, int_list
+from ..console import DTYPES, CLIError, error
+
+
+def eta_list(text: str) -> list[float]:
+    values = float_list(text)
+    for value in values:
+        if not 0 < value <= 1:  # also NaN
+            raise argparse.ArgumentTypeError(f"every eta must be in (0, 1], got {value:g}")
+    return values
+
+
+def seed_list(text: str) -> list[int]:
+    return int_list(text, minimum=0)
+
+
+def path_text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (pass a path; '.' for the current folder)")
+    return text
+
+
+def add_model_options(parser):
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    parser.add_argument(
+        "--tile-size", type=int_at_least(0), default=None, help="latent pixels; 0 never tiles (default: auto)"
+    )
+
+
+def add_eval_data_options(parser):
+    parser.add_argument("--hr", required=True, type=path_text, help="folder of HR images")
+    parser.add_argument(
+        "--lr", default=None, type=path_text, help="folder of LR images paired by name (default: made from HR)"
+    )
+    parser.add_argument("--scale", type=int_at_least(1), default=4)
+    parser.add_argument("--crop", type=int_at_least(1), default=None, help="centre-crop HR to this size first")
+    parser.add_argument("--degradation", default="bicubic", choices=["bicubic", "realesrgan"])
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the realesrgan degradation")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Flag errors as one line like every other error (exit status 2), naming the flag."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def load_eval_pairs(args):
+    from ..evaluation import load_pairs
+
+    if not Path(args.hr).is_dir():
+        raise CLIError(f"{args.hr}: HR folder not found")
+    if args.lr and not Path(args.lr).is_dir():
+        raise CLIError(f"{args.lr}: LR folder not found")
+    pairs, errors = load_pairs(args.hr, args.scale, args.crop, args.lr, args.degradation, args.seed)
+    for message in errors:
+        error(message)
+    if not pairs:
+        raise CLIError(f"{args.hr}: no usable HR images")
+    return pairs, errors
+
+
+def check_scale(pipe, scale: int, model: str):
+    if pipe.upscale_factor != scale:
+        raise CLIError(f"{model}: the model upscales x{pipe.upscale_factor}, not x{scale} (--scale)")

@@ -1,0 +1,115 @@
+"""What the command line and the demo say and load: one-line errors and warnings, atomic stdout lines, progress bars
+that only a terminal sees, the device, and the pipeline with its `--steps` checked.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .pretrained import default_model_path, from_pretrained
+
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class CLIError(Exception):
+    """A one-line error for the user; `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def printable(text: str) -> str:
+    """
+    `text` safe to print on one line: control characters (a newline in a file name could forge an `error:` line,
+    an escape sequence could rewrite the terminal) and bytes that are not UTF-8 are shown escaped.
+    """
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
+def error(message: str):
+    tqdm.write(f"error: {printable(message)}", file=sys.stderr)
+
+
+def warning(message: str):
+    tqdm.write(f"warning: {printable(message)}", file=sys.stderr)
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+def progress(iterable=None, show: bool = True, **kwargs):
+    """A progress bar on a terminal only: piped or redirected, stderr holds nothing but the error lines."""
+    return tqdm(iterable, disable=None if show else True, **kwargs)
+
+
+def note(message: str):
+    """
+    One line on stdout in a single write: lines of several processes sharing a pipe, terminal or log do not mix
+    (one write of less than `PIPE_BUF` bytes is atomic). Progress bars are cleared around it.
+    """
+    with tqdm.external_write_mode(file=sys.stdout):
+        sys.stdout.flush()
+        try:
+            os.write(
+                sys.stdout.fileno(), (printable(message) + "\n").encode(sys.stdout.encoding or "utf-8", "replace")
+            )
+        except (AttributeError, OSError, ValueError):  # a stdout with no file behind it (captured, replaced)
+            print(printable(message), flush=True)
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        if name == "cuda" and not torch.cuda.is_available():
+            raise CLIError("--device cuda: no CUDA device is available")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise CLIError("--device mps: MPS is not available")
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def warn_dtype(device: str, dtype: str):
+    """One warning for half precision on the CPU (diffusers would repeat its own for every model component)."""
+    if device == "cpu" and dtype == "fp16":
+        warning("--dtype fp16 on the CPU is slow and some layers may not support it; fp32 is the CPU's choice")
+
+
+def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32"):
+    """Load a `DeltaDiffPipeline` from a folder or Hub id (default: the shipped model), with one-line errors."""
+    model = model or default_model_path()
+    if model is None:
+        raise CLIError("no default model is shipped with this installation: pass --model DIR")
+    path = Path(model)
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        if not path.exists():
+            raise CLIError(f"{model}: model folder not found")
+        if not path.is_dir():
+            raise CLIError(f"{model}: not a folder (pass a pipeline folder written by save_pretrained)")
+        if not (path / "model_index.json").is_file():
+            raise CLIError(f"{model}: not a pipeline folder (no model_index.json)")
+    try:
+        pipe = from_pretrained(model, dtype=DTYPES[dtype])
+    except Exception as err:  # noqa: BLE001 - any loading failure becomes one line
+        raise CLIError(f"{model}: cannot load the model ({one_line(err)})") from err
+    pipe.to(device, silence_dtype_warnings=True)  # `warn_dtype` says it once
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def check_steps(pipe, steps: list[int | None], model: str):
+    """`--steps` against the model's chain, once, before any image is processed."""
+    most = pipe.scheduler.config.num_train_timesteps
+    for value in steps:
+        if value is not None and value > most:
+            raise CLIError(f"--steps {value}: {model} runs at most {most} steps (pass 1 to {most})")
