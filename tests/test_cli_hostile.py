@@ -270,9 +270,7 @@ def test_case11_glob_through_two_symlink_loops_does_not_hang(tmp_path):
     write(loop / "a.png")
     (loop / "self").symlink_to("../loop")
     (loop / "again").symlink_to("../loop")  # 2^40 paths before the symlinks give ELOOP: a hang when followed
-    script = (
-        "import sys; from diffusers_deltadiff.cli.paths import collect_inputs; print(len(collect_inputs(sys.argv[1:])[0]))"
-    )
+    script = "import sys; from diffusers_deltadiff.cli.paths import collect_inputs; print(len(collect_inputs(sys.argv[1:])[0]))"
     result = subprocess.run(
         [sys.executable, "-c", script, f"{loop}/**/*.png"], capture_output=True, text=True, timeout=120
     )
