@@ -23,3 +23,10 @@ def write_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     random_image(height, width, seed, mode).save(path, **save_kwargs)
     return path
+
+
+def configure(monkeypatch, pipe, **values):
+    """Set pipeline config values (the tiling knobs) for one test: restored after it."""
+    from diffusers.configuration_utils import FrozenDict
+
+    monkeypatch.setattr(pipe, "_internal_dict", FrozenDict({**pipe.config, **values}))

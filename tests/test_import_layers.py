@@ -10,13 +10,14 @@ PACKAGE = Path(diffusers_deltadiff.__file__).parent
 # rooms, lowest first: a module may import from its own room or a lower one, never a higher one
 LAYERS = [
     {"arguments", "config_checks", "metrics", "pipeline_code", "tiling", "image_utils", "scheduling_delta_shift",
-     "unet_local_norm", "autoencoder_space_to_depth", "degradations"},
+     "unet_local_norm", "autoencoder_space_to_depth", "degradations", "call_state", "canvas", "tiled_execution"},
     {"pipeline_deltadiff", "pretrained", "data", "testing_utils", "model_card"},
     {"evaluation", "training_utils", "console"},
     {"image_io"},
     {"demo", "cli"},
 ]  # fmt: skip
 INFERENCE = {"pipeline_deltadiff", "scheduling_delta_shift", "unet_local_norm", "autoencoder_space_to_depth", "tiling",
+             "call_state", "canvas", "tiled_execution",
              "image_utils", "pipeline_code", "config_checks"}  # fmt: skip
 
 
@@ -100,3 +101,17 @@ def test_inference_never_imports_training_or_the_command_line():
                 module,
                 targets,
             )
+
+
+def test_no_function_takes_more_than_six_positional_parameters():
+    """Options travel as keywords or in one small object, not threaded through long positional lists."""
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = [a.arg for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                assert len(names) <= 6, f"{path.name}: {node.name}({', '.join(names)})"
+
+
+def test_no_module_is_over_450_lines():
+    for path in PACKAGE.rglob("*.py"):
+        assert len(path.read_text().splitlines()) <= 450, path

@@ -201,7 +201,7 @@ EXPECTED_SLICE = [
 
 def test_gray_in_gray_out():
     """A gray input has no colour to keep: the output is gray, with the luma of the model's RGB output."""
-    from diffusers_deltadiff.pipeline_deltadiff import to_gray
+    from diffusers_deltadiff.image_utils import to_gray
 
     pipe = tiny_lossless_pipeline()
     pipe.set_progress_bar_config(disable=True)

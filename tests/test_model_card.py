@@ -62,7 +62,9 @@ def test_written_card_parses_with_its_metrics(results, tmp_path):
     pipe = tiny_lossless_pipeline(zero_output=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(folder)
-    write_model_card(pipe, folder, TEMPLATE, results, "ours", "someone/tiny-x4", ["sun_hays80"])
+    write_model_card(
+        pipe, folder, TEMPLATE, results, method="ours", repo_id="someone/tiny-x4", datasets=["sun_hays80"]
+    )
 
     card = ModelCard.load(folder / "README.md")
     data = card.data
@@ -84,7 +86,7 @@ def test_template_without_markers_is_refused(results, tmp_path):
     pipe = tiny_lossless_pipeline(zero_output=True)
     pipe.set_progress_bar_config(disable=True)
     with pytest.raises(ValueError, match="<!-- usage -->"):
-        write_model_card(pipe, tmp_path, "# no markers\n<!-- comparison -->", results, "ours", "x/y")
+        write_model_card(pipe, tmp_path, "# no markers\n<!-- comparison -->", results, method="ours", repo_id="x/y")
 
 
 @pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import diffusers_deltadiff.pipeline_deltadiff as pipeline_module
+import diffusers_deltadiff.tiled_execution as pipeline_module
+from conftest import configure
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline, tiny_pipeline
 from diffusers_deltadiff.tiling import Box, RowWindow, column_strips, plan_tiles, tile_rows
 
@@ -149,8 +150,7 @@ def test_tiled_global_model_runs(local_pipe):
 
 
 def test_auto_tiling_and_deterministic(local_pipe, monkeypatch):
-    monkeypatch.setattr(type(local_pipe), "auto_tile_threshold", 32)
-    monkeypatch.setattr(type(local_pipe), "default_tile_size", 16)
+    configure(monkeypatch, local_pipe, auto_tile_threshold=32, default_tile_size=16)
     plans = []
     original = local_pipe._plan
     monkeypatch.setattr(local_pipe, "_plan", lambda *a, **k: plans.append(original(*a, **k)) or plans[-1])
@@ -181,10 +181,10 @@ def test_invalid_tile_arguments(local_pipe, kwargs, name):
 @pytest.mark.parametrize("output_type", ["np", "pil", "pt"])
 def test_streaming_equals_the_canvas_path(local_pipe, output_type, monkeypatch):
     """Tiles streamed down the image in column strips give the whole-canvas path's output (to float error)."""
-    monkeypatch.setattr(local_pipe, "stream_width", 16)
+    configure(monkeypatch, local_pipe, stream_width=16)
     image = smooth_image(44, 76, seed=3)
     streamed = local_pipe(image, output_type=output_type, tile_size=8).images
-    monkeypatch.setattr(local_pipe, "stream_tiles", False)
+    configure(monkeypatch, local_pipe, stream_tiles=False)
     canvas = local_pipe(image, output_type=output_type, tile_size=8).images
     whole = local_pipe(image, output_type=output_type, tile_size=0).images
     if output_type == "pil":
@@ -198,7 +198,7 @@ def test_streaming_equals_the_canvas_path(local_pipe, output_type, monkeypatch):
 
 def test_strips_need_their_halo(local_pipe, monkeypatch):
     """The control: strips cut without a halo differ visibly from the whole image, so the test above can fail."""
-    monkeypatch.setattr(local_pipe, "stream_width", 16)
+    configure(monkeypatch, local_pipe, stream_width=16)
     image = smooth_image(20, 76, seed=4)
     whole = local_pipe(image, output_type="np", tile_size=8).images
     monkeypatch.setattr(pipeline_module, "column_strips", lambda tiles, width, halo: column_strips(tiles, width, 0))
@@ -216,7 +216,7 @@ def test_streaming_holds_a_few_rows_of_a_strip(local_pipe, monkeypatch):
         held.append((self.stop - self.start, self.width))
 
     monkeypatch.setattr(RowWindow, "append", recording_append)
-    monkeypatch.setattr(local_pipe, "stream_width", 16)
+    configure(monkeypatch, local_pipe, stream_width=16)
     image = smooth_image(120, 160, seed=5)  # a 120 x 160 latent canvas in tiles of 8: 15 rows, 20 columns
     local_pipe(image, tile_size=8, tile_overlap=8)
     steps, tile, context = 4, 8, 8
@@ -247,7 +247,7 @@ def test_progress_total_counts_every_unet_call(local_pipe, monkeypatch, tile_bat
         yield bars[-1]
 
     monkeypatch.setattr(local_pipe, "progress_bar", progress_bar)
-    monkeypatch.setattr(local_pipe, "stream_width", 16)
+    configure(monkeypatch, local_pipe, stream_width=16)
     local_pipe(
         smooth_image(30, 70, seed=6),
         output_type="np",
@@ -264,11 +264,11 @@ def test_border_padding_keeps_tiles_and_streaming_exact(monkeypatch):
     pipe = tiny_lossless_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
     pipe.register_to_config(border_padding=3)
-    monkeypatch.setattr(pipe, "stream_width", 16)
+    configure(monkeypatch, pipe, stream_width=16)
     image = smooth_image(17, 27, seed=5)
     whole = pipe(image, output_type="np", tile_size=0).images
     streamed = pipe(image, output_type="np", tile_size=8).images
-    monkeypatch.setattr(pipe, "stream_tiles", False)
+    configure(monkeypatch, pipe, stream_tiles=False)
     canvas = pipe(image, output_type="np", tile_size=8).images
     assert whole.shape == streamed.shape == canvas.shape == (1, 68, 108, 3)
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-5)

@@ -68,7 +68,7 @@ def write_card(args, folder: Path):
     pipe.set_progress_bar_config(disable=True)
     datasets = [name for name in args.datasets.split(",") if name]
     template = Path(args.card).read_text()
-    write_model_card(pipe, folder, template, args.results, args.method, args.repo_id, datasets)
+    write_model_card(pipe, folder, template, args.results, method=args.method, repo_id=args.repo_id, datasets=datasets)
     print(f"wrote {folder / 'README.md'} and {folder / 'comparison.png'}")
 
 

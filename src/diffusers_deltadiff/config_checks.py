@@ -57,6 +57,10 @@ PIPELINE = {
     "upscale_factor": optional(lambda v: integer(v, 1, 16)),
     "tile_context": lambda v: integer(v, 0, 4096),
     "border_padding": lambda v: integer(v, 0, 256),
+    "default_tile_size": lambda v: integer(v, 1, 1 << 16),
+    "auto_tile_threshold": lambda v: integer(v, 1, 1 << 16),
+    "stream_tiles": lambda v: None if isinstance(v, bool) else "must be true or false",
+    "stream_width": lambda v: integer(v, 1, 1 << 20),
 }
 UNET = {
     "norm_eps": lambda v: real(v, 0.0, 1.0),

@@ -134,6 +134,7 @@ class SRTrainDataset(torch.utils.data.Dataset):
         resolution: int = 256,
         scale: int = 4,
         degradation: str = "bicubic",
+        *,
         seed: int = 0,
         random_flip: bool = True,
         lr_dir: str | None = None,

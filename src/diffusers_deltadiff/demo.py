@@ -204,7 +204,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                 tile_size = gr.Slider(
                     0,
                     512,
-                    value=pipe.default_tile_size,
+                    value=pipe.config.default_tile_size,
                     step=16,
                     label="Tile size (latent pixels; 0: never tile)",
                     info="Sets memory and speed; with the shipped model the output is the same.",

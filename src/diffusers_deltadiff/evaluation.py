@@ -214,7 +214,7 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
     return pairs, errors
 
 
-def score(name, method, sr, hr, lr, scale, lpips_metric, seed=None) -> Score:
+def score(name, method, sr, hr, lr, *, scale: int, lpips_metric=None, seed=None) -> Score:
     sr = sr[:, : hr.shape[1], : hr.shape[2]]
     lr_back = bicubic_resize(sr, tuple(lr.shape[-2:]))
     return Score(
@@ -232,6 +232,7 @@ def score(name, method, sr, hr, lr, scale, lpips_metric, seed=None) -> Score:
 def evaluate(
     pairs,
     pipelines: dict,
+    *,
     scale: int = 4,
     baseline: bool = True,
     seeds: tuple[int, ...] = (0,),
@@ -255,7 +256,7 @@ def evaluate(
             row = []
             if baseline:
                 bicubic = bicubic_resize(lr, (lr.shape[1] * scale, lr.shape[2] * scale))
-                result.scores.append(score(name, "bicubic", bicubic, hr, lr, scale, lpips_metric))
+                result.scores.append(score(name, "bicubic", bicubic, hr, lr, scale=scale, lpips_metric=lpips_metric))
                 row.append(bicubic[:, : hr.shape[1], : hr.shape[2]])
                 progress.update()
             for label, pipe in pipelines.items():
@@ -263,7 +264,9 @@ def evaluate(
                 for seed in seeds if stochastic else (None,):
                     generator = torch.Generator().manual_seed(seed) if seed is not None else None
                     sr = pipe(lr, output_type="pt", generator=generator, **pipeline_kwargs).images[0]
-                    result.scores.append(score(name, label, sr, hr, lr, scale, lpips_metric, seed))
+                    result.scores.append(
+                        score(name, label, sr, hr, lr, scale=scale, lpips_metric=lpips_metric, seed=seed)
+                    )
                     progress.update()
                 row.append(sr[:, : hr.shape[1], : hr.shape[2]])
             if index < grid_images:
@@ -271,7 +274,9 @@ def evaluate(
     return result
 
 
-def ablate(pairs, pipe, eta_starts, eta_ends, steps_list, scale: int = 4, pipeline_kwargs: dict | None = None) -> str:
+def ablate(
+    pairs, pipe, eta_starts, eta_ends, steps_list, *, scale: int = 4, pipeline_kwargs: dict | None = None
+) -> str:
     """
     Sweep the sampling schedule of one trained pipeline (`eta_1`, `eta_T`, number of steps) and return a markdown
     table shaped like the paper's Table II (mean Y-PSNR / SSIM / LR-consistency PSNR per setting). The model is not
@@ -297,7 +302,7 @@ def ablate(pairs, pipe, eta_starts, eta_ends, steps_list, scale: int = 4, pipeli
                     out = pipe(
                         lr, output_type="pt", num_inference_steps=steps, generator=generator, **(pipeline_kwargs or {})
                     )
-                    scores.append(score(name, "", out.images[0], hr, lr, scale, None))
+                    scores.append(score(name, "", out.images[0], hr, lr, scale=scale))
                     progress.update()
                 lines.append(
                     f"| {eta_start:g} | {eta_end:g} | {steps} | {statistics.fmean(s.psnr for s in scores):.2f} | "

@@ -51,6 +51,12 @@ def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return interpolate_bicubic(images, antialias=True, size=size).clamp(-1.0, 1.0)
 
 
+def to_gray(images: torch.Tensor) -> torch.Tensor:
+    """RGB images `(B, 3, H, W)` made gray with their BT.601 luma (the Y the benchmarks score), in every channel."""
+    luma = 0.299 * images[:, 0:1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:3]
+    return luma.expand(-1, 3, -1, -1)
+
+
 def center_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The centre `height` x `width` of `(..., H, W)` images (at most their size)."""
     height, width = min(height, images.shape[-2]), min(width, images.shape[-1])

@@ -174,6 +174,7 @@ def write_model_card(
     folder: str | Path,
     template: str,
     results_dir: str | Path,
+    *,
     method: str,
     repo_id: str,
     datasets: list[str] | None = None,

@@ -122,3 +122,48 @@ def write_pipeline_code(pipeline, save_directory: str):
         index[name] = [module, class_name]
     with open(index_path, "w", encoding="utf-8") as f:
         f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+class CarriesCode:
+    """
+    A mixin for a `DiffusionPipeline` of this package: saved folders carry its code (and load with diffusers alone);
+    loaded with the package, the package's own classes are used.
+    """
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """
+        Read `model_index.json` like [`ConfigMixin.load_config`], with the components this package defines (the
+        scheduler, a [`LocalUNet2DModel`], a [`SpaceToDepthAutoencoder`]) named by the installed package's modules.
+        So `DeltaDiffPipeline.from_pretrained(folder)` builds them from the package's classes, not from the copies a
+        saved folder carries: no code from the folder runs and `trust_remote_code` is not needed. Folders saved by
+        older versions, which name the package modules already, load the same way. With diffusers alone
+        (`DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)`), the folder's
+        copies are used.
+        """
+        loaded = super().load_config(*args, **kwargs)
+        if isinstance(loaded, tuple):
+            return (with_package_modules(loaded[0]), *loaded[1:])
+        return with_package_modules(loaded)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
+        """
+        Save the pipeline like [`DiffusionPipeline.save_pretrained`], weights as safetensors only, with the code that
+        makes the folder load with diffusers alone (see `save_config`):
+        `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)`, from a local
+        path or the Hub.
+        """
+        if not safe_serialization:
+            raise ValueError("DeltaDiff pipelines are saved as safetensors only: drop `safe_serialization=False`.")
+        super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """
+        Write `model_index.json` and, with it, the pipeline's code: `pipeline.py` and the modules it imports next to
+        it, each component class of this package in its component folder. `save_pretrained` writes the config last,
+        before any upload to the Hub, so the code goes wherever the weights go.
+        """
+        if push_to_hub:
+            raise ValueError("Upload a DeltaDiff pipeline with `save_pretrained(..., push_to_hub=True)`.")
+        super().save_config(save_directory, **kwargs)
+        write_pipeline_code(self, str(save_directory))

@@ -13,12 +13,9 @@
 # limitations under the License.
 """The DeltaDiff super-resolution pipeline."""
 
-import contextlib
 import copy
 import math
 import os
-import threading
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,10 +31,13 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 
 # relative imports only of modules that go with saved pipelines (see `pipeline_code`); the component classes
 # (`DeltaShiftScheduler`, `LocalUNet2DModel`, `SpaceToDepthAutoencoder`) travel in their own folders instead
+from .call_state import PerCallState
+from .canvas import CANVASES, assemble, crop_border
 from .config_checks import PIPELINE, check_pipeline_folder, check_values
 from .image_utils import bicubic_upsample, pad_border, pad_to_multiple, resize_to, split_images, to_unit_tensor
-from .pipeline_code import with_package_modules, write_pipeline_code
-from .tiling import Box, RowWindow, Tile, column_strips, plan_tiles, tile_rows
+from .pipeline_code import CarriesCode
+from .tiled_execution import TiledExecution, _Batch
+from .tiling import Box, RowWindow, Wavefront
 
 
 EXAMPLE_DOC_STRING = """
@@ -58,28 +58,10 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-@dataclass
-class _CallState:
-    """What one pipeline call owns: its copy of the scheduler (timesteps, coefficients) and its interrupt flag."""
-
-    scheduler: SchedulerMixin
-    interrupt: bool = False
-
-
-# per thread: the state of the pipeline call running in that thread (by pipeline id)
-_CALLS = threading.local()
-
-
 def autoencoder_downsampling_factor(autoencoder: ModelMixin) -> int:
     """How many image pixels one latent pixel spans: `downsampling_factor`, or `2^(blocks - 1)` for a `VQModel`."""
     factor = getattr(autoencoder.config, "downsampling_factor", None)
     return int(factor) if factor else 2 ** (len(autoencoder.config.block_out_channels) - 1)
-
-
-def to_gray(images: torch.Tensor) -> torch.Tensor:
-    """RGB images `(B, 3, H, W)` made gray with their BT.601 luma (the Y the benchmarks score), in every channel."""
-    luma = 0.299 * images[:, 0:1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:3]
-    return luma.expand(-1, 3, -1, -1)
 
 
 def encode_lr(autoencoder, lr: torch.Tensor, upscale_factor: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +94,7 @@ class DeltaDiffPipelineOutput(BaseOutput):
     intermediate_images: list | None = None
 
 
-class DeltaDiffPipeline(DiffusionPipeline):
+class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipeline):
     r"""
     Pipeline for image super-resolution with DeltaDiff (a residual-guided, noise-free diffusion in the latent space of
     an autoencoder), or ResShift when the scheduler has `kappa > 0`.
@@ -127,26 +109,15 @@ class DeltaDiffPipeline(DiffusionPipeline):
     the models accept and the result is cropped, never resized. A gray input (all three channels equal) comes out
     gray: the model sees no colour in it, so any colour in its output would be invented.
 
-    Large images are processed in tiles. At every reverse step the UNet runs tile by tile, each tile seen with a
-    margin of context (`tile_context` latent pixels of its neighbours, on the UNet's downsampling grid), and only the
-    tile's own pixels are kept and stepped. Encoding and decoding are tiled the same way, and decoded tiles go
-    straight into the output (PIL images painted tile by tile), so model activations are bounded by the tile. The
-    deterministic chain (kappa = 0) also keeps the latents bounded: it runs as a wavefront down the tile rows, step
-    `s` of a row as soon as step `s - 1` holds the rows it sees, in column strips of at most `stream_width` latent
-    pixels (with a halo of `(T + 2) * tile_context`), so only a few tile rows of one strip are held at a time.
-    Callbacks, intermediates, `output_type="latent"` and noisy chains (kappa > 0: the noise is drawn per canvas) keep
-    whole latent canvases. Of the known ways to tile a diffusion upscaler, this one was chosen because, with a model
-    whose layers only see local context, it is the whole-image computation itself:
-
-    - With the shipped default model (a lossless [`SpaceToDepthAutoencoder`] and a [`LocalUNet2DModel`]: per-pixel
-      normalisation, no attention) every output pixel depends only on a neighbourhood of the input. Tiles whose
-      context covers the UNet's receptive field give the whole-image output up to float error, whatever the tile
-      size: `tile_size` and `tile_batch_size` only set memory and speed. Running every tile through the whole chain
-      on its own (and blending at the end) would need the context of all steps together, four times more.
-    - Models with image-wide statistics (`GroupNorm`, attention; a learned `VQModel`) see per-tile statistics in
-      tiles, so their tiled output is close to the whole-image output, not equal to it: tone may change from tile to
-      tile. Sharing the statistics of all tiles (as tiled VAEs do) is not implemented; use `tile_size=0` for them
-      when memory allows.
+    Large images are processed in tiles ([`~tiled_execution.TiledExecution`]): at every reverse step the UNet runs
+    tile by tile, each tile seen with `tile_context` latent pixels of its neighbours, and only the tile's own pixels
+    are kept and stepped; encoding and decoding are tiled the same way, into the output. The deterministic chain runs
+    as a wavefront down the tile rows, in column strips ([`~tiling.Wavefront`]), so that only a few tile rows of latents
+    are held; callbacks, intermediates, `output_type="latent"` and noisy chains keep whole latent canvases. With the
+    shipped model (a lossless [`SpaceToDepthAutoencoder`] and a [`LocalUNet2DModel`]: no image-wide statistics) this
+    is the whole-image computation itself: `tile_size` and `tile_batch_size` set memory and speed, not the output.
+    Models with image-wide statistics (`GroupNorm`, attention, a learned `VQModel`) come out close to, not equal to,
+    their whole-image output when tiled; use `tile_size=0` for them when memory allows.
 
     This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
     implemented for all pipelines (downloading, saving, running on a particular device, etc.).
@@ -169,15 +140,16 @@ class DeltaDiffPipeline(DiffusionPipeline):
             LR pixels added by reflection around every input before the chain, and cropped from the output after it,
             so that the UNet never sees its zero padding where the image ends (which leaves a band along the borders).
             Part of the model: saved with it (the shipped model's value is measured, see its card).
+        default_tile_size (`int`, *optional*, defaults to 128), auto_tile_threshold (`int`, *optional*, defaults to 256):
+            With `tile_size=None`, images larger than `auto_tile_threshold` latent pixels on a side are tiled in tiles
+            of about `default_tile_size`.
+        stream_tiles (`bool`, *optional*, defaults to `True`), stream_width (`int`, *optional*, defaults to 1024):
+            Tiled deterministic chains run as a wavefront down the image, in column strips of at most `stream_width`
+            latent pixels, unless the caller needs every step's latents (callbacks, intermediates, latent output);
+            `stream_tiles=False` keeps whole latent canvases (the same output, for comparison).
     """
 
     model_cpu_offload_seq = "vqvae->unet"
-    default_tile_size = 128
-    # tiled deterministic chains run as a wavefront down the image ([`_stream_group`]) unless the caller needs every
-    # step's latents (callbacks, intermediates, latent output); `False` forces the whole-canvas path (for comparison)
-    stream_tiles = True
-    stream_width = 1024  # latent pixels: wider canvases stream in column strips (4096 output pixels for x4 f4)
-    auto_tile_threshold = 256
     _callback_tensor_inputs = ["latents", "lr_latents", "lr_condition"]
 
     def __init__(
@@ -188,6 +160,11 @@ class DeltaDiffPipeline(DiffusionPipeline):
         upscale_factor: int | None = None,
         tile_context: int = 16,
         border_padding: int = 0,
+        *,
+        default_tile_size: int = 128,
+        auto_tile_threshold: int = 256,
+        stream_tiles: bool = True,
+        stream_width: int = 1024,
     ):
         super().__init__()
         self.register_modules(vqvae=vqvae, unet=unet, scheduler=scheduler)
@@ -195,15 +172,16 @@ class DeltaDiffPipeline(DiffusionPipeline):
         vqvae.eval()
         unet.eval()
         self.vae_scale_factor = autoencoder_downsampling_factor(vqvae)
-        check_values(
-            {"upscale_factor": upscale_factor, "tile_context": tile_context, "border_padding": border_padding},
-            PIPELINE,
-            type(self).__name__,
-        )
-        upscale_factor = int(upscale_factor or self.vae_scale_factor)
-        self.register_to_config(
-            upscale_factor=upscale_factor, tile_context=tile_context, border_padding=border_padding
-        )
+        knobs = {
+            "tile_context": tile_context,
+            "border_padding": border_padding,
+            "default_tile_size": default_tile_size,
+            "auto_tile_threshold": auto_tile_threshold,
+            "stream_tiles": stream_tiles,
+            "stream_width": stream_width,
+        }
+        check_values({"upscale_factor": upscale_factor, **knobs}, PIPELINE, type(self).__name__)
+        self.register_to_config(upscale_factor=int(upscale_factor or self.vae_scale_factor), **knobs)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
 
         latent_channels = vqvae.config.latent_channels
@@ -225,44 +203,6 @@ class DeltaDiffPipeline(DiffusionPipeline):
             check_pipeline_folder(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
-    @classmethod
-    def load_config(cls, *args, **kwargs):
-        """
-        Read `model_index.json` like [`ConfigMixin.load_config`], with the components this package defines (the
-        scheduler, a [`LocalUNet2DModel`], a [`SpaceToDepthAutoencoder`]) named by the installed package's modules.
-        So `DeltaDiffPipeline.from_pretrained(folder)` builds them from the package's classes, not from the copies a
-        saved folder carries: no code from the folder runs and `trust_remote_code` is not needed. Folders saved by
-        older versions, which name the package modules already, load the same way. With diffusers alone
-        (`DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)`), the folder's
-        copies are used.
-        """
-        loaded = super().load_config(*args, **kwargs)
-        if isinstance(loaded, tuple):
-            return (with_package_modules(loaded[0]), *loaded[1:])
-        return with_package_modules(loaded)
-
-    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
-        """
-        Save the pipeline like [`DiffusionPipeline.save_pretrained`], weights as safetensors only, with the code that
-        makes the folder load with diffusers alone (see `save_config`):
-        `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)`, from a local
-        path or the Hub.
-        """
-        if not safe_serialization:
-            raise ValueError("DeltaDiff pipelines are saved as safetensors only: drop `safe_serialization=False`.")
-        super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
-
-    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
-        """
-        Write `model_index.json` and, with it, the pipeline's code: `pipeline.py` and the modules it imports next to
-        it, each component class of this package in its component folder. `save_pretrained` writes the config last,
-        before any upload to the Hub, so the code goes wherever the weights go.
-        """
-        if push_to_hub:
-            raise ValueError("Upload a DeltaDiff pipeline with `save_pretrained(..., push_to_hub=True)`.")
-        super().save_config(save_directory, **kwargs)
-        write_pipeline_code(self, str(save_directory))
-
     @property
     def upscale_factor(self) -> int:
         return self.config.upscale_factor
@@ -274,56 +214,6 @@ class DeltaDiffPipeline(DiffusionPipeline):
         hr_multiple = self.vae_scale_factor * unet_factor
         return hr_multiple // math.gcd(self.upscale_factor, hr_multiple)
 
-    def _running_call(self) -> "_CallState | None":
-        """The state of this pipeline's call running in this thread, `None` outside a call."""
-        return getattr(_CALLS, "by_pipeline", {}).get(id(self))
-
-    @property
-    def _scheduler(self) -> SchedulerMixin:
-        """The scheduler of the call running in this thread (its own copy), or `self.scheduler` outside a call."""
-        call = self._running_call()
-        return call.scheduler if call is not None else self.scheduler
-
-    @property
-    def _interrupt(self) -> bool:
-        """diffusers' interrupt flag, per call: a callback setting `pipe._interrupt = True` stops its own call only."""
-        call = self._running_call()
-        return call.interrupt if call is not None else self.__dict__.get("_interrupt_outside_calls", False)
-
-    @_interrupt.setter
-    def _interrupt(self, value: bool):
-        call = self._running_call()
-        if call is not None:
-            call.interrupt = bool(value)
-        else:
-            self.__dict__["_interrupt_outside_calls"] = bool(value)
-
-    @contextlib.contextmanager
-    def _call_state(self, scheduler: SchedulerMixin):
-        """This thread's state of one call of this pipeline (its scheduler copy, its interrupt flag); re-entrant."""
-        by_pipeline = _CALLS.__dict__.setdefault("by_pipeline", {})
-        previous = by_pipeline.get(id(self))
-        by_pipeline[id(self)] = _CallState(scheduler)
-        try:
-            yield
-        finally:
-            if previous is None:
-                by_pipeline.pop(id(self), None)
-            else:
-                by_pipeline[id(self)] = previous
-
-    @property
-    def num_timesteps(self):
-        """The steps of the call running in this thread (callbacks read it), else of the last call."""
-        call = self._running_call()
-        if call is not None and call.scheduler.timesteps is not None:
-            return len(call.scheduler.timesteps)
-        return self._num_timesteps
-
-    @property
-    def interrupt(self):
-        return self._interrupt
-
     def encode_lr(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[`encode_lr`] with this pipeline's autoencoder and factor."""
         return encode_lr(self.vqvae, lr, self.upscale_factor)
@@ -332,371 +222,88 @@ class DeltaDiffPipeline(DiffusionPipeline):
         """Decode (and quantize) latents to images in `[-1, 1]`."""
         return self.vqvae.decode(latents.to(self.vqvae.dtype)).sample.clamp(-1.0, 1.0)
 
-    @property
-    def latent_tile_multiple(self) -> int:
-        """Tile edges (latent pixels) fall on multiples of this: the UNet's downsampling grid, and whole LR pixels."""
-        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
-        latents_per_lr_step = self.upscale_factor // math.gcd(self.upscale_factor, self.vae_scale_factor)
-        return math.lcm(unet_factor, latents_per_lr_step)
-
-    def _latent_canvas_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The latent canvas of LR images of `size`: padded to `lr_size_multiple` (as `pad_to_multiple` does), scaled."""
-        multiple, scale, f = self.lr_size_multiple, self.upscale_factor, self.vae_scale_factor
-        return tuple(-(-n // multiple) * multiple * scale // f for n in size)
-
-    def unet_pixels(self, size: tuple[int, int], tile_size: int | None = None, tile_overlap: int | None = None) -> int:
+    def _upscale_batch(self, lr: torch.Tensor, batch: _Batch):
         """
-        The latent pixels one reverse step feeds the UNet for an LR image of `size` `(height, width)`: the canvas
-        after border and size padding, every tile with its context. The cost of an image in work, not in its own
-        pixels: a 1 x 30000 strip costs far more than its 30000 pixels (services bound requests by this).
-        """
-        pad = self.config.border_padding
-        latent_size = self._latent_canvas_size((size[0] + 2 * pad, size[1] + 2 * pad))
-        context = self.config.tile_context if tile_overlap is None else tile_overlap
-        tiles = self._plan(latent_size, tile_size, context)
-        return sum(tile.outer.shape[0] * tile.outer.shape[1] for tile in tiles)
-
-    def _plan(self, latent_size: tuple[int, int], tile_size: int | None, context: int) -> list[Tile]:
-        """The tiles of a latent canvas: one (the whole canvas) unless the image is tiled."""
-        height, width = latent_size
-        if tile_size is None:
-            # decided on the image's own size: the border padding alone never adds a tile (or switches tiling on)
-            border = self.config.border_padding * self.upscale_factor // self.vae_scale_factor
-            own_size = max(latent_size) - 2 * border
-            tile_size = 0
-            if own_size > self.auto_tile_threshold:
-                tile_size, count = self.default_tile_size, math.ceil(own_size / self.default_tile_size)
-                if count * tile_size < max(latent_size):  # the padding would add a sliver of tiles: widen them
-                    multiple = self.latent_tile_multiple
-                    tile_size = math.ceil(max(latent_size) / count / multiple) * multiple
-        if not tile_size or tile_size >= max(latent_size):
-            return plan_tiles(height, width, max(height, width), 0)
-        return plan_tiles(height, width, tile_size, context, self.latent_tile_multiple)
-
-    def _map_tiles(self, tiles: list[Tile], batch_size: int, function, write, progress_bar=None):
-        """
-        Call `function(outer_box)` on batches of at most `batch_size` tiles of one shape (their outer boxes
-        concatenated along the batch), then `write(tile, result)` with each tile's share of the result.
-        """
-        by_shape: dict[tuple[int, int], list[Tile]] = {}
-        for tile in tiles:
-            by_shape.setdefault(tile.outer.shape, []).append(tile)
-        for group in by_shape.values():
-            for start in range(0, len(group), batch_size):
-                batch = group[start : start + batch_size]
-                results = function([tile.outer for tile in batch]).chunk(len(batch))
-                for tile, result in zip(batch, results):
-                    write(tile, result)
-                if progress_bar is not None:
-                    progress_bar.update()
-
-    def _encode_tiles(self, lr: torch.Tensor, tiles: list[Tile], batch_size: int, region: Box):
-        """
-        `(y, condition)` of [`encode_lr`] for padded LR images on the `region` of the latent canvas that `tiles`
-        cover, computed tile by tile.
-        """
-        f, s = self.vae_scale_factor, self.upscale_factor
-        height, width = region.shape
-        lr_latents = lr_condition = None
-
-        def encode(boxes):
-            return torch.cat([torch.cat(self.encode_lr(box.scaled(f, s).crop(lr)), dim=1) for box in boxes])
-
-        def write(tile, result):
-            nonlocal lr_latents, lr_condition
-            if lr_latents is None:
-                channels = result.shape[1] - 3
-                lr_latents = lr.new_empty(lr.shape[0], channels, height, width, dtype=self.unet.dtype)
-                lr_condition = lr.new_empty(lr.shape[0], 3, height, width, dtype=self.unet.dtype)
-            inner = tile.inner.within(tile.outer).crop(result)
-            tile.inner.shifted(region.top, region.left).crop(lr_latents).copy_(inner[:, :-3])
-            tile.inner.shifted(region.top, region.left).crop(lr_condition).copy_(inner[:, -3:])
-
-        self._map_tiles(tiles, batch_size, encode, write)
-        return lr_latents, lr_condition
-
-    def _denoise_tiles(self, latents, lr_latents, lr_condition, t, tiles, batch_size, progress_bar, region, step):
-        """
-        The UNet's prediction at timestep `t` for the `region` of the canvas that `tiles` cover, tile by tile,
-        each tile seen with its context; with `step`, each tile's pixels go through the reverse step (eq. 5/6) as
-        soon as they are predicted (the step is elementwise), so that no full-size model output is kept. The inputs
-        are [`RowWindow`]s holding the rows the tiles see.
-        """
-        target = None
-
-        def predict(boxes):
-            sample = torch.cat([latents.crop(box) for box in boxes])
-            condition = torch.cat([lr_condition.crop(box) for box in boxes])
-            model_input = torch.cat([self._scheduler.scale_model_input(sample, t), condition], dim=1)
-            timestep = torch.full((model_input.shape[0],), t, device=sample.device, dtype=torch.long)
-            return self.unet(model_input, timestep).sample
-
-        def write(tile, result):
-            nonlocal target
-            output = tile.inner.within(tile.outer).crop(result)
-            if step:
-                sample, lr_sample = latents.crop(tile.inner), lr_latents.crop(tile.inner)
-                output = self._scheduler.step(output, t, sample, lr_sample=lr_sample).prev_sample
-            if target is None:
-                target = output.new_empty(*output.shape[:2], *region.shape)
-            tile.inner.shifted(region.top, region.left).crop(target).copy_(output)
-
-        self._map_tiles(tiles, batch_size, predict, write, progress_bar)
-        return target
-
-    def _denoise_step(self, latents, lr_latents, lr_condition, t, tiles, batch_size, generator, progress_bar):
-        """
-        One reverse step (eq. 5/6) of the whole canvas; the UNet runs tile by tile, each tile with its context. A
-        deterministic chain (kappa = 0) steps each tile's pixels as soon as they are predicted, into a new canvas.
-        With noise (kappa > 0) the whole canvas steps at once, so that the noise does not depend on the tiling.
-        """
-        per_tile = len(tiles) > 1 and self._scheduler.config.kappa == 0
-        windows = (RowWindow(latents), RowWindow(lr_latents), RowWindow(lr_condition))
-        region = Box(0, latents.shape[-2], 0, latents.shape[-1])
-        target = self._denoise_tiles(*windows, t, tiles, batch_size, progress_bar, region, step=per_tile)
-        if per_tile:
-            return target
-        return self._scheduler.step(target, t, latents, generator=generator, lr_sample=lr_latents).prev_sample
-
-    def _new_canvas(self, batch: int, output_type: str, size: tuple[int, int]):
-        """The output of `output_type` for `batch` images of `size`: RGB PIL images for `"pil"` (filled tile by tile:
-        no other copy of the image), a float32 `(B, H, W, 3)` array for `"np"`, a float `(B, 3, H, W)` tensor in
-        `[0, 1]` for `"pt"`."""
-        if output_type == "pt":
-            return torch.empty(batch, 3, *size, dtype=torch.float32)
-        if output_type == "pil":
-            return [PIL.Image.new("RGB", size[::-1]) for _ in range(batch)]
-        return np.empty((batch, *size, 3), dtype=np.float32)
-
-    def _decode_into(self, canvas, latents: RowWindow, tiles, batch_size, output_type: str, gray=None, columns=None):
-        """
-        Decode the latents `tiles` cover (held by `latents`) tile by tile into `canvas` ([`_new_canvas`]), cropped
-        to its size and to the latent `columns` (a `(left, right)` span; all by default). No float copy of the whole
-        image is made for `"pil"`. Images flagged in `gray` (a `(B,)` bool tensor) come out gray.
-        """
-        f = self.vae_scale_factor
-        if output_type == "pil":
-            width, height = canvas[0].size
-        else:
-            height, width = canvas.shape[-2:] if output_type == "pt" else canvas.shape[1:3]
-        left, right = (columns[0] * f, columns[1] * f) if columns else (0, width)
-        owned = Box(0, height, left, min(right, width))
-
-        def decode(boxes):
-            return torch.cat([self.decode_latents(latents.crop(box)) for box in boxes])
-
-        def write(tile, result):
-            inner = tile.inner.scaled(f)
-            box = inner.clipped(owned)
-            if box.bottom <= box.top or box.right <= box.left:
-                return
-            image = box.within(tile.outer.scaled(f)).crop(result)
-            image = self.image_processor.denormalize(image.float().cpu())
-            if gray is not None and gray.any():
-                image[gray] = to_gray(image[gray])
-            if output_type == "pt":
-                box.crop(canvas)[...] = image
-                return
-            image = image.permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                for target, tile_image in zip(canvas, (image * 255).round().astype(np.uint8)):
-                    target.paste(PIL.Image.fromarray(tile_image), (box.left, box.top))
-                return
-            canvas[:, box.top : box.bottom, box.left : box.right] = image
-
-        self._map_tiles(tiles, batch_size, decode, write)
-        return canvas
-
-    def _decode_tiles(self, latents, tiles, batch_size, output_type: str, size: tuple[int, int], gray=None):
-        """Decode the latent canvas tile by tile into a new output of `output_type` ([`_new_canvas`])."""
-        canvas = self._new_canvas(latents.shape[0], output_type, size)
-        return self._decode_into(canvas, RowWindow(latents), tiles, batch_size, output_type, gray)
-
-    def _streams(self, tiles: list[Tile], output_type: str, needs_steps: bool) -> bool:
-        """Whether a canvas cut into `tiles` runs streamed ([`_stream_group`]): a deterministic chain in several tile
-        rows, when no caller needs every step's latents (callbacks, intermediates, latent output)."""
-        deterministic = self._scheduler.config.kappa == 0
-        wanted = self.stream_tiles and not needs_steps and output_type != "latent"
-        return deterministic and wanted and len(tile_rows(tiles)) > 1
-
-    def _strips(self, tiles: list[Tile]):
-        """The column strips a streamed canvas runs in ([`column_strips`]), with the halo the chain needs."""
-        context = max(max(t.inner.left - t.outer.left, t.outer.right - t.inner.right) for t in tiles)
-        halo = (len(self._scheduler.timesteps) + 2) * context
-        return column_strips(tiles, self.stream_width, halo)
-
-    def _unet_calls(self, tiles: list[Tile], streamed: bool, batch_size: int) -> int:
-        """UNet calls per reverse step ([`_map_tiles`] batches tiles of one shape; streamed, within a tile row of a
-        strip, halo tiles included)."""
-
-        def calls(group):
-            return sum(math.ceil(n / batch_size) for n in Counter(t.outer.shape for t in group).values())
-
-        if not streamed:
-            return calls(tiles)
-        return sum(calls(row) for _, _, strip in self._strips(tiles) for row in tile_rows(strip))
-
-    def _stream_group(self, lr, tiles, batch_size, output_type, size, gray, progress_bar):
-        """
-        The deterministic chain (kappa = 0) of [`_upscale_group`] with latents held only where they are still
-        needed, so that memory does not grow with the image: in column strips (at most `stream_width` latent pixels
-        wide) and, within a strip, as a wavefront down its tile rows ([`_stream_strip`]). A strip is run with a halo
-        of neighbouring tile columns as wide as the error at a cut edge spreads over the chain (the tile context at
-        every step, encoding and decoding), and writes only its own columns of the output. Every output pixel sees
-        what it sees on the whole canvas, so the output is the same.
-        """
-        canvas = self._new_canvas(lr.shape[0], output_type, size)
-        for own, region, strip_tiles in self._strips(tiles):
-            self._stream_strip(lr, strip_tiles, region, batch_size, canvas, output_type, gray, progress_bar, own)
-        return canvas
-
-    def _stream_strip(self, lr, tiles, region, batch_size, canvas, output_type, gray, progress_bar, own):
-        """
-        Run the deterministic chain on the `region` of the latent canvas that `tiles` cover, as a wavefront down its
-        tile rows, and decode the `own` columns into `canvas`. Tile row `j` of step `s` is computed as soon as step
-        `s - 1` holds the rows its tiles see; tile row `j` of the output is decoded as soon as the last step holds
-        the rows it sees; rows no later tile row needs are dropped.
-        """
-        rows = tile_rows(tiles)
-        bands = [Box(row[0].inner.top, row[0].inner.bottom, region.left, region.right) for row in rows]
-        seen = [(row[0].outer.top, row[0].outer.bottom) for row in rows]
-        timesteps = self._scheduler.timesteps.tolist()  # Python ints: no device sync per tile
-        # windows[0] holds x_T = y (kappa = 0), which every step also reads; windows[s], x after s steps
-        windows = [RowWindow(left=region.left) for _ in range(len(timesteps) + 1)]
-        condition = RowWindow(left=region.left)
-        done = [0] * len(windows)  # tile rows computed at each level
-        decoded = 0
-
-        def last_row(bottom: int) -> int:
-            """The tile row holding canvas row `bottom - 1`."""
-            return next(j for j, band in enumerate(bands) if band.top < bottom <= band.bottom)
-
-        def release():
-            """Drop the rows that the next tile row of each reader does not see."""
-            for level in range(1, len(windows)):
-                reader = done[level + 1] if level + 1 < len(windows) else decoded
-                if reader < len(rows):
-                    windows[level].drop_before(seen[reader][0])
-            if done[-1] < len(rows):
-                first_step = seen[done[1]][0] if done[1] < len(rows) else bands[done[-1]].top
-                windows[0].drop_before(min(first_step, bands[done[-1]].top))
-                condition.drop_before(seen[done[-1]][0])
-
-        def compute(level: int, j: int):
-            while done[level] <= j:
-                k = done[level]
-                if level == 0:
-                    y, lr_condition = self._encode_tiles(lr, rows[k], batch_size, bands[k])
-                    windows[0].append(y)
-                    condition.append(lr_condition)
-                else:
-                    compute(level - 1, last_row(seen[k][1]))
-                    band = self._denoise_tiles(
-                        windows[level - 1],
-                        windows[0],
-                        condition,
-                        timesteps[level - 1],
-                        rows[k],
-                        batch_size,
-                        progress_bar,
-                        bands[k],
-                        step=True,
-                    )
-                    windows[level].append(band)
-                done[level] += 1
-                release()
-
-        columns = (own.left, own.right)
-        for j in range(len(rows)):
-            compute(len(windows) - 1, last_row(seen[j][1]))
-            self._decode_into(canvas, windows[-1], rows[j], batch_size, output_type, gray, columns)
-            decoded += 1
-            release()
-
-    def _upscale_group(
-        self,
-        lr: torch.Tensor,
-        generator,
-        output_type: str,
-        tiles: list[Tile],
-        streamed: bool,
-        batch_size: int,
-        return_intermediates: bool,
-        callback_on_step_end,
-        callback_on_step_end_tensor_inputs: list[str],
-        progress_bar,
-    ):
-        """
-        LR images `(B, 3, h, w)` in `[-1, 1]` of one size: pad, encode, reverse chain, decode, crop, on the latent
-        canvas cut into `tiles` ([`_plan`]), `streamed` ([`_streams`]) or on whole canvases. Returns the outputs in the internal format of `output_type` (see
-        [`_decode_tiles`]) and the same for every step.
+        LR images `(B, 3, h, w)` in `[-1, 1]` of one size: pad, encode, reverse chain, decode, on the latent canvas
+        cut into `batch.tiles`, as a [`~tiling.Wavefront`] down column strips or step by step on whole canvases.
+        Returns the output of `batch.output_type` (a canvas' `result()`, or latents) and one for every step.
         """
         height, width = lr.shape[-2:]
         scale, f = self.upscale_factor, self.vae_scale_factor
         lr = pad_to_multiple(lr, self.lr_size_multiple)
         gray = (lr[:, 0] == lr[:, 1]).flatten(1).all(1) & (lr[:, 1] == lr[:, 2]).flatten(1).all(1)
+        batch.gray = gray.cpu()
         output_size = (height * scale, width * scale)
-        if streamed:
-            canvas = self._stream_group(lr, tiles, batch_size, output_type, output_size, gray.cpu(), progress_bar)
-            return canvas, []
-        canvas_region = Box(0, lr.shape[-2] * scale // f, 0, lr.shape[-1] * scale // f)
-        lr_latents, lr_condition = self._encode_tiles(lr, tiles, batch_size, canvas_region)
-        latents = self._scheduler.init_latents(lr_latents, generator=generator)
+        latent = batch.output_type == "latent"
+        canvas = None if latent else CANVASES[batch.output_type](lr.shape[0], output_size)
+        whole = Box(0, lr.shape[-2] * scale // f, 0, lr.shape[-1] * scale // f)
+        strips = self._strips(batch.tiles) if batch.streamed else [(None, whole, batch.tiles)]
+        scheduler, steps = self._scheduler, []
+        timesteps = scheduler.timesteps.tolist()  # Python ints: one device sync per call, not one per tile
+        for own, region, tiles in strips:
+            start_is_y = scheduler.config.kappa == 0  # x_T = y: no copy
+            wave = Wavefront(tiles, region, len(timesteps), not batch.streamed, start_is_y)
+            for j in wave.output_rows():
+                # 1. The LR's latent y (x_T = y, plus noise for ResShift) and the UNet's LR condition
+                for k in wave.advance(0, j):
+                    y, condition = self._encode_band(lr, wave.rows[k], wave.bands[k], batch)
+                    wave.y.append(y)
+                    wave.condition.append(condition)
+                    if not start_is_y:
+                        wave.x[0].append(scheduler.init_latents(y, generator=batch.generator))
+                # 2. The reverse chain (eq. 5/6): each step computes the tile rows the next one needs
+                for i, t in enumerate(timesteps):
+                    if self.interrupt:
+                        continue
+                    for k in wave.advance(i + 1, j):
+                        wave.x[i + 1].append(self._denoise_band(wave, i + 1, t, k, batch))
+                    if not batch.streamed:
+                        steps += self._step_end(wave, i, batch, output_size)
+                # 3. Decode the output rows the chain has finished
+                if latent:
+                    latent_size = (math.ceil(height * scale / f), math.ceil(width * scale / f))
+                    result = wave.latest().crop(whole)[..., : latent_size[0], : latent_size[1]].float().cpu()
+                else:
+                    self._decode_band(canvas, wave.latest(), wave.rows[j], batch, own and (own.left, own.right))
+                wave.decoded_row()
+        return (result if latent else canvas.result()), steps
 
-        intermediates = []
-        # the timesteps as Python ints (one device sync per call, not one per tile and step)
-        for i, t in enumerate(self._scheduler.timesteps.tolist()):
-            if self.interrupt:
-                continue
-            latents = self._denoise_step(
-                latents, lr_latents, lr_condition, t, tiles, batch_size, generator, progress_bar
+    def _step_end(self, wave: Wavefront, i: int, batch: _Batch, output_size: tuple[int, int]) -> list:
+        """After step `i` on a whole canvas: `callback_on_step_end` (which may replace the latents), the decoded
+        step for `return_intermediates`."""
+        region = wave.bands[0]
+        if batch.callback is not None:
+            tensors = {"latents": wave.x[i + 1].crop(region), "lr_latents": wave.y.crop(region)}
+            tensors["lr_condition"] = wave.condition.crop(region)
+            timestep = self._scheduler.timesteps[i]
+            outputs = batch.callback(self, i, timestep, {k: tensors[k] for k in batch.callback_inputs})
+            if "latents" in outputs:
+                wave.x[i + 1] = RowWindow(outputs.pop("latents"), region.top, region.left)
+        if not batch.return_intermediates:
+            return []
+        step_type = "pt" if batch.output_type == "latent" else batch.output_type
+        canvas = CANVASES[step_type](wave.x[i + 1].crop(region).shape[0], output_size)
+        return [self._decode_band(canvas, wave.x[i + 1], wave.rows[0], batch).result()]
+
+    def check_inputs(self, output_type, callback_inputs, tile_size, tile_overlap, tile_batch_size, steps):
+        """The call's arguments, each checked before any work: a `ValueError` naming the argument."""
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
+        unknown = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
             )
-            if callback_on_step_end is not None:
-                tensors = {"latents": latents, "lr_latents": lr_latents, "lr_condition": lr_condition}
-                callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, i, self._scheduler.timesteps[i], callback_kwargs)
-                latents = callback_outputs.pop("latents", latents)
-            if return_intermediates:
-                step_type = "pt" if output_type == "latent" else output_type
-                intermediates.append(
-                    self._decode_tiles(latents, tiles, batch_size, step_type, output_size, gray.cpu())
-                )
-        if output_type == "latent":
-            latent_size = (math.ceil(height * scale / f), math.ceil(width * scale / f))
-            return latents[..., : latent_size[0], : latent_size[1]].float().cpu(), intermediates
-        return self._decode_tiles(latents, tiles, batch_size, output_type, output_size, gray.cpu()), intermediates
-
-    def _crop_border(self, images, output_type: str):
-        """Crop `border_padding` (in output pixels, or latent pixels for `latent`) from every output image."""
-        pad = self.config.border_padding * self.upscale_factor
-        if output_type == "latent":
-            pad //= self.vae_scale_factor
-        if not pad:
-            return images
-
-        def crop(image):
-            if isinstance(image, PIL.Image.Image):
-                return image.crop((pad, pad, image.width - pad, image.height - pad))
-            if output_type == "np":  # (..., H, W, C)
-                return image[..., pad:-pad, pad:-pad, :]
-            return image[..., pad:-pad, pad:-pad]  # (..., C, H, W)
-
-        return [crop(im) for im in images] if isinstance(images, list) else crop(images)
-
-    def _to_output(self, canvases: list, output_type: str, order: list[int], one_size: bool):
-        """
-        Per-group canvases to the pipeline's output format, in input order (`order`: the input index of each image,
-        group after group). Images of `one_size` stay one array / tensor / list of PIL images (their groups hold the
-        inputs in order); several sizes give a list of images.
-        """
-        if len(canvases) == 1 or (one_size and output_type == "pil"):
-            images = [image for canvas in canvases for image in canvas] if len(canvases) > 1 else canvases[0]
-        elif one_size:
-            images = np.concatenate(canvases) if output_type == "np" else torch.cat(canvases)
-        else:
-            flat = [image for canvas in canvases for image in canvas]
-            images = [flat[k] for k in sorted(range(len(order)), key=order.__getitem__)]
-        return list(images) if output_type == "pil" else images
+        checks = {
+            "tile_size": (tile_size, 0, "positive, 0 (never tile) or None (automatic)"),
+            "tile_overlap": (tile_overlap, 0, "0 or more latent pixels, or None"),
+            "tile_batch_size": (tile_batch_size, 1, "a positive integer"),
+            "num_inference_steps": (steps, 1, "a positive integer or None"),
+        }
+        for name, (value, low, expected) in checks.items():
+            integral = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            if value is not None and not (integral and value >= low):
+                raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -705,6 +312,7 @@ class DeltaDiffPipeline(DiffusionPipeline):
         image: PIL.Image.Image | np.ndarray | torch.Tensor | list,
         num_inference_steps: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        *,
         output_type: str = "pil",
         return_dict: bool = True,
         return_intermediates: bool = False,
@@ -765,29 +373,10 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 `(images, intermediate_images)`.
         """
         # 1. Check inputs
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
-        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
-            )
-        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0):
-            raise ValueError(f"`tile_size` must be positive, 0 (never tile) or None (automatic), got {tile_size!r}.")
-        if tile_overlap is not None and (
-            isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0
-        ):
-            raise ValueError(f"`tile_overlap` must be 0 or more latent pixels, or None, got {tile_overlap!r}.")
-        if tile_batch_size is None:
-            tile_batch_size = 1 if self._execution_device.type == "cpu" else 4
-        if isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1:
-            raise ValueError(f"`tile_batch_size` must be a positive integer, got {tile_batch_size!r}.")
-        if num_inference_steps is not None:
-            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
-                raise ValueError(
-                    f"`num_inference_steps` must be a positive integer or None, got {num_inference_steps!r}."
-                )
-            num_inference_steps = int(num_inference_steps)
+        device = self._execution_device
+        tile_batch_size = (1 if device.type == "cpu" else 4) if tile_batch_size is None else tile_batch_size
+        callback_inputs = callback_on_step_end_tensor_inputs
+        self.check_inputs(output_type, callback_inputs, tile_size, tile_overlap, tile_batch_size, num_inference_steps)
         images = [pad_border(to_unit_tensor(im), self.config.border_padding) for im in split_images(image)]
         if not images:
             raise ValueError("`image` is empty: pass at least one image.")
@@ -795,15 +384,13 @@ class DeltaDiffPipeline(DiffusionPipeline):
             raise ValueError(f"Got {len(generator)} generators for {len(images)} images: pass one per image.")
 
         # 2. Set timesteps, on this call's own copy of the scheduler: calls from several threads never share a schedule
-        device = self._execution_device
         scheduler = copy.deepcopy(self.scheduler)
         with self._call_state(scheduler):
-            scheduler.set_timesteps(num_inference_steps, device=device)
+            scheduler.set_timesteps(None if num_inference_steps is None else int(num_inference_steps), device=device)
             self._num_timesteps = len(scheduler.timesteps)
 
-            # 3. Batch images by size; each batch is one canvas, upscaled whole or (large ones) in tiles. A batch holds
-            # at most `tile_batch_size` images and each UNet call `tile_batch_size // images` of its tiles, so that the
-            # UNet batch (images x tiles) never exceeds `tile_batch_size`, however many images come in one call.
+            # 3. Batch images by size, at most `tile_batch_size` images a batch, each UNet call `tile_batch_size //
+            # images` of its tiles: the UNet batch (images x tiles) never exceeds `tile_batch_size`
             by_size: dict[tuple[int, int], list[int]] = {}
             for index, im in enumerate(images):
                 by_size.setdefault(tuple(im.shape[-2:]), []).append(index)
@@ -812,46 +399,42 @@ class DeltaDiffPipeline(DiffusionPipeline):
                 for size, indices in by_size.items()
                 for start in range(0, len(indices), tile_batch_size)
             ]
-            tiles_per_call = [max(1, tile_batch_size // len(indices)) for _, indices in groups]
             context = self.config.tile_context if tile_overlap is None else tile_overlap
-            plan_of_size = {size: self._plan(self._latent_canvas_size(size), tile_size, context) for size in by_size}
-            plans = [plan_of_size[size] for size, _ in groups]
+            plans = {size: self._plan(self._latent_canvas_size(size), tile_size, context) for size in by_size}
             needs_steps = return_intermediates or callback_on_step_end is not None
-            streamed = [self._streams(tiles, output_type, needs_steps) for tiles in plans]
-            num_unet_calls = sum(map(self._unet_calls, plans, streamed, tiles_per_call))
+            batches = []
+            for size, indices in groups:
+                streamed = self._streams(plans[size], output_type, needs_steps)
+                batch = _Batch(plans[size], streamed, max(1, tile_batch_size // len(indices)), output_type)
+                batch.generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
+                batch.return_intermediates = return_intermediates
+                batch.callback, batch.callback_inputs = callback_on_step_end, tuple(callback_inputs)
+                batches.append(batch)
+            num_unet_calls = sum(self._unet_calls(b.tiles, b.streamed, b.tiles_per_call) for b in batches)
 
-            outputs, steps = [None] * len(groups), [None] * len(groups)
-            order = [i for _, indices in groups for i in indices]
+            # 4. Upscale each batch: encode, reverse chain, decode ([`_upscale_batch`])
+            outputs, steps = [], []
             with self.progress_bar(total=num_unet_calls * self._num_timesteps) as progress_bar:
-                for g, (_, indices) in enumerate(groups):
+                for (_, indices), batch in zip(groups, batches):
                     lr = torch.stack([images[i] for i in indices]).to(device=device, dtype=self.vqvae.dtype) * 2 - 1
-                    group_generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
-                    outputs[g], steps[g] = self._upscale_group(
-                        lr,
-                        group_generator,
-                        output_type,
-                        plans[g],
-                        streamed[g],
-                        tiles_per_call[g],
-                        return_intermediates,
-                        callback_on_step_end,
-                        callback_on_step_end_tensor_inputs,
-                        progress_bar,
-                    )
+                    batch.progress_bar = progress_bar
+                    output, batch_steps = self._upscale_batch(lr, batch)
+                    outputs.append(output)
+                    steps.append(batch_steps)
 
-            # 4. Post-process: back to input order
+            # 5. Post-process: back to input order, the border padding cropped
+            order = [i for _, indices in groups for i in indices]
+            pad = self.config.border_padding * self.upscale_factor
+            pad = pad // self.vae_scale_factor if output_type == "latent" else pad
             one_size = len(by_size) == 1
-            output = self._crop_border(self._to_output(outputs, output_type, order, one_size), output_type)
+            output = crop_border(assemble(outputs, output_type, order, one_size), pad, output_type)
             intermediate_images = None
             if return_intermediates:
                 step_type = "pt" if output_type == "latent" else output_type
-                completed = min(len(group_steps) for group_steps in steps)
+                pad = self.config.border_padding * self.upscale_factor
                 intermediate_images = [
-                    self._crop_border(
-                        self._to_output([group_steps[s] for group_steps in steps], step_type, order, one_size),
-                        step_type,
-                    )
-                    for s in range(completed)
+                    crop_border(assemble([s[i] for s in steps], step_type, order, one_size), pad, step_type)
+                    for i in range(min(map(len, steps)))
                 ]
 
             self.maybe_free_model_hooks()

@@ -164,3 +164,78 @@ class RowWindow:
             if part.bottom > part.top:
                 pieces.append(part.shifted(top, self.left).crop(band))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
+
+
+class Wavefront:
+    """
+    The order in which the tiles of one strip (or of a whole canvas) go through the reverse chain, and the latents
+    held meanwhile: `x[s]` the latents after `s` steps (`x[0]` is `x_T`), `y` the LR latents and `condition` the
+    UNet's LR input, each a [`RowWindow`].
+
+    Streamed (`whole_canvas=False`), the tile rows form a wavefront: tile row `k` of step `s` is computed as soon as
+    step `s - 1` holds the rows its tiles see, tile row `j` of the output is decoded as soon as the last step holds
+    the rows it sees, and rows that no later tile row reads are dropped, so that a few tile rows are held whatever
+    the image height. On a whole canvas all tiles form one row: the chain runs step by step over the canvas.
+
+    The pipeline asks, for each output row `j`, which tile rows each step must compute first ([`advance`]).
+    """
+
+    def __init__(self, tiles: list[Tile], region: Box, num_steps: int, whole_canvas: bool, start_is_y: bool):
+        if whole_canvas:
+            self.rows, self.bands, self.seen = [tiles], [region], [(region.top, region.bottom)]
+        else:
+            self.rows = tile_rows(tiles)
+            self.bands = [Box(row[0].inner.top, row[0].inner.bottom, region.left, region.right) for row in self.rows]
+            self.seen = [(row[0].outer.top, row[0].outer.bottom) for row in self.rows]
+        self.y, self.condition = RowWindow(left=region.left), RowWindow(left=region.left)
+        # x_T = y for a deterministic chain: one window, not a copy
+        self.x = [self.y if start_is_y else RowWindow(left=region.left)]
+        self.x += [RowWindow(left=region.left) for _ in range(num_steps)]
+        self.done = [0] * (num_steps + 1)  # tile rows held at each level: encoded (0), then after each step
+        self.decoded = 0
+
+    def output_rows(self) -> range:
+        return range(len(self.rows))
+
+    def _last_row(self, bottom: int) -> int:
+        """The tile row holding canvas row `bottom - 1`."""
+        return next(j for j, band in enumerate(self.bands) if band.top < bottom <= band.bottom)
+
+    def advance(self, level: int, j: int):
+        """
+        Yield the tile rows that `level` (0: encoding, `s`: step `s`) must compute before output row `j` can be
+        decoded, in order: the rows the next level needs for its own, up to those that row `j` sees. Each yielded row
+        counts as held once the caller has appended it, and what no one reads any more is dropped.
+        """
+        target = self._last_row(self.seen[j][1])
+        for _ in range(len(self.x) - 1 - level):  # down from the last step: each level needs what the next one sees
+            target = self._last_row(self.seen[target][1])
+        while self.done[level] <= target:
+            yield self.done[level]
+            self.done[level] += 1
+            self.release()
+
+    def latest(self) -> RowWindow:
+        """The latents of the last step computed (all steps, unless the call was interrupted)."""
+        level = max(s for s, done in enumerate(self.done) if done)
+        return self.x[level]
+
+    def decoded_row(self):
+        self.decoded += 1
+        self.release()
+
+    def release(self):
+        """Drop the rows that the next tile row of each reader does not see."""
+        count, last = len(self.rows), self.done[-1]
+        for level in range(1, len(self.x)):
+            reader = self.done[level + 1] if level + 1 < len(self.x) else self.decoded
+            self.x[level].drop_before(self.seen[reader][0] if reader < count else self.x[level].stop)
+        if self.x[0] is not self.y:  # x_T, read by the first step only
+            self.x[0].drop_before(self.seen[self.done[1]][0] if self.done[1] < count else self.x[0].stop)
+        if last < count:
+            # y is read at its own rows by every step, and as x_T (when it is) at the rows the first step sees
+            first_step = self.seen[self.done[1]][0] if self.x[0] is self.y and self.done[1] < count else None
+            self.y.drop_before(
+                min(self.bands[last].top, first_step if first_step is not None else self.bands[last].top)
+            )
+            self.condition.drop_before(self.seen[last][0])

@@ -41,7 +41,8 @@ def cmd_ablate(args) -> int:
     pipe = load_pipeline(args.model, device, args.dtype)
     check_scale(pipe, args.scale, args.model or "default model")
     check_steps(pipe, args.steps, args.model or "the default model")
-    table = ablate(pairs, pipe, args.eta_start, args.eta_end, args.steps, args.scale, {"tile_size": args.tile_size})
+    kwargs = {"tile_size": args.tile_size}
+    table = ablate(pairs, pipe, args.eta_start, args.eta_end, args.steps, scale=args.scale, pipeline_kwargs=kwargs)
     header = f"Schedule ablation on {Path(args.hr).name} (x{args.scale}, sampling only, model not retrained)\n\n"
     if args.output:
         try:

@@ -78,7 +78,7 @@ def cmd_upscale_distributed(args) -> int:
     if jobs:
         try:
             device = process_device(args, state)
-            upscale_jobs(args, plan, jobs, device, report, main, tag=f"[process {state.process_index}] ")
+            upscale_jobs(args, plan, jobs, device, report, main=main, tag=f"[process {state.process_index}] ")
         except CLIError as err:
             report.fatal = (str(err), err.code)
     reports = gather_object([report])

@@ -132,7 +132,9 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
     return outputs
 
 
-def upscale_jobs(args, plan: UpscalePlan, jobs, device: str, report: UpscaleReport, main: bool = True, tag: str = ""):
+def upscale_jobs(
+    args, plan: UpscalePlan, jobs, device: str, report: UpscaleReport, *, main: bool = True, tag: str = ""
+):
     """
     Load the model and run `jobs` into `report`: one error line per failed input, and with `--verbose` one line per
     file written (after `tag`). Folders made are added to `report.created`, to be removed again if left empty.
