@@ -95,9 +95,18 @@ def local_pipe():
     return pipe
 
 
+@pytest.fixture(scope="module", params=[4, 2], ids=["x4", "x2"])
+def factor_pipe(request):
+    """The tiny lossless pipeline at each shipped factor (x2: a 12-channel space-to-depth latent)."""
+    pipe = tiny_lossless_pipeline(seed=0, scale=request.param)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 @pytest.mark.parametrize("tile_size,tile_batch_size", [(8, 1), (12, 3), (16, 4), (20, 2)])
-def test_local_model_tiles_equal_the_whole_image(local_pipe, tile_size, tile_batch_size):
+def test_local_model_tiles_equal_the_whole_image(factor_pipe, tile_size, tile_batch_size):
     """A model whose layers see only local context, with a context wider than its receptive field: tiles are exact."""
+    local_pipe, scale = factor_pipe, factor_pipe.upscale_factor
     image = smooth_image(45, 70)
     whole = local_pipe(image, output_type="np", tile_size=0, return_intermediates=True)
     tiled = local_pipe(
@@ -108,7 +117,7 @@ def test_local_model_tiles_equal_the_whole_image(local_pipe, tile_size, tile_bat
         tile_batch_size=tile_batch_size,
         return_intermediates=True,
     )
-    assert tiled.images.shape == whole.images.shape == (1, 180, 280, 3)
+    assert tiled.images.shape == whole.images.shape == (1, 45 * scale, 70 * scale, 3)
     np.testing.assert_allclose(tiled.images, whole.images, rtol=0, atol=1e-5)
     for a, b in zip(tiled.intermediate_images, whole.intermediate_images):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
@@ -179,8 +188,9 @@ def test_invalid_tile_arguments(local_pipe, kwargs, name):
 
 
 @pytest.mark.parametrize("output_type", ["np", "pil", "pt"])
-def test_streaming_equals_the_canvas_path(local_pipe, output_type, monkeypatch):
+def test_streaming_equals_the_canvas_path(factor_pipe, output_type, monkeypatch):
     """Tiles streamed down the image in column strips give the whole-canvas path's output (to float error)."""
+    local_pipe = factor_pipe
     configure(monkeypatch, local_pipe, stream_width=16)
     image = smooth_image(44, 76, seed=3)
     streamed = local_pipe(image, output_type=output_type, tile_size=8).images

@@ -123,7 +123,9 @@ def parse_args(input_args=None):
     parser.add_argument("--train_lr_dir", type=str, default=None, help="Optional LR folder paired by file name.")
     parser.add_argument("--resolution", type=int, default=256, help="HR crop size.")
     parser.add_argument("--hr_downscale", type=float, default=1.0, help="Shrink HR photos first (hides JPEG blocks).")
-    parser.add_argument("--scale", type=int, default=4, help="Super-resolution factor.")
+    parser.add_argument(
+        "--scale", "--upscale_factor", dest="scale", type=int, default=4, help="Super-resolution factor."
+    )
     parser.add_argument("--degradation", type=str, default="bicubic", choices=DEGRADATIONS)
     parser.add_argument("--no_random_flip", action="store_true", help="Disable random flips and rotations.")
     parser.add_argument("--dataloader_num_workers", type=int, default=2)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .pretrained import default_model_path, from_pretrained
+from .pretrained import DEFAULT_SCALE, default_model_path, from_pretrained, shipped_scales
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -85,11 +85,19 @@ def warn_dtype(device: str, dtype: str):
         warning("--dtype fp16 on the CPU is slow and some layers may not support it; fp32 is the CPU's choice")
 
 
-def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32"):
-    """Load a `DeltaDiffPipeline` from a folder or Hub id (default: the shipped model), with one-line errors."""
-    model = model or default_model_path()
+def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32", scale: int | None = None):
+    """
+    Load a `DeltaDiffPipeline` from a folder or Hub id (default: the shipped model of factor `scale`, x4 unless
+    given), with one-line errors; with `scale`, a model of another factor is an error naming both.
+    """
     if model is None:
-        raise CLIError("no default model is shipped with this installation: pass --model DIR")
+        model = default_model_path(scale or DEFAULT_SCALE)
+        if model is None:
+            shipped = ", ".join(f"x{s}" for s in shipped_scales()) or "none"
+            raise CLIError(
+                f"no x{scale or DEFAULT_SCALE} model is shipped with this installation (shipped: {shipped}): "
+                "pass --model DIR"
+            )
     path = Path(model)
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
         if not path.exists():
@@ -102,6 +110,8 @@ def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32"):
         pipe = from_pretrained(model, dtype=DTYPES[dtype])
     except Exception as err:  # noqa: BLE001 - any loading failure becomes one line
         raise CLIError(f"{model}: cannot load the model ({one_line(err)})") from err
+    if scale is not None and pipe.upscale_factor != scale:
+        raise CLIError(f"{model}: the model upscales x{pipe.upscale_factor}, not x{scale} (--scale {scale})")
     pipe.to(device, silence_dtype_warnings=True)  # `warn_dtype` says it once
     pipe.set_progress_bar_config(disable=True)
     return pipe

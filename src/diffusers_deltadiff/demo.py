@@ -255,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int_at_least(1, 65535), default=None, help="port (default: $GRADIO_SERVER_PORT or 7860 up)"
     )
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
-    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    parser.add_argument(
+        "--scale", type=int_at_least(2), default=None, help="the factor: the shipped model for it (default: x4)"
+    )
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped model of --scale)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument(
         "--max-pixels",
@@ -270,7 +273,7 @@ def main(argv=None) -> int:
     """`deltadiff demo`: serve the demo until interrupted; the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        pipe = load_pipeline(args.model, resolve_device(args.device))
+        pipe = load_pipeline(args.model, resolve_device(args.device), scale=args.scale)
     except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code

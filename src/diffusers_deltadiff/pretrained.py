@@ -4,7 +4,20 @@ entry point that saved pipelines carry."""
 from pathlib import Path
 
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained" / "deltadiff-x4"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+DEFAULT_MODEL_DIR = PRETRAINED_DIR / "deltadiff-x4"
+DEFAULT_SCALE = 4
+
+
+def default_model_dir(scale: int = DEFAULT_SCALE) -> Path:
+    """Where the shipped model of factor `scale` lives (`pretrained/deltadiff-x<scale>`), shipped or not."""
+    return PRETRAINED_DIR / f"deltadiff-x{scale}"
+
+
+def shipped_scales() -> list[int]:
+    """The factors this installation ships a default model for."""
+    found = [int(p.name.removeprefix("deltadiff-x")) for p in PRETRAINED_DIR.glob("deltadiff-x*")]
+    return sorted(scale for scale in found if default_model_path(scale))
 
 
 def custom_pipeline_path() -> str:
@@ -23,9 +36,10 @@ def custom_pipeline_path() -> str:
     return str(Path(__file__).parent / "custom_pipeline" / "pipeline.py")
 
 
-def default_model_path() -> str | None:
-    """Folder of the shipped default pipeline, or `None` when this build of the package carries none."""
-    return str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "model_index.json").is_file() else None
+def default_model_path(scale: int = DEFAULT_SCALE) -> str | None:
+    """Folder of the shipped default pipeline of factor `scale`, or `None` when this installation carries none."""
+    folder = default_model_dir(scale)
+    return str(folder) if (folder / "model_index.json").is_file() else None
 
 
 def from_pretrained(path: str, dtype=None, **kwargs):
@@ -43,9 +57,16 @@ def from_pretrained(path: str, dtype=None, **kwargs):
     return DeltaDiffPipeline.from_pretrained(path, **{key: dtype}, **kwargs)
 
 
-def load_default_pipeline(dtype=None, **kwargs):
-    """The shipped default x4 pipeline: `DeltaDiffPipeline.from_pretrained(<its folder>)`, float32 by default."""
-    path = default_model_path()
+def load_default_pipeline(dtype=None, scale: int = DEFAULT_SCALE, **kwargs):
+    """
+    The shipped default pipeline of factor `scale` (x4 unless asked): `DeltaDiffPipeline.from_pretrained(<its
+    folder>)`, float32 by default.
+    """
+    path = default_model_path(scale)
     if path is None:
-        raise FileNotFoundError(f"{DEFAULT_MODEL_DIR}: no default model in this installation; pass a model folder")
+        shipped = ", ".join(f"x{s}" for s in shipped_scales()) or "none"
+        raise FileNotFoundError(
+            f"{default_model_dir(scale)}: no shipped x{scale} model in this installation (shipped: {shipped}); "
+            "pass a model folder"
+        )
     return from_pretrained(path, dtype=dtype, **kwargs)

@@ -93,16 +93,18 @@ def tiny_local_unet(seed: int = 0, latent_channels: int = 48, zero_output: bool 
     return unet
 
 
-def tiny_lossless_pipeline(seed: int = 0, zero_output: bool = False, **scheduler_kwargs) -> DeltaDiffPipeline:
+def tiny_lossless_pipeline(
+    seed: int = 0, zero_output: bool = False, scale: int = 4, **scheduler_kwargs
+) -> DeltaDiffPipeline:
     """
-    A tiny x4 `DeltaDiffPipeline` of the shipped default's kind: lossless space-to-depth latent, a local-norm UNet
-    predicting the residual (`prediction_type="residual"` unless given), with a tile context (32) that covers the
-    tiny UNet's receptive field, as the shipped model's covers its own.
+    A tiny `DeltaDiffPipeline` (x4, or x`scale`) of the shipped default's kind: lossless space-to-depth latent, a
+    local-norm UNet predicting the residual (`prediction_type="residual"` unless given), with a tile context (32) that
+    covers the tiny UNet's receptive field, as the shipped model's covers its own.
     """
     scheduler_kwargs.setdefault("prediction_type", "residual")
     return DeltaDiffPipeline(
-        vqvae=SpaceToDepthAutoencoder(),
-        unet=tiny_local_unet(seed, zero_output=zero_output),
+        vqvae=SpaceToDepthAutoencoder(downsampling_factor=scale),
+        unet=tiny_local_unet(seed, latent_channels=3 * scale * scale, zero_output=zero_output),
         scheduler=DeltaShiftScheduler(**scheduler_kwargs),
         tile_context=32,
     )

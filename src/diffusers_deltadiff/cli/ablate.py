@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ..arguments import int_list
 from ..console import CLIError, check_steps, load_pipeline, resolve_device, warn_dtype
-from .options import add_eval_data_options, add_model_options, check_scale, eta_list, load_eval_pairs, path_text
+from .options import add_eval_data_options, add_model_options, eta_list, load_eval_pairs, path_text
 
 
 def add_parser(sub):
@@ -38,8 +38,7 @@ def cmd_ablate(args) -> int:
     pairs, errors = load_eval_pairs(args)
     device = resolve_device(args.device)
     warn_dtype(device, args.dtype)
-    pipe = load_pipeline(args.model, device, args.dtype)
-    check_scale(pipe, args.scale, args.model or "default model")
+    pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale)
     check_steps(pipe, args.steps, args.model or "the default model")
     kwargs = {"tile_size": args.tile_size}
     table = ablate(pairs, pipe, args.eta_start, args.eta_end, args.steps, scale=args.scale, pipeline_kwargs=kwargs)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ..arguments import int_at_least
 from ..console import CLIError, check_steps, load_pipeline, resolve_device, warn_dtype
-from .options import add_eval_data_options, add_model_options, check_scale, load_eval_pairs, path_text, seed_list
+from .options import add_eval_data_options, add_model_options, load_eval_pairs, path_text, seed_list
 
 
 def add_parser(sub):
@@ -42,8 +42,7 @@ def cmd_evaluate(args) -> int:
     warn_dtype(device, args.dtype)
     pipelines = {}
     for label, path in parse_models(args.model):
-        pipelines[label] = load_pipeline(path, device, args.dtype)
-        check_scale(pipelines[label], args.scale, path or "default model")
+        pipelines[label] = load_pipeline(path, device, args.dtype, scale=args.scale)
         check_steps(pipelines[label], [args.steps], path or "the default model")
     lpips_metric = LPIPSMetric() if args.lpips else None
     result = evaluate(

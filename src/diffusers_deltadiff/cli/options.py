@@ -64,8 +64,3 @@ def load_eval_pairs(args):
     if not pairs:
         raise CLIError(f"{args.hr}: no usable HR images")
     return pairs, errors
-
-
-def check_scale(pipe, scale: int, model: str):
-    if pipe.upscale_factor != scale:
-        raise CLIError(f"{model}: the model upscales x{pipe.upscale_factor}, not x{scale} (--scale)")

@@ -17,7 +17,13 @@ def add_parser(sub):
     up.add_argument(
         "-o", "--output", required=True, type=path_text, help="output folder (or file .png/.jpg/.webp, for one input)"
     )
-    up.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the shipped model)")
+    up.add_argument(
+        "--scale",
+        type=int_at_least(2),
+        default=None,
+        help="the factor: picks the shipped model for it (default: x4), or checks --model's",
+    )
+    up.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the shipped model of --scale)")
     up.add_argument("--steps", type=int_at_least(1), default=None, help="reverse steps (default: the model's)")
     up.add_argument(
         "--tile-overlap",

@@ -91,8 +91,8 @@ def load_upscaler(args, device: str, warn: bool = True):
     """The pipeline for `upscale`, its `--steps` checked."""
     if warn:
         warn_dtype(device, args.dtype)
-    pipe = load_pipeline(args.model, device, args.dtype)
-    check_steps(pipe, [args.steps], args.model or "the default model")
+    pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale)
+    check_steps(pipe, [args.steps], args.model or f"the default x{pipe.upscale_factor} model")
     return pipe
 
 

@@ -1,0 +1,146 @@
+"""
+x2 as well as x4 (issue 20): one command picks the model for a factor, a model of another factor is an error naming
+both, and a x2 pipeline upscales, tiles, streams, runs on several processes, trains and loads with diffusers alone.
+(The tiling and streaming tests of `test_tiling.py` run at both factors.)
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from conftest import write_image
+from diffusers_deltadiff.cli import main
+from diffusers_deltadiff.pretrained import default_model_path, load_default_pipeline, shipped_scales
+from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
+from test_distributed_upscale import free_port
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def x2_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("x2") / "model"
+    tiny_lossless_pipeline(seed=0, scale=2).save_pretrained(path)
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_x2_model_upscales_by_two_whatever_the_size(x2_dir, tmp_path, capsys):
+    for name, (height, width) in {"odd.png": (11, 7), "wide.png": (9, 40)}.items():
+        write_image(tmp_path / "in" / name, height, width)
+    code, out, err = run(capsys, "upscale", tmp_path / "in", "-o", tmp_path / "out", "--model", x2_dir)
+    assert code == 0, err
+    for name, (height, width) in {"odd.png": (11, 7), "wide.png": (9, 40)}.items():
+        with PIL.Image.open(tmp_path / "out" / name) as image:
+            assert image.size == (2 * width, 2 * height)
+    # asked for by factor: the same
+    code, _, err = run(capsys, "upscale", tmp_path / "in", "-o", tmp_path / "out2", "--model", x2_dir, "--scale", 2)
+    assert code == 0, err
+    for name in ("odd.png", "wide.png"):
+        assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / "out" / name)),
+                              np.asarray(PIL.Image.open(tmp_path / "out2" / name)))  # fmt: skip
+
+
+def test_a_model_of_another_factor_is_an_error_naming_both(x2_dir, tmp_path, capsys):
+    write_image(tmp_path / "in.png", 8, 8)
+    code, _, err = run(capsys, "upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", x2_dir, "--scale", 4)
+    assert code == 2
+    assert err.strip() == f"error: {x2_dir}: the model upscales x2, not x4 (--scale 4)"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(2 in shipped_scales(), reason="a x2 model is shipped in this installation")
+def test_scale_2_without_a_shipped_x2_model_says_so(tmp_path, capsys):
+    write_image(tmp_path / "in.png", 8, 8)
+    code, _, err = run(capsys, "upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--scale", 2)
+    assert code == 2
+    shipped = ", ".join(f"x{s}" for s in shipped_scales())
+    assert (
+        err.strip() == f"error: no x2 model is shipped with this installation (shipped: {shipped}): pass --model DIR"
+    )
+    with pytest.raises(FileNotFoundError, match="no shipped x2 model"):
+        load_default_pipeline(scale=2)
+
+
+@pytest.mark.skipif(default_model_path(4) is None, reason="no shipped x4 model")
+def test_the_default_factor_is_4(tmp_path, capsys):
+    write_image(tmp_path / "in.png", 8, 6)
+    code, _, err = run(capsys, "upscale", tmp_path / "in.png", "-o", tmp_path / "out.png", "--scale", 4)
+    assert code == 0, err
+    assert PIL.Image.open(tmp_path / "out.png").size == (24, 32)
+
+
+def test_evaluate_and_ablate_at_x2(x2_dir, tmp_path, capsys):
+    for seed in range(2):
+        write_image(tmp_path / "hr" / f"{seed}.png", 24, 28, seed=seed)
+    code, out, err = run(capsys, "evaluate", "--hr", tmp_path / "hr", "--model", x2_dir, "--scale", 2, "--no-lpips",
+                         "--output", tmp_path / "eval")  # fmt: skip
+    assert code == 0, err
+    assert "x2" in (tmp_path / "eval" / "summary.md").read_text() or "model" in out
+    code, out, err = run(capsys, "ablate", "--hr", tmp_path / "hr", "--model", x2_dir, "--scale", 2, "--steps", "1,2")
+    assert code == 0, err and "x2" in out
+    code, _, err = run(capsys, "evaluate", "--hr", tmp_path / "hr", "--model", x2_dir, "--no-lpips")  # --scale 4
+    assert code == 2 and "the model upscales x2, not x4" in err
+
+
+def test_x2_on_two_processes_equals_one(x2_dir, tmp_path):
+    for seed in range(3):
+        write_image(tmp_path / "in" / f"f{seed}.png", 10 + seed, 12, seed=seed)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", MKL_CBWR="AUTO,STRICT")
+    args = ["-m", "diffusers_deltadiff.cli", "upscale", str(tmp_path / "in"), "--model", str(x2_dir)]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(free_port()), *args, "-o", str(tmp_path / "two")], capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *args, "-o", str(tmp_path / "one")], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    for seed in range(3):
+        a, b = (np.asarray(PIL.Image.open(tmp_path / d / f"f{seed}.png")) for d in ("one", "two"))
+        assert a.shape == ((10 + seed) * 2, 24, 3) and np.array_equal(a, b)
+
+
+def test_x2_loads_with_diffusers_alone(x2_dir, tmp_path):
+    from test_saved_pipeline_code import diffusers_alone, package_output
+
+    lr = np.asarray(PIL.Image.open(write_image(tmp_path / "lr.png", 13, 9)))
+    np.save(tmp_path / "lr.npy", lr)
+    diffusers_alone(x2_dir, tmp_path / "lr.npy", tmp_path / "out.npy", tmp_path)
+    out = np.load(tmp_path / "out.npy")
+    assert out.shape == (1, 26, 18, 3)
+    np.testing.assert_array_equal(out, package_output(x2_dir, lr, tmp_path))
+
+
+def test_training_a_x2_model(tmp_path):
+    for seed in range(4):
+        write_image(tmp_path / "data" / f"{seed}.png", 40, 36, seed=seed)
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
+        "training/train_deltadiff.py", "--lossless_latent", "--upscale_factor", "2", "--prediction_type", "residual",
+        "--unet_norm", "pixel", "--unet_attention_levels", "", "--zero_init_output", "--unet_block_out_channels",
+        "16,32", "--unet_layers_per_block", "1", "--unet_norm_num_groups", "8", "--train_data_dir",
+        str(tmp_path / "data"), "--resolution", "16", "--train_batch_size", "2", "--max_train_steps", "2",
+        "--train_through_chain", "--loss", "l1", "--dataloader_num_workers", "0", "--report_to", "none",
+        "--output_dir", str(out),
+    ]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from diffusers_deltadiff import DeltaDiffPipeline
+
+    pipe = DeltaDiffPipeline.from_pretrained(out)
+    assert pipe.upscale_factor == 2 and pipe.vqvae.config.latent_channels == 12
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(np.zeros((7, 5, 3), dtype=np.uint8), output_type="np").images.shape == (1, 14, 10, 3)
