@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusers_deltadiff.evaluation import LPIPSMetric, evaluate, load_pairs
-from diffusers_deltadiff.image_utils import pad_to_multiple
+from diffusers_deltadiff.image_utils import pad_to_multiple, to_gray
 from diffusers_deltadiff.metrics import psnr_y, ssim_y
 from diffusers_deltadiff.pretrained import from_pretrained
 
@@ -54,7 +54,10 @@ class FSRCNNPipeline:
 
     @torch.no_grad()
     def __call__(self, image, output_type="pt", generator=None, **kwargs):
-        return SimpleNamespace(images=self.model(image[None]).clamp(0, 1))
+        sr = self.model(image[None]).clamp(0, 1)
+        if torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]):  # gray in, gray out, as the pipeline
+            sr = to_gray(sr)
+        return SimpleNamespace(images=sr)
 
 
 @torch.no_grad()
@@ -76,7 +79,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmarks", nargs="+", required=True, help="HR folders")
     parser.add_argument(
-        "--model", action="append", required=True, help="label=folder[@steps] (default: the model's T), repeatable"
+        "--model", action="append", default=[], help="label=folder[@steps] (default: the model's T), repeatable"
     )
     parser.add_argument("--fsrcnn", action="append", default=[], help="label=folder of benchmarks/train_fsrcnn.py")
     parser.add_argument("--seeds", default="0,1,2")
@@ -104,14 +107,16 @@ def main():
             print(f"error: {message}")
         result = evaluate(pairs, pipelines, scale=args.scale, seeds=seeds, lpips_metric=lpips_metric)
         result.write(str(Path(args.output) / name), title=name)
-        first_label = next(iter(pipelines))
-        ceiling = vq_ceiling(pipelines[first_label], pairs, args.scale)
-        ceiling_psnr = "exact (lossless)" if ceiling[0] >= 99 else f"{ceiling[0]:.2f}"
-        ceiling_row = (
-            f"| round-trip ceiling ({first_label}'s autoencoder on HR) | {len(pairs)} | {ceiling_psnr} | "
-            f"{ceiling[1]:.4f} | n/a | n/a | n/a | - | - |"
-        )
-        lines.append(result.markdown(title=f"{name} ({len(pairs)} images)", extra_rows=[ceiling_row]))
+        extra_rows = []
+        if args.model:  # the first DeltaDiff model's autoencoder
+            first_label = next(iter(pipelines))
+            ceiling = vq_ceiling(pipelines[first_label], pairs, args.scale)
+            ceiling_psnr = "exact (lossless)" if ceiling[0] >= 99 else f"{ceiling[0]:.2f}"
+            extra_rows.append(
+                f"| round-trip ceiling ({first_label}'s autoencoder on HR) | {len(pairs)} | {ceiling_psnr} | "
+                f"{ceiling[1]:.4f} | n/a | n/a | n/a | - | - |"
+            )
+        lines.append(result.markdown(title=f"{name} ({len(pairs)} images)", extra_rows=extra_rows))
     text = "\n".join(lines) + "\n"
     Path(args.output).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "quality.md").write_text(text)
