@@ -214,3 +214,22 @@ def test_the_gpu_smoke_script_skips_cleanly_without_cuda():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("skipped: no CUDA device")
+
+
+def test_a_one_pass_model_is_validated_on_its_one_pass():
+    trainer = load_trainer()
+    args = trainer.parse_args(
+        ["--lossless_latent", "--train_data_dir", "x", "--train_through_chain", "--chain_steps", "1"]
+    )
+    assert trainer.validation_steps(args) == 1
+    args = trainer.parse_args(
+        ["--lossless_latent", "--train_data_dir", "x", "--train_through_chain", "--chain_steps", "1,2"]
+    )
+    assert trainer.validation_steps(args) == 2
+    assert (
+        trainer.validation_steps(
+            trainer.parse_args(["--lossless_latent", "--train_data_dir", "x", "--train_through_chain"])
+        )
+        is None
+    )
+    assert trainer.validation_steps(trainer.parse_args(["--lossless_latent", "--train_data_dir", "x"])) is None

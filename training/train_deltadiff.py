@@ -282,6 +282,14 @@ def unrolled_chain(unet, scheduler, y, condition, num_steps: int) -> tuple[torch
     return sample, predictions
 
 
+def validation_steps(args) -> int | None:
+    """
+    The chain length validation runs: the longest one trained with `--train_through_chain --chain_steps` (a one-pass
+    model is selected on its one pass), else the scheduler's own (`None`).
+    """
+    return max(args.chain_steps) if args.train_through_chain and args.chain_steps else None
+
+
 def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
     """Y-PSNR / SSIM of the pipeline on the validation images (sharded over processes) and an LR|SR|HR grid."""
     from diffusers_deltadiff.metrics import psnr_y, ssim_y
@@ -293,7 +301,7 @@ def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
         for i in shard:
             hr = images[i]
             lr = bicubic_downsample(hr, args.scale)
-            sr = pipeline(lr, output_type="pt").images[0]
+            sr = pipeline(lr, output_type="pt", num_inference_steps=validation_steps(args)).images[0]
             scores.append((psnr_y(sr, hr, args.scale).item(), ssim_y(sr, hr, args.scale).item()))
             grid_rows.append((i, lr, sr, hr))
     scores = gather_object(scores)
