@@ -297,3 +297,33 @@ def test_border_padding_is_reflection_around_the_image():
     pipe.register_to_config(border_padding=2)
     padded = pipe(image, output_type="pt", tile_size=0).images
     torch.testing.assert_close(padded, reference, rtol=0, atol=0)
+
+
+def test_the_wavefront_computes_every_row_once_per_step_in_order():
+    """`Wavefront.advance`: each tile row once per level, each level after the one it reads, few rows held at once."""
+    from diffusers_deltadiff.tiling import Wavefront, plan_tiles
+
+    tiles = plan_tiles(40, 16, 8, 4)  # 5 tile rows of 2 tiles, context 4
+    region = Box(0, 40, 0, 16)
+    wave = Wavefront(tiles, region, num_steps=3, whole_canvas=False, start_is_y=True)
+    order, held = [], []
+    for j in wave.output_rows():
+        for level in range(4):
+            for k in wave.advance(level, j):
+                if level:  # the rows it sees must be held at the level below
+                    top, bottom = wave.seen[k]
+                    assert wave.x[level - 1].start <= top and bottom <= wave.x[level - 1].stop
+                band = torch.zeros(1, 1, 8, 16)
+                (wave.y if level == 0 else wave.x[level]).append(band)
+                if level == 0:
+                    wave.condition.append(band)
+                order.append((level, k))
+                held.append(sum(w.stop - w.start for w in wave.x[1:]) + (wave.y.stop - wave.y.start))
+        top, bottom = wave.seen[j]
+        assert wave.x[-1].start <= top and bottom <= wave.x[-1].stop  # the output row can be decoded
+        wave.decoded_row()
+    for level in range(4):
+        assert [k for lv, k in order if lv == level] == list(range(5))  # every row once, top to bottom
+    assert max(held) < 5 * 8 * 4  # never every row of every level at once
+    whole = Wavefront(tiles, region, num_steps=3, whole_canvas=True, start_is_y=False)
+    assert [list(whole.advance(level, 0)) for level in range(4)] == [[0], [0], [0], [0]]  # one row: the canvas
