@@ -18,6 +18,12 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
+def run_in_repo(*args: str) -> subprocess.CompletedProcess:
+    """`python ARGS` in the repository root, offline, as a user who just cloned it would run it."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+
+
 def test_the_main_job_upscales_images_that_ship_with_the_repository(tmp_path):
     setup = code_blocks("bash")[0]
     command = shlex.split(setup.split("&&")[-1])
@@ -26,14 +32,7 @@ def test_the_main_job_upscales_images_that_ship_with_the_repository(tmp_path):
     inputs = [ROOT / arg for arg in command[2:output]]
     assert all(path.is_dir() and not str(path).startswith("..") for path in inputs)  # nothing from outside the repo
     command[output + 1] = str(tmp_path / "upscaled")
-    result = subprocess.run(
-        [sys.executable, "-m", "diffusers_deltadiff.cli", *command[1:]],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        timeout=600,
-    )
+    result = run_in_repo("-m", "diffusers_deltadiff.cli", *command[1:])
     assert result.returncode == 0, result.stderr
     sources = sorted(p for folder in inputs for p in folder.glob("*.png"))
     assert len(sources) >= 3
@@ -47,14 +46,7 @@ def test_the_python_example_runs(tmp_path):
     example = code_blocks("python")[0]
     saved = re.search(r'\.save\("([^"]+)"\)', example).group(1)
     script = example.replace(f'"{saved}"', repr(str(tmp_path / saved)))
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        timeout=600,
-    )
+    result = run_in_repo("-c", script)
     assert result.returncode == 0, result.stderr
     with PIL.Image.open(ROOT / "examples" / "images" / "coffee.png") as lr, PIL.Image.open(tmp_path / saved) as sr:
         assert sr.size == (lr.width * 4, lr.height * 4)

@@ -234,8 +234,8 @@ class Wavefront:
             self.x[0].drop_before(self.seen[self.done[1]][0] if self.done[1] < count else self.x[0].stop)
         if last < count:
             # y is read at its own rows by every step, and as x_T (when it is) at the rows the first step sees
-            first_step = self.seen[self.done[1]][0] if self.x[0] is self.y and self.done[1] < count else None
-            self.y.drop_before(
-                min(self.bands[last].top, first_step if first_step is not None else self.bands[last].top)
-            )
+            keep = self.bands[last].top
+            if self.x[0] is self.y and self.done[1] < count:
+                keep = min(keep, self.seen[self.done[1]][0])
+            self.y.drop_before(keep)
             self.condition.drop_before(self.seen[last][0])
