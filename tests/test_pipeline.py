@@ -164,6 +164,21 @@ class TestInference:
         with pytest.raises(ValueError, match="num_train_timesteps"):
             pipe(image, num_inference_steps=5)
 
+    def test_the_model_s_default_step_count(self, pipe):
+        # a model trained through a 1-step chain runs 1 step by default: the same output as asking for 1 step
+        one = make_pipeline(default_inference_steps=1)
+        image = random_image(8, 8)
+        calls = []
+        out = one(image, output_type="np", callback_on_step_end=lambda p, i, t, kw: calls.append(int(t)) or {})
+        assert calls == [3]
+        np.testing.assert_array_equal(out.images, pipe(image, output_type="np", num_inference_steps=1).images)
+        assert not np.array_equal(out.images, pipe(image, output_type="np").images)
+        assert (
+            len(one(image, output_type="np", num_inference_steps=4, return_intermediates=True).intermediate_images)
+            == 4
+        )
+        assert one.scheduler.config.default_inference_steps == 1
+
     def test_intermediates(self, pipe):
         image = random_image(8, 10)
         out = pipe(image, output_type="np", return_intermediates=True)

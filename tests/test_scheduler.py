@@ -88,6 +88,10 @@ class TestSchedule:
             {"eta_end": 1.5},
             {"kappa": -1.0},
             {"prediction_type": "epsilon"},
+            {"default_inference_steps": 0},
+            {"default_inference_steps": 5},
+            {"default_inference_steps": 2.0},
+            {"default_inference_steps": True},
         ],
     )
     def test_invalid_config(self, kwargs):
@@ -105,6 +109,21 @@ class TestTimesteps:
         scheduler = DeltaShiftScheduler(num_train_timesteps=6)
         scheduler.set_timesteps()
         assert scheduler.timesteps.tolist() == [5, 4, 3, 2, 1, 0]
+
+    @pytest.mark.parametrize("n,expected", [(1, [3]), (2, [3, 0]), (4, [3, 2, 1, 0])])
+    def test_default_inference_steps(self, n, expected):
+        # a model trained through an n-step chain runs n steps unless told otherwise; explicit counts still win
+        scheduler = DeltaShiftScheduler(default_inference_steps=n)
+        scheduler.set_timesteps()
+        assert scheduler.timesteps.tolist() == expected
+        assert scheduler.num_inference_steps == n
+        scheduler.set_timesteps(4)
+        assert scheduler.timesteps.tolist() == [3, 2, 1, 0]
+        with tempfile.TemporaryDirectory() as tmp:
+            scheduler.save_config(tmp)
+            loaded = DeltaShiftScheduler.from_pretrained(tmp)
+        loaded.set_timesteps()
+        assert loaded.timesteps.tolist() == expected
 
     @pytest.mark.parametrize("n,expected", [(2, [3, 0]), (1, [3]), (3, [3, 2, 0])])
     def test_respaced(self, n, expected):

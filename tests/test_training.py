@@ -460,6 +460,8 @@ def test_train_through_chain(workdir):
     best = json.loads((out / "best" / "best.json").read_text())
     assert best["val/psnr_y"] == max(h["val/psnr_y"] for h in history)
     assert DeltaDiffPipeline.from_pretrained(out / "best").unet is not None
+    for saved in (out, out / "best"):  # both run the chain they were validated on (the longest trained) by default
+        assert DeltaDiffPipeline.from_pretrained(saved).scheduler.config.default_inference_steps == 2
 
 
 def test_a_kill_while_replacing_a_checkpoint_keeps_it(tmp_path):

@@ -5,7 +5,7 @@
     python training/export_default_model.py --pipeline outputs/deltadiff-best --results outputs/quality
     python training/export_default_model.py --card_only --results outputs/quality   # after editing the card
 
-Writes `src/diffusers_deltadiff/pretrained/deltadiff-x4/` (weights stored in float16, loaded as float32, configs and the
+Writes `src/diffusers_deltadiff/pretrained/deltadiff-x<factor>/` (the pipeline's own factor; weights stored in float16, loaded as float32, configs and the
 card; no code: the package is the one source of it, and `save_pretrained` writes it into any folder made from the
 shipped model, which then loads with diffusers alone) and checks
 that float16 storage holds quality: the float32 and the float16-stored pipeline upscale the same images, and the
@@ -24,7 +24,7 @@ import torch
 
 from diffusers_deltadiff.data import list_images, open_image
 from diffusers_deltadiff.model_card import write_model_card
-from diffusers_deltadiff.pretrained import DEFAULT_MODEL_DIR, from_pretrained
+from diffusers_deltadiff.pretrained import DEFAULT_SCALE, default_model_dir, from_pretrained
 
 
 def parse_args(input_args=None):
@@ -32,17 +32,21 @@ def parse_args(input_args=None):
     parser.add_argument("--pipeline", help="trained pipeline folder (train_deltadiff.py output)")
     parser.add_argument(
         "--card",
-        default=str(Path(__file__).parent / "cards" / "deltadiff-x4.md"),
-        help="the hand-written card text, with <!-- usage --> and <!-- comparison --> markers",
+        default=None,
+        help="the hand-written card text, with <!-- usage --> and <!-- comparison --> markers "
+        "(default: training/cards/deltadiff-x<factor>.md)",
     )
     parser.add_argument("--results", help="output folder of benchmarks/quality.py: <benchmark>/per_image.csv")
     parser.add_argument("--method", default="DeltaDiff (new default)", help="this model's label in --results")
-    parser.add_argument("--repo_id", default="deltadiff-x4", help="the Hub id (or folder) the card's usage loads")
+    parser.add_argument(
+        "--repo_id", default=None, help="the Hub id (or folder) the card's usage loads (default: deltadiff-x<factor>)"
+    )
     parser.add_argument("--datasets", default="sun_hays80", help="training datasets, comma-separated")
     parser.add_argument("--card_only", action="store_true", help="only rewrite the shipped folder's card")
     parser.add_argument("--check_images", default="../shared/data/benchmarks/Set5", help="images for the fp16 check")
     parser.add_argument("--min_psnr", type=float, default=45.0, help="fp16 vs fp32 output PSNR needed (dB)")
-    parser.add_argument("--output_dir", default=str(DEFAULT_MODEL_DIR))
+    parser.add_argument("--scale", type=int, default=None, help="with --card_only: which shipped model (default 4)")
+    parser.add_argument("--output_dir", default=None, help="default: the package's deltadiff-x<factor> folder")
     parser.add_argument(
         "--tile_context",
         type=int,
@@ -54,6 +58,13 @@ def parse_args(input_args=None):
         type=int,
         default=None,
         help="LR pixels reflected around inputs before the chain, as measured for this model (default: keep)",
+    )
+    parser.add_argument(
+        "--default_inference_steps",
+        type=int,
+        default=None,
+        help="the reverse steps the model runs by default: the step count that wins, as measured (default: keep the "
+        "scheduler's)",
     )
     args = parser.parse_args(input_args)
     if not args.results:
@@ -67,24 +78,31 @@ def write_card(args, folder: Path):
     pipe = from_pretrained(str(folder))
     pipe.set_progress_bar_config(disable=True)
     datasets = [name for name in args.datasets.split(",") if name]
-    template = Path(args.card).read_text()
-    write_model_card(pipe, folder, template, args.results, method=args.method, repo_id=args.repo_id, datasets=datasets)
+    name = f"deltadiff-x{pipe.upscale_factor}"
+    template = Path(args.card or Path(__file__).parent / "cards" / f"{name}.md").read_text()
+    repo_id = args.repo_id or name
+    write_model_card(pipe, folder, template, args.results, method=args.method, repo_id=repo_id, datasets=datasets)
     print(f"wrote {folder / 'README.md'} and {folder / 'comparison.png'}")
 
 
 def configured(pipe, args):
-    """The pipeline with the measured `--tile_context` and `--border_padding`, where given."""
+    """The pipeline with the measured `--tile_context`, `--border_padding` and `--default_inference_steps`, if given."""
     for key in ("tile_context", "border_padding"):
         if getattr(args, key) is not None:
             pipe.register_to_config(**{key: getattr(args, key)})
+    if args.default_inference_steps is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(
+            pipe.scheduler.config, default_inference_steps=args.default_inference_steps
+        )  # checked against the schedule's length
     return pipe
 
 
 def main(args):
     if args.card_only:
-        write_card(args, Path(args.output_dir))
+        write_card(args, Path(args.output_dir or default_model_dir(args.scale or DEFAULT_SCALE)))
         return
     reference = configured(from_pretrained(args.pipeline), args)
+    scale = reference.upscale_factor
     with tempfile.TemporaryDirectory() as tmp:
         reference.to(torch.float16).save_pretrained(tmp)
         half = from_pretrained(tmp)  # float16 on disk, float32 in memory
@@ -94,7 +112,7 @@ def main(args):
         psnrs = []
         for path in list_images(args.check_images)[:5]:
             image = open_image(path)[0].convert("RGB")
-            image = image.resize((image.width // 4, image.height // 4))
+            image = image.resize((image.width // scale, image.height // scale))
             a = reference(image, output_type="np").images
             b = half(image, output_type="np").images
             psnrs.append(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
@@ -102,7 +120,7 @@ def main(args):
         if min(psnrs) < args.min_psnr:
             sys.exit(f"error: float16 storage changes outputs too much ({min(psnrs):.2f} dB < {args.min_psnr} dB)")
 
-        out = Path(args.output_dir)
+        out = Path(args.output_dir or default_model_dir(scale))
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(tmp, out, ignore=shutil.ignore_patterns("*.bin", "*.py"))  # the package is the code

@@ -415,6 +415,7 @@ def main(args):
         power=args.power,
         kappa=args.kappa,
         prediction_type=args.prediction_type,
+        default_inference_steps=validation_steps(args),  # the saved pipeline runs the chain it was trained through
     )
     chain_scheduler = DeltaShiftScheduler.from_config(scheduler.config)  # --train_through_chain sets its timesteps
     vae_scale = autoencoder_downsampling_factor(vqvae)

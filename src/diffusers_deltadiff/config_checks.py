@@ -52,6 +52,7 @@ SCHEDULER = {
     "power": lambda v: real(v, 0.0, 100.0, low_open=True),
     "kappa": lambda v: real(v, 0.0, 100.0),
     "prediction_type": lambda v: one_of(v, ("sample", "residual")),
+    "default_inference_steps": optional(lambda v: integer(v, 1, 1000)),
 }
 PIPELINE = {
     "upscale_factor": optional(lambda v: integer(v, 1, 16)),

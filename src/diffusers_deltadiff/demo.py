@@ -140,6 +140,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         pipe.set_progress_bar_config(disable=True)
     scale = pipe.upscale_factor
     max_steps = pipe.scheduler.config.num_train_timesteps
+    default_steps = pipe.scheduler.config.get("default_inference_steps") or max_steps
     results = ResultFolder()
 
     def preview(path):
@@ -200,7 +201,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             with gr.Column(scale=1):
                 upload = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
                 shown = gr.Image(label="Input", format="png", interactive=False, elem_id="input-preview")
-                steps = gr.Slider(1, max_steps, value=max_steps, step=1, label="Reverse steps", elem_id="steps")
+                steps = gr.Slider(1, max_steps, value=default_steps, step=1, label="Reverse steps", elem_id="steps")
                 tile_size = gr.Slider(
                     0,
                     512,

@@ -333,8 +333,8 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
                 come out gray) and alpha channels are dropped, so outputs are always RGB. Images of different sizes
                 may be mixed in one call; each is upscaled at its own size.
             num_inference_steps (`int`, *optional*):
-                Number of reverse steps; defaults to the scheduler's `num_train_timesteps` (4 for DeltaDiff). Fewer
-                steps respace the chain.
+                Number of reverse steps; defaults to the chain length the model was trained through (the scheduler's
+                `default_inference_steps`, else its `num_train_timesteps`). Fewer steps respace the chain.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Generator(s) for the noise of ResShift (`kappa > 0`); DeltaDiff (`kappa = 0`) is deterministic and
                 ignores it. A list must have one generator per image.

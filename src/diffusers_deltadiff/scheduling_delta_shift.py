@@ -135,6 +135,10 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
             What the model predicts. `"sample"`: the clean latent `x_0`, as in DeltaDiff (the paper's choice).
             `"residual"`: the residual `e_0 = y - x_0` (ResShift's `predict_type: residual`), so that
             `x_0 = y - f(x_t, LR, t)`. A model whose output is zero then returns `y` exactly: the bicubic upsampling.
+        default_inference_steps (`int`, *optional*):
+            The number of reverse steps [`~DeltaShiftScheduler.set_timesteps`] runs when it is given none: the chain
+            length the model was trained through (1 for a model trained as a one-pass regression from `x_T = y`).
+            `None` (the default) runs all `num_train_timesteps`.
     """
 
     _compatibles = []
@@ -149,6 +153,7 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         power: float = 0.3,
         kappa: float = 0.0,
         prediction_type: str = "sample",
+        default_inference_steps: int | None = None,
     ):
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int):
             raise ValueError(f"`num_train_timesteps` must be an integer, got {num_train_timesteps!r}.")
@@ -167,6 +172,16 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"`prediction_type` must be 'sample' (the model predicts x_0) or 'residual' (it predicts y - x_0), "
                 f"got {prediction_type!r}."
+            )
+
+        if default_inference_steps is not None and (
+            isinstance(default_inference_steps, bool)
+            or not isinstance(default_inference_steps, int)
+            or not 1 <= default_inference_steps <= num_train_timesteps
+        ):
+            raise ValueError(
+                f"`default_inference_steps` must be an integer from 1 to `num_train_timesteps` ({num_train_timesteps}) "
+                f"or None, got {default_inference_steps!r}."
             )
 
         self._etas = eta_schedule(num_train_timesteps, eta_start, eta_end, power)
@@ -292,13 +307,14 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
 
         Args:
             num_inference_steps (`int`, *optional*):
-                The number of reverse steps, at most `num_train_timesteps` (the default).
+                The number of reverse steps, at most `num_train_timesteps`. Defaults to the config's
+                `default_inference_steps`, or to `num_train_timesteps` when that is `None`.
             device (`str` or `torch.device`, *optional*):
                 The device to which the timesteps should be moved to.
         """
         num_train_timesteps = self.config.num_train_timesteps
         if num_inference_steps is None:
-            num_inference_steps = num_train_timesteps
+            num_inference_steps = self.config.default_inference_steps or num_train_timesteps
         if not 1 <= num_inference_steps <= num_train_timesteps:
             raise ValueError(
                 f"`num_inference_steps` ({num_inference_steps}) must be between 1 and the scheduler's "
