@@ -7,7 +7,11 @@ Artifacts on smooth synthetic content, against bicubic, in 8-bit levels (issue 1
 - `border`: the largest |SR - bicubic| in the outer 8-pixel ring of the output;
 - `grid`: the dot-grid amplitude, the RMS over the 4x4 output phases of the per-phase mean of SR - bicubic (interior);
 - `interior RMS`: the RMS of SR - bicubic away from the border (16 pixels in);
-- `overshoot`: on a bar chart, how far the output goes beyond the original's range, next to bicubic's.
+- `overshoot`: on a bar chart, how far the output goes beyond the original's range, next to bicubic's;
+- `interior error`: the RMS of SR - original away from the border, next to bicubic's: where the model departs from
+  bicubic, does it go towards the original or away from it.
+
+`--model DIR@STEPS` runs that model at a fixed step count (`--steps` sets it for every model without one).
 
 The inputs are LR images made by PIL's bicubic downscale of a colour ramp, a soft grey disc and a bar chart (drawn
 here, no files needed); the bicubic reference is PIL's bicubic upscale of the same LR.
@@ -58,6 +62,9 @@ def measure(pipe, hr: np.ndarray, scale: int = 4, steps: int | None = None) -> d
     original = np.asarray(hr_image, dtype=np.float64)
     low, high = original.min(), original.max()
 
+    def interior_error(image):
+        return float(np.sqrt(((image - original)[16:-16, 16:-16] ** 2).mean()))
+
     def overshoot(image):
         return float(max(image.max() - high, low - image.min(), 0.0))
 
@@ -67,6 +74,8 @@ def measure(pipe, hr: np.ndarray, scale: int = 4, steps: int | None = None) -> d
         "interior_rms": float(np.sqrt((inner**2).mean())),
         "overshoot": overshoot(sr),
         "overshoot_bicubic": overshoot(bicubic),
+        "error": interior_error(sr),
+        "error_bicubic": interior_error(bicubic),
         "sr": sr,
         "bicubic": bicubic,
     }
@@ -83,21 +92,24 @@ def main():
     torch.set_grad_enabled(False)
     contents = {"ramp": ramp(), "disc": disc(), "bars": bars()}
     lines = [
-        "| model | content | border max | grid | interior RMS | overshoot (bicubic) |",
-        "|---|---|---|---|---|---|",
+        "| model | content | border max | grid | interior RMS | overshoot (bicubic) | interior error (bicubic) |",
+        "|---|---|---|---|---|---|---|",
     ]
     tiles = []
-    for model in args.model:
+    for spec in args.model:
+        model, _, steps = spec.partition("@")
+        steps = int(steps) if steps else args.steps
         pipe = from_pretrained(model)
         pipe.set_progress_bar_config(disable=True)
         if args.border_padding is not None:
             pipe.register_to_config(border_padding=args.border_padding)
         row = []
         for name, hr in contents.items():
-            m = measure(pipe, hr, steps=args.steps)
+            m = measure(pipe, hr, steps=steps)
             lines.append(
-                f"| {model} (pad {pipe.config.border_padding}) | {name} | {m['border']:.1f} | {m['grid']:.3f} | {m['interior_rms']:.2f} | "
-                f"{m['overshoot']:.0f} ({m['overshoot_bicubic']:.0f}) |"
+                f"| {spec} (pad {pipe.config.border_padding}) | {name} | {m['border']:.1f} | {m['grid']:.3f} | "
+                f"{m['interior_rms']:.2f} | {m['overshoot']:.0f} ({m['overshoot_bicubic']:.0f}) | "
+                f"{m['error']:.2f} ({m['error_bicubic']:.2f}) |"
             )
             row.append(np.clip(128 + 8 * (m["sr"] - m["bicubic"]), 0, 255).astype(np.uint8))
         tiles.append(np.concatenate(row, axis=1))
