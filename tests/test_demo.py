@@ -28,7 +28,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from diffusers_deltadiff.demo import build_demo, main  # noqa: E402
 from diffusers_deltadiff.image_utils import bicubic_resize, to_pil, to_unit_tensor  # noqa: E402
 from diffusers_deltadiff.metrics import psnr_y  # noqa: E402
-from diffusers_deltadiff.pretrained import load_default_pipeline  # noqa: E402
+from diffusers_deltadiff.pretrained import load_default_pipeline, shipped_scales  # noqa: E402
+from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,9 +68,17 @@ def pipe():
 
 
 @pytest.fixture(scope="module")
-def served(pipe):
-    """The demo on the shipped model, launched on 127.0.0.1 (a free port) for the module; its URL."""
-    demo = build_demo(pipe, max_pixels=MAX_PIXELS)
+def pipe_x2():
+    """A tiny x2 pipeline of the shipped kind, next to the shipped x4 model in the served demo."""
+    pipe = tiny_lossless_pipeline(seed=3, scale=2)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def served(pipe, pipe_x2):
+    """The demo on the shipped model and a x2 one, launched on 127.0.0.1 (a free port) for the module; its URL."""
+    demo = build_demo({2: pipe_x2, 4: pipe}, max_pixels=MAX_PIXELS)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -121,6 +130,40 @@ def test_controls_reach_the_pipeline(client, pipe, tmp_path):
     assert np.array_equal(np.asarray(PIL.Image.open(result)), np.asarray(to_pil(direct)))
     whole = pipe(image, num_inference_steps=1, tile_size=0, output_type="pt").images[0]
     assert not torch.equal(direct, whole)  # tiles of 16 with context 8: close to the whole image, not identical
+
+
+def test_the_factor_choice(client, pipe_x2, tmp_path):
+    """The served demo offers x4 (the default, when the factor is left out) and x2; each factor runs its own model."""
+    image = picture(20, seed=2)
+    path = tmp_path / "f.png"
+    image.save(path)
+    _, result, strip = client.predict(gradio_client.handle_file(str(path)), 2, 0, 16, "x2", api_name="/upscale")
+    out = PIL.Image.open(result)
+    assert Path(result).name == "f_x2.png" and out.size == (40, 40)
+    direct = pipe_x2(image, num_inference_steps=2, tile_size=0, output_type="pt").images[0]
+    assert np.array_equal(np.asarray(out), np.asarray(to_pil(direct)))
+    assert PIL.Image.open(strip).size == (3 * 40, 40)
+    _, result, _ = client.predict(gradio_client.handle_file(str(path)), 1, 0, 16, "x4", api_name="/upscale")
+    assert Path(result).name == "f_x4.png" and PIL.Image.open(result).size == (80, 80)
+    with pytest.raises(gradio_client.exceptions.AppError):
+        client.predict(gradio_client.handle_file(str(path)), 1, 0, 16, "x3", api_name="/upscale")
+
+
+def test_switching_the_factor_sets_its_model_s_controls(pipe, pipe_x2):
+    demo = build_demo({2: pipe_x2, 4: pipe})
+    (switch,) = [f.fn for f in demo.fns.values() if f.fn.__name__ == "switch"]
+    steps, overlap, run, comparison, result, strip = switch("x2")
+    default = pipe_x2.scheduler.config.default_inference_steps or pipe_x2.scheduler.config.num_train_timesteps
+    assert (steps.maximum, steps.value) == (pipe_x2.scheduler.config.num_train_timesteps, default)
+    assert overlap.value == pipe_x2.config.tile_context and run.value == "Upscale x2"
+    assert comparison.value is None and result is None and strip is None
+    radio = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "factor"][0]
+    assert radio.value == "x4" and radio.visible  # x4 first; shown only where there is a choice
+    alone = build_demo(pipe)
+    radio = [block for block in alone.blocks.values() if getattr(block, "elem_id", None) == "factor"][0]
+    assert radio.value == "x4" and not radio.visible
+    with pytest.raises(ValueError):
+        build_demo({})
 
 
 def test_progress_tracks_the_reverse_steps(pipe, tmp_path):
@@ -224,7 +267,8 @@ def test_space_app_serves(tmp_path):
         finally:
             app.terminate()
             app.wait(30)
-    assert config["title"] == "DeltaDiff x4 super-resolution"
+    factors = sorted(shipped_scales(), key=lambda scale: (scale != 4, scale))  # every shipped factor, x4 first
+    assert config["title"] == f"DeltaDiff {' / '.join(f'x{scale}' for scale in factors)} super-resolution"
 
 
 @pytest.mark.browser

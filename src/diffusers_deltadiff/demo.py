@@ -1,4 +1,4 @@
-"""A Gradio demo of the shipped default model (`pip install -e ".[demo]"`).
+"""A Gradio demo of the shipped models, x4 and any other factor shipped (`pip install -e ".[demo]"`).
 
     deltadiff demo                      # or: python -m diffusers_deltadiff.demo
     deltadiff demo --host 0.0.0.0 --port 7860 --model path/to/model
@@ -37,6 +37,7 @@ from .arguments import int_at_least
 from .console import CLIError, load_pipeline, one_line, resolve_device
 from .image_io import open_input, save_atomic, steps_strip, to_output_image
 from .image_utils import bicubic_resize, resize_to, to_pil, to_unit_tensor
+from .pretrained import shipped_scales
 
 
 # inputs with more pixels are refused: 1024 x 1024 LR pixels (a 4096 x 4096 output, about a minute on 2 CPU cores)
@@ -122,26 +123,44 @@ class ResultFolder:
 
 def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Blocks":
     """
-    The demo as a `gr.Blocks`, on `pipe` (default: the shipped model, `pretrained.load_default_pipeline()`).
+    The demo as a `gr.Blocks`, on `pipe` (default: the shipped models, one per factor, with a factor choice).
 
     Args:
-        pipe (`DeltaDiffPipeline`, *optional*):
-            The pipeline to run, on the device it is on.
+        pipe (`DeltaDiffPipeline` or `dict[int, DeltaDiffPipeline]`, *optional*):
+            The pipeline to run, on the device it is on; or one pipeline per upscale factor, offered as a choice
+            (x4 first where there is one). Default: every model shipped with the package
+            (`pretrained.load_default_pipeline(scale=...)` for each of `pretrained.shipped_scales()`).
         max_pixels (`int`, *optional*, defaults to `DEFAULT_MAX_PIXELS`):
             Uploads with more pixels are refused (also against decompression bombs); `0` or `None`: no limit.
 
-    The upscale event is also an API endpoint, `/upscale`: `(image file, steps, tile size, tile overlap)` to
-    `((bicubic, DeltaDiff), result PNG, steps strip)`.
+    The upscale event is also an API endpoint, `/upscale`: `(image file, steps, tile size, tile overlap, factor)` to
+    `((bicubic, DeltaDiff), result PNG, steps strip)`; the factor (`"x2"`, `"x4"`) may be left out for the first one.
     """
     if pipe is None:
         from .pretrained import load_default_pipeline
 
-        pipe = load_default_pipeline()
-        pipe.set_progress_bar_config(disable=True)
-    scale = pipe.upscale_factor
-    max_steps = pipe.scheduler.config.num_train_timesteps
-    default_steps = pipe.scheduler.config.get("default_inference_steps") or max_steps
+        pipe = {scale: load_default_pipeline(scale=scale) for scale in shipped_scales()}
+        for each in pipe.values():
+            each.set_progress_bar_config(disable=True)
+    pipes = dict(pipe) if isinstance(pipe, dict) else {pipe.upscale_factor: pipe}
+    if not pipes:
+        raise ValueError("build_demo needs at least one pipeline")
+    factors = sorted(pipes, key=lambda scale: (scale != 4, scale))  # x4 first: the default everywhere
+    names = {f"x{scale}": pipes[scale] for scale in factors}
+    first = pipes[factors[0]]
     results = ResultFolder()
+
+    def chosen(factor: str | None):
+        if factor is None:
+            return first
+        if factor not in names:
+            raise gr.Error(f"factor {factor!r}: this demo offers {', '.join(names)}")
+        return names[factor]
+
+    def step_counts(pipe) -> tuple[int, int]:
+        """The most reverse steps the model runs, and the number it runs by default."""
+        most = pipe.scheduler.config.num_train_timesteps
+        return most, pipe.scheduler.config.get("default_inference_steps") or most
 
     def preview(path):
         """Show the upload (and clear the last result), or say at once what is wrong with the file."""
@@ -149,7 +168,23 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             return None, None, None, None
         return to_pil(to_unit_tensor(read_upload(path, max_pixels))), None, None, None  # any mode, 16-bit too
 
-    def upscale(path, steps, tile_size, tile_overlap, progress=gr.Progress()):
+    def switch(factor):
+        """The controls of the chosen factor's model (and the last result cleared: it was another factor's)."""
+        pipe = chosen(factor)
+        most, default = step_counts(pipe)
+        label = f"Bicubic (left) | DeltaDiff {factor} (right)"
+        return (
+            gr.Slider(maximum=most, value=default),
+            gr.Slider(value=pipe.config.tile_context),
+            gr.Button(value=f"Upscale {factor}"),
+            gr.ImageSlider(value=None, label=label),
+            None,
+            None,
+        )
+
+    def upscale(path, steps, tile_size, tile_overlap, factor=None, progress=gr.Progress()):
+        pipe = chosen(factor)
+        scale = pipe.upscale_factor
         progress(0, desc="reading the image")
         image = read_upload(path, max_pixels)
         check_cost(pipe, image, max_pixels, Path(path).name, tile_size, tile_overlap)
@@ -186,26 +221,31 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         save_atomic(to_output_image(sr, image, "PNG"), dest, "PNG", 100, image)
         return (bicubic, to_pil(sr)), str(dest), strip
 
+    factor_names = " / ".join(names)
+    max_steps, default_steps = step_counts(first)
     with gr.Blocks(
-        title=f"DeltaDiff x{scale} super-resolution",
+        title=f"DeltaDiff {factor_names} super-resolution",
         analytics_enabled=False,
         delete_cache=(RESULT_LIFETIME, RESULT_LIFETIME),
     ) as demo:
         gr.Markdown(
-            f"# DeltaDiff x{scale} super-resolution\n"
+            f"# DeltaDiff {factor_names} super-resolution\n"
             "Residual-guided, noise-free diffusion (Yang et al.), the small model shipped with "
             "`diffusers-deltadiff`, running here on "
-            f"`{pipe.device}`. Upload an image; the slider compares bicubic (left) with DeltaDiff (right)."
+            f"`{first.device}`. Upload an image; the slider compares bicubic (left) with DeltaDiff (right)."
         )
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
                 shown = gr.Image(label="Input", format="png", interactive=False, elem_id="input-preview")
+                factor = gr.Radio(
+                    list(names), value=f"x{factors[0]}", label="Factor", visible=len(names) > 1, elem_id="factor"
+                )
                 steps = gr.Slider(1, max_steps, value=default_steps, step=1, label="Reverse steps", elem_id="steps")
                 tile_size = gr.Slider(
                     0,
                     512,
-                    value=pipe.config.default_tile_size,
+                    value=first.config.default_tile_size,
                     step=16,
                     label="Tile size (latent pixels; 0: never tile)",
                     info="Sets memory and speed; with the shipped model the output is the same.",
@@ -214,15 +254,15 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                 tile_overlap = gr.Slider(
                     0,
                     64,
-                    value=pipe.config.tile_context,
+                    value=first.config.tile_context,
                     step=1,
                     label="Tile overlap (context around each tile, latent pixels)",
                     elem_id="tile-overlap",
                 )
-                run = gr.Button(f"Upscale x{scale}", variant="primary", elem_id="run")
+                run = gr.Button(f"Upscale x{factors[0]}", variant="primary", elem_id="run")
             with gr.Column(scale=2):
                 comparison = gr.ImageSlider(
-                    label=f"Bicubic (left) | DeltaDiff x{scale} (right)",
+                    label=f"Bicubic (left) | DeltaDiff x{factors[0]} (right)",
                     type="pil",
                     format="png",
                     interactive=False,
@@ -241,7 +281,10 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         upload.clear(
             lambda: (None, None, None, None), None, [shown, comparison, result, strip], api_visibility="private"
         )
-        run.click(upscale, [upload, steps, tile_size, tile_overlap], [comparison, result, strip], api_name="upscale")
+        factor.change(switch, factor, [steps, tile_overlap, run, comparison, result, strip], api_visibility="private")
+        run.click(
+            upscale, [upload, steps, tile_size, tile_overlap, factor], [comparison, result, strip], api_name="upscale"
+        )
     return demo
 
 
@@ -257,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
     parser.add_argument(
-        "--scale", type=int_at_least(2), default=None, help="the factor: the shipped model for it (default: x4)"
+        "--scale",
+        type=int_at_least(2),
+        default=None,
+        help="only this factor's shipped model (default: every shipped factor, x4 first)",
     )
     parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped model of --scale)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -274,7 +320,11 @@ def main(argv=None) -> int:
     """`deltadiff demo`: serve the demo until interrupted; the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        pipe = load_pipeline(args.model, resolve_device(args.device), scale=args.scale)
+        device = resolve_device(args.device)
+        if args.model or args.scale:
+            pipe = load_pipeline(args.model, device, scale=args.scale)
+        else:  # every shipped factor, to choose from
+            pipe = {scale: load_pipeline(None, device, scale=scale) for scale in shipped_scales()}
     except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code

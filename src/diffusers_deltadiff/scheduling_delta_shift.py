@@ -153,6 +153,7 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         power: float = 0.3,
         kappa: float = 0.0,
         prediction_type: str = "sample",
+        *,
         default_inference_steps: int | None = None,
     ):
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int):
