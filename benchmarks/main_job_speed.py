@@ -1,9 +1,14 @@
-"""The main job, timed against another model in one run: `deltadiff upscale FOLDER -o OUT` with each model in turn.
+"""The main job, timed against other models in one run: `deltadiff upscale FOLDER -o OUT` with each model in turn.
 
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --other outputs/old-default [--repeats 3]
+    python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --model A --other B --other C \
+        --fsrcnn outputs/abl17/fsrcnn/best --bicubic
 
-Each repeat runs the command once per model (fresh processes, alternating, so machine noise hits both alike) and the
-table gives the median wall time of each and the ratio new / other per repeat.
+Each repeat runs every job once (fresh processes, one after the other, so machine noise hits all alike) and the
+table gives the median wall time of each and the ratio to the first job (`--model`, default the shipped model) per
+repeat. The jobs: `deltadiff upscale` with a pipeline (`--model`, each `--other`); an FSRCNN of
+`benchmarks/train_fsrcnn.py` (`--fsrcnn DIR`) and PIL's bicubic (`--bicubic`, Pillow alone: no torch to import), each reading the same images and
+writing PNG files as the CLI does, in a fresh Python process, so the rows compare whole jobs.
 """
 
 import argparse
@@ -13,13 +18,50 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
-def run(folder: str, model: str | None, out: str) -> float:
-    command = [sys.executable, "-m", "diffusers_deltadiff.cli", "upscale", folder, "-o", out, "--overwrite"]
-    command += ["--model", model] if model else []
+HERE = Path(__file__).resolve().parent
+
+# the FSRCNN and bicubic jobs: the same inputs and outputs as `deltadiff upscale FOLDER -o OUT` (RGB PNG per image)
+FSRCNN_JOB = """
+import sys, torch, PIL.Image
+sys.path.insert(0, {here!r})
+from train_fsrcnn import load_fsrcnn
+from diffusers_deltadiff.data import list_images
+from diffusers_deltadiff.image_utils import to_pil, to_unit_tensor
+from pathlib import Path
+torch.set_grad_enabled(False)
+model = load_fsrcnn({model!r})
+out = Path({out!r}); out.mkdir(parents=True, exist_ok=True)
+for path in list_images({folder!r}):
+    image = PIL.Image.open(path).convert("RGB")
+    sr = model(to_unit_tensor(image)[None].float()).clamp(0, 1)[0]
+    to_pil(sr).save(out / (Path(path).stem + ".png"))
+"""
+BICUBIC_JOB = """
+import PIL.Image
+from pathlib import Path
+out = Path({out!r}); out.mkdir(parents=True, exist_ok=True)
+suffixes = {{".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}}
+for path in sorted(p for p in Path({folder!r}).iterdir() if p.suffix.lower() in suffixes):
+    image = PIL.Image.open(path).convert("RGB")
+    image.resize((image.width * {scale}, image.height * {scale}), PIL.Image.BICUBIC).save(out / (Path(path).stem + ".png"))
+"""
+
+
+def command(kind: str, folder: str, model: str | None, out: str, scale: int) -> list[str]:
+    if kind == "pipeline":
+        return [sys.executable, "-m", "diffusers_deltadiff.cli", "upscale", folder, "-o", out, "--overwrite"] + (
+            ["--model", model] if model else ["--scale", str(scale)]
+        )
+    code = FSRCNN_JOB if kind == "fsrcnn" else BICUBIC_JOB
+    return [sys.executable, "-c", code.format(here=str(HERE), model=model, out=out, folder=folder, scale=scale)]
+
+
+def run(argv: list[str]) -> float:
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    result = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
     return time.perf_counter() - start
@@ -28,23 +70,32 @@ def run(folder: str, model: str | None, out: str) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder")
-    parser.add_argument("--model", default=None, help="default: the shipped model")
-    parser.add_argument("--other", required=True, help="the model to compare with")
+    parser.add_argument("--model", default=None, help="default: the shipped model of --scale")
+    parser.add_argument("--other", action="append", default=[], help="a pipeline to compare with (repeatable)")
+    parser.add_argument("--fsrcnn", action="append", default=[], help="an FSRCNN folder (train_fsrcnn.py's best)")
+    parser.add_argument("--bicubic", action="store_true", help="also time PIL's bicubic upscale")
+    parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if not (args.other or args.fsrcnn or args.bicubic):
+        parser.error("nothing to compare with: give --other, --fsrcnn or --bicubic")
 
-    new, other = [], []
+    jobs = [("pipeline", args.model, args.model or f"shipped default x{args.scale}")]
+    jobs += [("pipeline", model, model) for model in args.other]
+    jobs += [("fsrcnn", model, f"FSRCNN {model}") for model in args.fsrcnn]
+    jobs += [("bicubic", None, "PIL bicubic")] if args.bicubic else []
+    times = [[] for _ in jobs]
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
-            new.append(run(args.folder, args.model, os.path.join(tmp, "new")))
-            other.append(run(args.folder, args.other, os.path.join(tmp, "other")))
-    ratios = [a / b for a, b in zip(new, other)]
-    print(f"| model | median s ({args.repeats} runs) |\n|---|---|")
-    print(f"| {args.model or 'shipped default'} | {statistics.median(new):.1f} |")
-    print(f"| {args.other} | {statistics.median(other):.1f} |")
-    print(
-        f"ratio new / other per repeat: {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f})"
-    )
+            for k, (kind, model, _) in enumerate(jobs):
+                times[k].append(run(command(kind, args.folder, model, os.path.join(tmp, str(k)), args.scale)))
+    print(f"| job | median s ({args.repeats} runs) | ratio to the first (per repeat) |\n|---|---|---|")
+    for (_, _, label), seconds in zip(jobs, times):
+        ratios = [a / b for a, b in zip(seconds, times[0])]
+        print(
+            f"| {label} | {statistics.median(seconds):.2f} | {statistics.median(ratios):.3f} "
+            f"({', '.join(f'{r:.3f}' for r in ratios)}) |"
+        )
 
 
 if __name__ == "__main__":
