@@ -545,3 +545,34 @@ def test_checkpoint_keys_of_wrapped_models_are_unwrapped():
     unwrapped = module.unwrapped_state_dict(wrapped.state_dict())
     assert list(unwrapped) == list(model.state_dict())
     model.load_state_dict(unwrapped)  # strict
+
+
+def test_a_x2_unet_transplanted_from_a_x4_model(tmp_path):
+    """`--unet_init_from`: a x4 model's UNet for a x2 latent: shape and inner weights copied, the two ends new."""
+    import importlib.util
+
+    from accelerate import PartialState
+
+    from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
+
+    PartialState(cpu=True)  # the trainer logs through accelerate
+    spec = importlib.util.spec_from_file_location("train_deltadiff", ROOT / "training" / "train_deltadiff.py")
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    tiny_lossless_pipeline(seed=1).save_pretrained(tmp_path / "x4")
+    source = DeltaDiffPipeline.from_pretrained(tmp_path / "x4").unet
+    args = trainer.parse_args(
+        ["--lossless_latent", "--upscale_factor", "2", "--unet_init_from", str(tmp_path / "x4"), "--zero_init_output",
+         "--train_data_dir", str(tmp_path), "--resolution", "32", "--output_dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    unet = trainer.build_unet(args, 12)
+    assert type(unet) is type(source) and unet.config.block_out_channels == source.config.block_out_channels
+    assert (unet.config.in_channels, unet.config.out_channels) == (15, 12)
+    assert (source.config.in_channels, source.config.out_channels) == (51, 48)
+    mine, theirs = unet.state_dict(), source.state_dict()
+    differ = {k for k in mine if mine[k].shape != theirs[k].shape}
+    assert differ == {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine if k not in differ)
+    assert not unet.conv_out.weight.any() and not unet.conv_out.bias.any()
+    with pytest.raises(SystemExit):
+        trainer.parse_args(["--unet_init_from", "a", "--pretrained_model_name_or_path", "b", "--train_data_dir", "d"])

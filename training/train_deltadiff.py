@@ -83,6 +83,14 @@ def parse_args(input_args=None):
         default=None,
         help="Start from a saved DeltaDiffPipeline (its `unet`) instead of a UNet built from the size flags.",
     )
+    parser.add_argument(
+        "--unet_init_from",
+        type=str,
+        default=None,
+        help="Start from another saved DeltaDiffPipeline's UNet (its shape and weights) where the latent differs, e.g. "
+        "a x4 model for a x2 one: every weight whose shape matches is copied; the input and output convolutions, "
+        "which depend on the latent's channels, start new (the output at zero with --zero_init_output).",
+    )
     parser.add_argument("--unet_block_out_channels", type=int_list, default=[64, 128, 256])
     parser.add_argument("--unet_layers_per_block", type=int, default=2)
     parser.add_argument(
@@ -207,6 +215,8 @@ def parse_args(input_args=None):
         parser.error(f"--hr_downscale must be at least 1, got {args.hr_downscale}.")
     if args.train_through_chain and args.kappa != 0:
         parser.error("--train_through_chain unrolls the deterministic chain: it needs --kappa 0.")
+    if args.unet_init_from and args.pretrained_model_name_or_path:
+        parser.error("--unet_init_from and --pretrained_model_name_or_path are two ways to start the UNet: give one.")
     if args.chain_steps and not all(1 <= n <= args.num_train_timesteps for n in args.chain_steps):
         parser.error(f"--chain_steps must lie in 1..{args.num_train_timesteps}, got {args.chain_steps}.")
     return args
@@ -231,6 +241,8 @@ def build_unet(args, latent_channels: int) -> UNet2DModel:
     if args.pretrained_model_name_or_path:
         pipeline = DeltaDiffPipeline.from_pretrained(args.pretrained_model_name_or_path)
         return pipeline.unet
+    if args.unet_init_from:
+        return unet_transplanted(args, DeltaDiffPipeline.from_pretrained(args.unet_init_from).unet, latent_channels)
     channels = args.unet_block_out_channels
     attention = set(args.unet_attention_levels)
     down = tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(len(channels)))
@@ -246,6 +258,27 @@ def build_unet(args, latent_channels: int) -> UNet2DModel:
         norm_num_groups=args.unet_norm_num_groups,
         add_attention=bool(attention),
     )
+    if args.zero_init_output:
+        torch.nn.init.zeros_(unet.conv_out.weight)
+        torch.nn.init.zeros_(unet.conv_out.bias)
+    return unet
+
+
+def unet_transplanted(args, source: UNet2DModel, latent_channels: int) -> UNet2DModel:
+    """
+    A UNet of `source`'s class and shape for a latent of `latent_channels` (plus the 3 LR channels): every weight
+    whose shape matches is `source`'s, the rest (the input and output convolutions) fresh; `--zero_init_output` zeroes
+    the output convolution.
+    """
+    config = {k: v for k, v in source.config.items() if not k.startswith("_")}
+    config.update(
+        in_channels=latent_channels + 3, out_channels=latent_channels, sample_size=args.resolution // args.scale
+    )
+    unet = type(source)(**config)
+    own = unet.state_dict()
+    kept = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    unet.load_state_dict(kept, strict=False)
+    logger.info(f"UNet from {args.unet_init_from}: {len(kept)} of {len(own)} tensors copied, the rest new")
     if args.zero_init_output:
         torch.nn.init.zeros_(unet.conv_out.weight)
         torch.nn.init.zeros_(unet.conv_out.bias)
