@@ -392,7 +392,15 @@ def test_sigint_during_a_checkpoint_save_loses_nothing(workdir):
     command = [sys.executable, str(wrapper), str(signal_file), *deltadiff_args(workdir, out, *common)]
     log_file = workdir / "sigint.log"
     with open(log_file, "wb") as log:  # a file, not a pipe: a full pipe would stall the run
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # a suite started in the background (`make test &`) inherits SIGINT ignored; Ctrl-C reaches a foreground run
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     deadline = time.monotonic() + 300
     while not signal_file.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
