@@ -5,7 +5,7 @@ Artifacts on smooth synthetic content, against bicubic, in 8-bit levels (issue 1
         [--output outputs/artifacts.md] [--figure outputs/artifacts.png]
 
 - `border`: the largest |SR - bicubic| in the outer 8-pixel ring of the output;
-- `grid`: the dot-grid amplitude, the RMS over the 4x4 output phases of the per-phase mean of SR - bicubic (interior);
+- `grid`: the dot-grid amplitude, the RMS over the factor x factor output phases of the per-phase mean of SR - bicubic (interior);
 - `interior RMS`: the RMS of SR - bicubic away from the border (16 pixels in);
 - `overshoot`: on a bar chart, how far the output goes beyond the original's range, next to bicubic's;
 - `interior error`: the RMS of SR - original away from the border, next to bicubic's: where the model departs from
@@ -97,15 +97,15 @@ def main():
     ]
     tiles = []
     for spec in args.model:
-        model, _, steps = spec.partition("@")
-        steps = int(steps) if steps else args.steps
+        model, at, steps = spec.rpartition("@")
+        model, steps = (model, int(steps)) if at else (spec, args.steps)
         pipe = from_pretrained(model)
         pipe.set_progress_bar_config(disable=True)
         if args.border_padding is not None:
             pipe.register_to_config(border_padding=args.border_padding)
         row = []
         for name, hr in contents.items():
-            m = measure(pipe, hr, steps=steps)
+            m = measure(pipe, hr, scale=pipe.upscale_factor, steps=steps)
             lines.append(
                 f"| {spec} (pad {pipe.config.border_padding}) | {name} | {m['border']:.1f} | {m['grid']:.3f} | "
                 f"{m['interior_rms']:.2f} | {m['overshoot']:.0f} ({m['overshoot_bicubic']:.0f}) | "

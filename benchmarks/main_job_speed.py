@@ -4,11 +4,13 @@
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --model A --other B --other C \
         --fsrcnn outputs/abl17/fsrcnn/best --bicubic
 
-Each repeat runs every job once (fresh processes, one after the other, so machine noise hits all alike) and the
+Each repeat runs every job once (fresh processes, one after the other, the order rotated from one repeat to the
+next, so machine noise and drift hit all alike) and the
 table gives the median wall time of each and the ratio to the first job (`--model`, default the shipped model) per
 repeat. The jobs: `deltadiff upscale` with a pipeline (`--model`, each `--other`); an FSRCNN of
 `benchmarks/train_fsrcnn.py` (`--fsrcnn DIR`) and PIL's bicubic (`--bicubic`, Pillow alone: no torch to import), each reading the same images and
-writing PNG files as the CLI does, in a fresh Python process, so the rows compare whole jobs.
+writing PNG files as the CLI does (the folder's images, not its subfolders), in a fresh Python process, so the rows
+compare whole jobs.
 """
 
 import argparse
@@ -28,13 +30,13 @@ FSRCNN_JOB = """
 import sys, torch, PIL.Image
 sys.path.insert(0, {here!r})
 from train_fsrcnn import load_fsrcnn
-from diffusers_deltadiff.data import list_images
 from diffusers_deltadiff.image_utils import to_pil, to_unit_tensor
 from pathlib import Path
 torch.set_grad_enabled(False)
 model = load_fsrcnn({model!r})
 out = Path({out!r}); out.mkdir(parents=True, exist_ok=True)
-for path in list_images({folder!r}):
+suffixes = {{".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}}
+for path in sorted(p for p in Path({folder!r}).iterdir() if p.suffix.lower() in suffixes):
     image = PIL.Image.open(path).convert("RGB")
     sr = model(to_unit_tensor(image)[None].float()).clamp(0, 1)[0]
     to_pil(sr).save(out / (Path(path).stem + ".png"))
@@ -86,8 +88,10 @@ def main():
     jobs += [("bicubic", None, "PIL bicubic")] if args.bicubic else []
     times = [[] for _ in jobs]
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):
-            for k, (kind, model, _) in enumerate(jobs):
+        for repeat in range(args.repeats):
+            for i in range(len(jobs)):
+                k = (i + repeat) % len(jobs)
+                kind, model, _ = jobs[k]
                 times[k].append(run(command(kind, args.folder, model, os.path.join(tmp, str(k)), args.scale)))
     print(f"| job | median s ({args.repeats} runs) | ratio to the first (per repeat) |\n|---|---|---|")
     for (_, _, label), seconds in zip(jobs, times):

@@ -19,9 +19,9 @@ SHIPPED=${SHIPPED:-outputs/fid2/candidate}
 FSRCNN=${FSRCNN:-outputs/abl17/fsrcnn/best}
 B=../shared/data/benchmarks
 mkdir -p "$OUT"
-if [ ! -f "$CAND/model_index.json" ]; then
-  rm -rf "$CAND" && cp -r "$RUN/best" "$CAND"
-  python - "$CAND" <<'EOF'
+if [ ! -f "$CAND/model_index.json" ]; then  # made whole in a temporary folder, then moved: never half-configured
+  rm -rf "$CAND.tmp" && cp -r "$RUN/best" "$CAND.tmp"
+  python - "$CAND.tmp" <<'EOF'
 import sys
 from diffusers_deltadiff.pretrained import from_pretrained
 pipe = from_pretrained(sys.argv[1])
@@ -29,13 +29,14 @@ pipe.register_to_config(border_padding=2)
 pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, default_inference_steps=1)
 pipe.save_pretrained(sys.argv[1])
 EOF
+  rm -rf "$CAND" && mv "$CAND.tmp" "$CAND"
 fi
-step() { [ -f "$1" ] || { shift; "$@"; }; }
+step() { [ -f "$1" ] || { shift; "$@"; }; }  # skip what a previous run finished (every step writes its file last)
 step "$OUT/heldout_steps.md" deltadiff ablate --hr outputs/data/heldout40 --crop 320 --model "$CAND" --steps 1,2,4 \
   --output "$OUT/heldout_steps.md"
 step "$OUT/set14_steps.md" deltadiff ablate --hr $B/Set14 --model "$CAND" --steps 1,2,4 --output "$OUT/set14_steps.md"
 step "$OUT/quality/quality.md" python benchmarks/quality.py --benchmarks $B/Set5 $B/Set14 $B/BSD68 \
-  --model "DeltaDiff one-pass=$CAND" --model "DeltaDiff fidelity-2 (T = 4)=$SHIPPED" --model "v0.2=outputs/v0.2" \
+  --model "DeltaDiff one-pass=$CAND" --model "DeltaDiff fidelity-2, 4 steps=$SHIPPED" --model "v0.2=outputs/v0.2" \
   --fsrcnn "FSRCNN trained here=$FSRCNN" --seeds 0 --output "$OUT/quality"
 step "$OUT/artifacts.md" python benchmarks/artifacts.py --model outputs/v0.2 --model "$SHIPPED" --model "$CAND" \
   --output "$OUT/artifacts.md" --figure "$OUT/artifacts.png"
@@ -44,6 +45,9 @@ for pad in 0 4; do
     --output "$OUT/artifacts_pad$pad.md"
 done
 step "$OUT/tiling.md" python benchmarks/tiling_consistency.py --hr $B/Set14 --model "$CAND" --output "$OUT/tiling.md"
-step "$OUT/main_job_speed.md" sh -c "python benchmarks/main_job_speed.py $B/Set5 --model $CAND --other outputs/v0.2 \
-  --other $SHIPPED --fsrcnn $FSRCNN --bicubic --repeats 3 > $OUT/main_job_speed.md"
+if [ ! -f "$OUT/main_job_speed.md" ]; then
+  python benchmarks/main_job_speed.py $B/Set5 --model "$CAND" --other outputs/v0.2 --other "$SHIPPED" \
+    --fsrcnn "$FSRCNN" --bicubic --repeats 3 > "$OUT/main_job_speed.md.tmp"
+  mv "$OUT/main_job_speed.md.tmp" "$OUT/main_job_speed.md"
+fi
 cat "$OUT/heldout_steps.md" "$OUT/set14_steps.md" "$OUT/quality/quality.md" "$OUT/artifacts.md" "$OUT/main_job_speed.md"

@@ -120,7 +120,7 @@ def section_cost(pipe, args):
     )
     unet_macs = macs_per_output_pixel(lambda x: pipe.unet(x, 0), unet_input, output_pixels)
     candidates = {
-        f"DeltaDiff, {steps} steps": lambda: pipe(image, output_type="np"),
+        f"DeltaDiff, {steps} steps": lambda: pipe(image, num_inference_steps=steps, output_type="np"),
         "DeltaDiff, 1 step": lambda: pipe(image, num_inference_steps=1, output_type="np"),
         "FSRCNN (d56 s12 m4)": lambda: fsrcnn(lr),
         "bicubic": lambda: bicubic_upsample(lr * 2 - 1, scale),

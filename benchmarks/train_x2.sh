@@ -6,7 +6,7 @@
 # from; the output layer starts at zero, so step 0 is bicubic). The UNet is the shipped x4 one's shape. HR crops of 64
 # pixels give the same 32-pixel latent crops as the x4 recipe's 128; batch 16. Checkpoints are chosen on the 40
 # held-out photos at x2 (`<output_dir>/best`), never on a benchmark. One thread by default (THREADS=2 when alone).
-set -u
+set -eu
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}

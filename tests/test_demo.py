@@ -70,7 +70,7 @@ def pipe():
 @pytest.fixture(scope="module")
 def pipe_x2():
     """A tiny x2 pipeline of the shipped kind, next to the shipped x4 model in the served demo."""
-    pipe = tiny_lossless_pipeline(seed=3, scale=2)
+    pipe = tiny_lossless_pipeline(seed=3, scale=2, default_inference_steps=1)  # a one-pass model: 1 step by default
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -153,18 +153,24 @@ def test_the_factor_choice(client, pipe_x2, tmp_path):
 def test_switching_the_factor_sets_its_model_s_controls(pipe, pipe_x2):
     demo = build_demo({2: pipe_x2, 4: pipe})
     (switch,) = [f.fn for f in demo.fns.values() if f.fn.__name__ == "switch"]
-    steps, overlap, run, comparison, result, strip = switch("x2")
-    default = pipe_x2.scheduler.config.default_inference_steps or pipe_x2.scheduler.config.num_train_timesteps
-    assert (steps.maximum, steps.value) == (pipe_x2.scheduler.config.num_train_timesteps, default)
-    assert overlap.value == pipe_x2.config.tile_context and run.value == "Upscale x2"
-    assert comparison.value is None and result is None and strip is None
-    radio = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "factor"][0]
-    assert radio.value == "x4" and radio.visible  # x4 first; shown only where there is a choice
-    alone = build_demo(pipe)
-    radio = [block for block in alone.blocks.values() if getattr(block, "elem_id", None) == "factor"][0]
-    assert radio.value == "x4" and not radio.visible
+    steps, size, overlap, run, comparison, result, strip = switch("x2")
+    assert (steps.maximum, steps.value) == (4, 1)  # the x2 model runs 1 of its 4 steps by default
+    assert size.value == pipe_x2.config.default_tile_size and overlap.value == pipe_x2.config.tile_context
+    assert run.value == "Upscale x2" and comparison.value is None and result is None and strip is None
+    steps, *_ = switch("x4")
+    assert (steps.maximum, steps.value) == (4, pipe.scheduler.config.default_inference_steps or 4)
+
+    def block(demo, elem_id):
+        return [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id][0]
+
+    assert block(demo, "factor").value == "x4" and block(demo, "factor").visible  # x4 first; shown with a choice
+    alone = build_demo(pipe_x2)
+    assert block(alone, "factor").value == "x2" and not block(alone, "factor").visible
+    assert block(alone, "steps").value == 1 and block(alone, "steps").maximum == 4  # the page opens at the default
     with pytest.raises(ValueError):
         build_demo({})
+    with pytest.raises(ValueError, match="x2 upscales x4"):
+        build_demo({2: pipe})
 
 
 def test_progress_tracks_the_reverse_steps(pipe, tmp_path):

@@ -5,12 +5,13 @@
     python training/export_default_model.py --pipeline outputs/deltadiff-best --results outputs/quality
     python training/export_default_model.py --card_only --results outputs/quality   # after editing the card
 
-Writes `src/diffusers_deltadiff/pretrained/deltadiff-x<factor>/` (the pipeline's own factor; weights stored in float16, loaded as float32, configs and the
-card; no code: the package is the one source of it, and `save_pretrained` writes it into any folder made from the
-shipped model, which then loads with diffusers alone) and checks
-that float16 storage holds quality: the float32 and the float16-stored pipeline upscale the same images, and the
-PSNR between their outputs is printed (and must exceed `--min_psnr`). The model card (`README.md`, with
-`comparison.png`) is `--card` with its metadata (metrics from `--results`), usage and figure filled in.
+Writes `src/diffusers_deltadiff/pretrained/deltadiff-x<factor>/` (the pipeline's factor): weights stored in float16
+and loaded as float32, configs and the card. No code: the package is the one source of it, and `save_pretrained`
+writes it into any folder made from the shipped model, which then loads with diffusers alone. It checks that float16
+storage holds quality: the float32 and the float16-stored pipeline upscale the same images, and the PSNR between their
+outputs is printed (and must exceed `--min_psnr`). The model card (`README.md`, with `comparison.png`) is `--card`
+(default `training/cards/deltadiff-x<factor>.md`) with its metadata (metrics from `--results`), usage and figure
+filled in.
 """
 
 import argparse
@@ -71,7 +72,17 @@ def parse_args(input_args=None):
         parser.error("--results is required: the card's metrics come from a quality benchmark run")
     if not (args.card_only or args.pipeline):
         parser.error("--pipeline is required (or --card_only)")
+    if args.scale is not None and not args.card_only:
+        parser.error("--scale picks the shipped model for --card_only; an export takes its factor from --pipeline")
     return args
+
+
+def card_template(args, scale: int) -> Path:
+    """The card text for a model of this factor (`--card`, or `training/cards/deltadiff-x<factor>.md`); must exist."""
+    path = Path(args.card or Path(__file__).parent / "cards" / f"deltadiff-x{scale}.md")
+    if not path.is_file():
+        sys.exit(f"error: {path}: no card text for a x{scale} model (write it, or pass --card)")
+    return path
 
 
 def write_card(args, folder: Path):
@@ -79,7 +90,7 @@ def write_card(args, folder: Path):
     pipe.set_progress_bar_config(disable=True)
     datasets = [name for name in args.datasets.split(",") if name]
     name = f"deltadiff-x{pipe.upscale_factor}"
-    template = Path(args.card or Path(__file__).parent / "cards" / f"{name}.md").read_text()
+    template = card_template(args, pipe.upscale_factor).read_text()
     repo_id = args.repo_id or name
     write_model_card(pipe, folder, template, args.results, method=args.method, repo_id=repo_id, datasets=datasets)
     print(f"wrote {folder / 'README.md'} and {folder / 'comparison.png'}")
@@ -99,10 +110,14 @@ def configured(pipe, args):
 
 def main(args):
     if args.card_only:
-        write_card(args, Path(args.output_dir or default_model_dir(args.scale or DEFAULT_SCALE)))
+        folder = Path(args.output_dir or default_model_dir(args.scale or DEFAULT_SCALE))
+        if not (folder / "model_index.json").is_file():
+            sys.exit(f"error: {folder}: no exported model there to write the card of")
+        write_card(args, folder)
         return
     reference = configured(from_pretrained(args.pipeline), args)
     scale = reference.upscale_factor
+    card_template(args, scale)  # before anything is replaced
     with tempfile.TemporaryDirectory() as tmp:
         reference.to(torch.float16).save_pretrained(tmp)
         half = from_pretrained(tmp)  # float16 on disk, float32 in memory

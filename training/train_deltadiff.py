@@ -89,7 +89,8 @@ def parse_args(input_args=None):
         default=None,
         help="Start from another saved DeltaDiffPipeline's UNet (its shape and weights) where the latent differs, e.g. "
         "a x4 model for a x2 one: every weight whose shape matches is copied; the input and output convolutions, "
-        "which depend on the latent's channels, start new (the output at zero with --zero_init_output).",
+        "which depend on the latent's channels, start new (the output at zero with --zero_init_output). The UNet's shape "
+        "and class come from that model: the --unet_* size flags are not used.",
     )
     parser.add_argument("--unet_block_out_channels", type=int_list, default=[64, 128, 256])
     parser.add_argument("--unet_layers_per_block", type=int, default=2)
@@ -357,7 +358,7 @@ def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
     return metrics
 
 
-def write_model_card(args, output_dir: str, metrics: dict, num_steps: int, wall_time_s: float):
+def write_model_card(args, output_dir: str, metrics: dict, num_steps: int, wall_time_s: float, unet):
     from huggingface_hub import EvalResult
 
     from diffusers_deltadiff.model_card import card_data, render_card, usage_section
@@ -370,6 +371,12 @@ def write_model_card(args, output_dir: str, metrics: dict, num_steps: int, wall_
         else f"`{args.vqvae_model_name_or_path}` (frozen)"
     )
     metric_lines = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()) or "| (no validation run) | |"
+    # the UNet as built (from the size flags, --pretrained_model_name_or_path or --unet_init_from)
+    norm = "pixel" if isinstance(unet, LocalUNet2DModel) else "group"
+    unet_line = (
+        f"{'/'.join(map(str, unet.config.block_out_channels))}, {unet.config.layers_per_block} layer(s) per block, "
+        f"{norm} norm, predicts {args.prediction_type}"
+    )
     results = [
         EvalResult(
             task_type="image-to-image",
@@ -398,7 +405,7 @@ A x{args.scale} super-resolution `DeltaDiffPipeline` trained with `diffusers-del
 | degradation | {args.degradation} x{args.scale} |
 | schedule | T = {args.num_train_timesteps}, eta {args.eta_start} .. {args.eta_end}, p = {args.power}, kappa = {args.kappa} |
 | autoencoder | {autoencoder} |
-| UNet | {"/".join(map(str, args.unet_block_out_channels))}, {args.unet_layers_per_block} layer(s) per block, {args.unet_norm} norm, predicts {args.prediction_type} |
+| UNet | {unet_line} |
 | optimisation | AdamW lr {args.learning_rate}, batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation, {num_steps} steps, EMA: {args.use_ema} |
 | wall time | {wall_time_s / 60:.1f} min |
 
@@ -660,7 +667,7 @@ def main(args):
             upscale_factor=args.scale,
         )
         pipeline.save_pretrained(args.output_dir)
-        write_model_card(args, args.output_dir, metrics, global_step, wall_time)
+        write_model_card(args, args.output_dir, metrics, global_step, wall_time, final_unet)
         if skipped_files:
             logger.warning(f"{len(skipped_files)} unreadable training image(s) were skipped: {sorted(skipped_files)}")
         logger.info(f"Saved the pipeline to {args.output_dir} after {global_step} steps ({wall_time / 60:.1f} min)")

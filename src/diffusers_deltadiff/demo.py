@@ -134,7 +134,8 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             Uploads with more pixels are refused (also against decompression bombs); `0` or `None`: no limit.
 
     The upscale event is also an API endpoint, `/upscale`: `(image file, steps, tile size, tile overlap, factor)` to
-    `((bicubic, DeltaDiff), result PNG, steps strip)`; the factor (`"x2"`, `"x4"`) may be left out for the first one.
+    `((bicubic, DeltaDiff), result PNG, steps strip)`. The factor is `"x2"`, `"x4"`...; `gradio_client` fills in the
+    page's default (the first factor offered) when it is left out, Gradio's REST API needs all five values.
     """
     if pipe is None:
         from .pretrained import load_default_pipeline
@@ -145,6 +146,9 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
     pipes = dict(pipe) if isinstance(pipe, dict) else {pipe.upscale_factor: pipe}
     if not pipes:
         raise ValueError("build_demo needs at least one pipeline")
+    for scale, each in pipes.items():
+        if scale != each.upscale_factor:
+            raise ValueError(f"build_demo: the pipeline given for x{scale} upscales x{each.upscale_factor}")
     factors = sorted(pipes, key=lambda scale: (scale != 4, scale))  # x4 first: the default everywhere
     names = {f"x{scale}": pipes[scale] for scale in factors}
     first = pipes[factors[0]]
@@ -175,6 +179,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         label = f"Bicubic (left) | DeltaDiff {factor} (right)"
         return (
             gr.Slider(maximum=most, value=default),
+            gr.Slider(value=pipe.config.default_tile_size),
             gr.Slider(value=pipe.config.tile_context),
             gr.Button(value=f"Upscale {factor}"),
             gr.ImageSlider(value=None, label=label),
@@ -321,7 +326,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         device = resolve_device(args.device)
-        if args.model or args.scale:
+        if args.model or args.scale or not shipped_scales():  # one model (or the error saying none is shipped)
             pipe = load_pipeline(args.model, device, scale=args.scale)
         else:  # every shipped factor, to choose from
             pipe = {scale: load_pipeline(None, device, scale=scale) for scale in shipped_scales()}

@@ -182,7 +182,8 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         ):
             raise ValueError(
                 f"`default_inference_steps` must be an integer from 1 to `num_train_timesteps` ({num_train_timesteps}) "
-                f"or None, got {default_inference_steps!r}."
+                f"or None, got {default_inference_steps!r} (with a shorter schedule, pass `default_inference_steps` "
+                "too)."
             )
 
         self._etas = eta_schedule(num_train_timesteps, eta_start, eta_end, power)

@@ -13,7 +13,9 @@ def add_parser(sub):
     ab.add_argument("--model", default=None)
     ab.add_argument("--eta-start", type=eta_list, default=[0.01], help="eta_1 values in (0, 1], comma-separated")
     ab.add_argument("--eta-end", type=eta_list, default=[0.99], help="eta_T values in (0, 1], comma-separated")
-    ab.add_argument("--steps", type=int_list, default=[4], help="step counts, comma-separated")
+    ab.add_argument(
+        "--steps", type=int_list, default=None, help="step counts, comma-separated (default: the model's own count)"
+    )
     ab.add_argument("--output", default=None, type=path_text, help="markdown file for the table")
     add_model_options(ab)
     ab.set_defaults(func=cmd_ablate)
@@ -39,9 +41,10 @@ def cmd_ablate(args) -> int:
     device = resolve_device(args.device)
     warn_dtype(device, args.dtype)
     pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale)
-    check_steps(pipe, args.steps, args.model or "the default model")
+    steps = args.steps or [pipe.scheduler.config.default_inference_steps or pipe.scheduler.config.num_train_timesteps]
+    check_steps(pipe, steps, args.model or "the default model")
     kwargs = {"tile_size": args.tile_size}
-    table = ablate(pairs, pipe, args.eta_start, args.eta_end, args.steps, scale=args.scale, pipeline_kwargs=kwargs)
+    table = ablate(pairs, pipe, args.eta_start, args.eta_end, steps, scale=args.scale, pipeline_kwargs=kwargs)
     header = f"Schedule ablation on {Path(args.hr).name} (x{args.scale}, sampling only, model not retrained)\n\n"
     if args.output:
         try:
