@@ -57,19 +57,31 @@ def smooth_ramp(size: int) -> PIL.Image.Image:
     return PIL.Image.fromarray((rgb * 255).round().astype(np.uint8))
 
 
+def bicubic_unrounded(lr: PIL.Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """PIL's bicubic upscale of an 8-bit RGB image, in float levels (each channel resized as a float image)."""
+    channels = np.asarray(lr, dtype=np.float32)
+    return np.stack(
+        [np.asarray(PIL.Image.fromarray(channels[..., c], "F").resize(size, PIL.Image.BICUBIC)) for c in range(3)],
+        axis=-1,
+    ).astype(np.float64)
+
+
 def test_no_border_band_and_no_dot_grid_on_a_smooth_ramp():
-    """Against bicubic, in 8-bit levels: the outer 8-pixel ring within 4, the per-phase mean of SR - bicubic (the 4x4
-    dot grid) within 0.15 RMS (issue 17's bar)."""
+    """Against bicubic, in 8-bit levels (issue 17's bar): the outer 8-pixel ring of the PNG within 4; the 4x4 dot
+    grid (the RMS over the output phases of the per-phase mean of SR - bicubic) within 0.15. The grid is measured on
+    the pipeline's unrounded output against PIL's unrounded bicubic: rounding both to 8 bits adds a phase pattern of
+    0.1-0.2 levels on a ramp by itself, which changes with the ramp's slope (`benchmarks/artifacts.py`). The model
+    before the fix, v0.2, has 0.32 here."""
     pipe = load_default_pipeline()
     pipe.set_progress_bar_config(disable=True)
     hr = smooth_ramp(192)
     lr = hr.resize((48, 48), PIL.Image.BICUBIC)
     bicubic = np.asarray(lr.resize(hr.size, PIL.Image.BICUBIC), dtype=np.float64)
     sr = np.asarray(pipe(lr, output_type="pil").images[0], dtype=np.float64)
-    diff = sr - bicubic
-    ring = np.ones(diff.shape[:2], bool)
+    ring = np.ones(sr.shape[:2], bool)
     ring[8:-8, 8:-8] = False
-    assert np.abs(diff[ring]).max() <= 4
-    inner = diff[16:-16, 16:-16]
+    assert np.abs(sr - bicubic)[ring].max() <= 4
+    unrounded = pipe(lr, output_type="np").images[0].astype(np.float64) * 255
+    inner = (unrounded - bicubic_unrounded(lr, hr.size))[16:-16, 16:-16]
     phases = np.array([[inner[p::4, q::4].mean() for q in range(4)] for p in range(4)])
     assert np.sqrt(((phases - phases.mean()) ** 2).mean()) <= 0.15
