@@ -10,9 +10,10 @@ X4=${1:-src/diffusers_deltadiff/pretrained/deltadiff-x4}
 OUT=outputs/x2/init
 mkdir -p "$OUT"
 common=(--lr_warmup_steps 50 --validation_steps 200 --checkpointing_steps 400)
-[ -f "$OUT/scratch/model_index.json" ] || STEPS=400 bash benchmarks/train_x2.sh "$OUT/scratch" "${common[@]}"
-[ -f "$OUT/from_x4/model_index.json" ] || STEPS=400 bash benchmarks/train_x2.sh "$OUT/from_x4" "${common[@]}" \
-  --unet_init_from "$X4"
+# (train_x2.sh now starts from the x4 model; the scratch row gives the trainer the x4 UNet's shape from the size flags)
+[ -f "$OUT/scratch/model_index.json" ] || STEPS=400 bash benchmarks/train_x2.sh "$OUT/scratch" \
+  "${common[@]}" --unet_init_from "" --unet_block_out_channels 64,128,128 --unet_layers_per_block 1
+[ -f "$OUT/from_x4/model_index.json" ] || STEPS=400 X4="$X4" bash benchmarks/train_x2.sh "$OUT/from_x4" "${common[@]}"
 for row in scratch from_x4; do
   echo "## $row"
   cat "$OUT/$row/validation/metrics.jsonl"
