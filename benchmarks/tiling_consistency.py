@@ -3,7 +3,7 @@
     python benchmarks/tiling_consistency.py --hr ../shared/data/benchmarks/Set14 ../shared/data/benchmarks/BSD68 \
         [--model DIR] [--tiles 48,64,96,128] [--overlaps 8,16,32] [--output outputs/tiling.md]
 
-For every HR image (x4 PIL bicubic LR, the benchmark protocol): the default path (`tile_size=None`), the whole image
+For every HR image (PIL bicubic LR at the model's factor, the benchmark protocol): the default path (`tile_size=None`), the whole image
 (`tile_size=0`) and every tile size x overlap. Prints per image the Y-PSNR against HR of the default path and of
 the whole image, and the PSNR (RGB, [0, 1]) of each tiling against the default path; then the worst case.
 """
@@ -36,6 +36,7 @@ def main():
 
     pipe = from_pretrained(args.model or default_model_path())
     pipe.set_progress_bar_config(disable=True)
+    scale = pipe.upscale_factor
     tilings = [(t, o) for t in map(int, args.tiles.split(",")) for o in map(int, args.overlaps.split(","))]
     header = "| image | default vs HR | whole vs HR | " + " | ".join(f"{t}/{o}" for t, o in tilings) + " |"
     lines = [
@@ -48,16 +49,16 @@ def main():
     print("\n".join(lines), flush=True)
     worst, gaps = {}, []
     for folder in args.hr:
-        pairs, _ = load_pairs(folder, 4, None, None, "bicubic", 0)
+        pairs, _ = load_pairs(folder, scale, None, None, "bicubic", 0)
         for name, hr, lr in pairs:
             with torch.no_grad():
                 default = pipe(lr, output_type="np").images[0]
                 whole = pipe(lr, output_type="np", tile_size=0).images[0]
                 tiled = {(t, o): pipe(lr, output_type="np", tile_size=t, tile_overlap=o).images[0] for t, o in tilings}
             to_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
-            default_psnr = psnr_y(to_tensor(default), hr, 4).item()
-            whole_psnr = psnr_y(to_tensor(whole), hr, 4).item()
-            best_tiled = max(psnr_y(to_tensor(image), hr, 4).item() for image in tiled.values())
+            default_psnr = psnr_y(to_tensor(default), hr, scale).item()
+            whole_psnr = psnr_y(to_tensor(whole), hr, scale).item()
+            best_tiled = max(psnr_y(to_tensor(image), hr, scale).item() for image in tiled.values())
             gaps.append(max(whole_psnr, best_tiled) - default_psnr)
             cells = []
             for key, image in tiled.items():
