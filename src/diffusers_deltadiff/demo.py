@@ -163,8 +163,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
 
     def step_counts(pipe) -> tuple[int, int]:
         """The most reverse steps the model runs, and the number it runs by default."""
-        most = pipe.scheduler.config.num_train_timesteps
-        return most, pipe.scheduler.config.get("default_inference_steps") or most
+        return pipe.scheduler.config.num_train_timesteps, pipe.scheduler.default_steps
 
     def preview(path):
         """Show the upload (and clear the last result), or say at once what is wrong with the file."""

@@ -300,6 +300,11 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("`timestep` is required by `scale_model_input` when kappa > 0.")
         return sample / (self.config.kappa**2 * self._eta(timestep, sample) + 1).sqrt()
 
+    @property
+    def default_steps(self) -> int:
+        """The reverse steps run when none are asked for: `default_inference_steps`, else `num_train_timesteps`."""
+        return self.config.get("default_inference_steps") or self.config.num_train_timesteps
+
     def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None):
         """
         Sets the timesteps of the reverse chain (to be run before inference).
@@ -316,7 +321,7 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         """
         num_train_timesteps = self.config.num_train_timesteps
         if num_inference_steps is None:
-            num_inference_steps = self.config.default_inference_steps or num_train_timesteps
+            num_inference_steps = self.default_steps
         if not 1 <= num_inference_steps <= num_train_timesteps:
             raise ValueError(
                 f"`num_inference_steps` ({num_inference_steps}) must be between 1 and the scheduler's "

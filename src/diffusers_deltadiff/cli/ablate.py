@@ -41,7 +41,7 @@ def cmd_ablate(args) -> int:
     device = resolve_device(args.device)
     warn_dtype(device, args.dtype)
     pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale)
-    steps = args.steps or [pipe.scheduler.config.default_inference_steps or pipe.scheduler.config.num_train_timesteps]
+    steps = args.steps or [pipe.scheduler.default_steps]
     check_steps(pipe, steps, args.model or "the default model")
     kwargs = {"tile_size": args.tile_size}
     table = ablate(pairs, pipe, args.eta_start, args.eta_end, steps, scale=args.scale, pipeline_kwargs=kwargs)
