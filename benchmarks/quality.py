@@ -6,7 +6,7 @@ colours true; it should be no worse than bicubic's.
     python benchmarks/quality.py --benchmarks ../shared/data/benchmarks/Set14 ../shared/data/benchmarks/BSD68 \
         --model DeltaDiff=outputs/deltadiff-x4 --model ResShift=outputs/resshift-x4 --seeds 0,1,2 --output quality
 
-For each benchmark folder: the `deltadiff evaluate` protocol (x4, PIL bicubic LR, Y channel, crop border 4) for
+For each benchmark folder: the `deltadiff evaluate` protocol (x`--scale`, default 4: PIL bicubic LR, Y channel, crop border = scale) for
 bicubic and every model, plus the round-trip ceiling: the first model's autoencoder encoding and decoding the HR
 image itself (through the same quantisation as the pipeline). No super-resolution through that autoencoder can
 score above it (the lossless space-to-depth latent has no ceiling: its round trip is exact). Writes `<output>/<benchmark>/` (CSV, summary, grid) and `<output>/quality.md`.
@@ -99,7 +99,7 @@ def main():
         label, path = spec.split("=", 1) if "=" in spec else ("FSRCNN", spec)
         pipelines[label] = FSRCNNPipeline(path)
     lpips_metric = LPIPSMetric()
-    lines = ["# Quality (x4, bicubic LR, Y channel, crop border 4)", ""]
+    lines = [f"# Quality (x{args.scale}, bicubic LR, Y channel, crop border {args.scale})", ""]
     for folder in args.benchmarks:
         name = Path(folder).name
         pairs, errors = load_pairs(folder, args.scale, None, None, "bicubic", 0)

@@ -82,6 +82,22 @@ def test_written_card_parses_with_its_metrics(results, tmp_path):
     assert figure.size == (3 * 192 * 2, 192 * 2)  # bicubic | model | original, 2x zoom
 
 
+def test_a_x2_card_says_x2(results, tmp_path):
+    """The card of a x2 pipeline: its figure is made at x2 (same size as the original), its metadata, usage and
+    caption name x2."""
+    folder = tmp_path / "tiny-x2"
+    pipe = tiny_lossless_pipeline(zero_output=True, scale=2)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(folder)
+    write_model_card(pipe, folder, TEMPLATE, results, method="ours", repo_id="someone/tiny-x2")
+    card = ModelCard.load(folder / "README.md")
+    tasks = {result["task"]["name"] for result in card.data.to_dict()["model-index"][0]["results"]}
+    assert tasks == {"Image super-resolution x2 (bicubic degradation)"}
+    assert "# 2x, deterministic" in card.text and "downscaled x2 with PIL bicubic" in card.text
+    assert "x4" not in card.text
+    assert PIL.Image.open(folder / "comparison.png").size == (3 * 192 * 2, 192 * 2)
+
+
 def test_template_without_markers_is_refused(results, tmp_path):
     pipe = tiny_lossless_pipeline(zero_output=True)
     pipe.set_progress_bar_config(disable=True)
@@ -89,9 +105,11 @@ def test_template_without_markers_is_refused(results, tmp_path):
         write_model_card(pipe, tmp_path, "# no markers\n<!-- comparison -->", results, method="ours", repo_id="x/y")
 
 
-@pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")
-def test_shipped_card():
-    folder = Path(default_model_path())
+@pytest.mark.parametrize("scale", [4, 2])
+def test_shipped_card(scale):
+    if default_model_path(scale) is None:
+        pytest.skip(f"no shipped x{scale} model in this installation")
+    folder = Path(default_model_path(scale))
     card = ModelCard.load(folder / "README.md")
     assert (card.data.library_name, card.data.pipeline_tag) == ("diffusers", "image-to-image")
     metrics = card_metrics(card)

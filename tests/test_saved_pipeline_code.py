@@ -174,27 +174,31 @@ class TestDiffusersAlone:
             a.pop("_name_or_path", None), b.pop("_name_or_path", None)  # where each was loaded from
             assert a == b, name
 
-    @pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")
-    def test_shipped_model_saved_out(self, tmp_path):
+    @pytest.mark.parametrize("scale", [4, 2])
+    def test_shipped_model_saved_out(self, tmp_path, scale):
         """
         The shipped folder carries no code; saved from the package (as for the Hub), it loads with diffusers alone
-        and gives bit-identical outputs.
+        and gives bit-identical outputs, at both shipped factors.
         """
-        model_dir = tmp_path / "deltadiff-x4"
+        if default_model_path(scale) is None:
+            pytest.skip(f"no shipped x{scale} model in this installation")
+        model_dir = tmp_path / f"deltadiff-x{scale}"
         # saved as it is stored (float16), so both ways load the same float16 weights into float32 buffers
-        from_pretrained(default_model_path(), dtype=torch.float16).save_pretrained(model_dir)
+        from_pretrained(default_model_path(scale), dtype=torch.float16).save_pretrained(model_dir)
         assert set(CODE_FILES) <= saved_files(model_dir)
         lr = np.asarray(random_image(24, 16, seed=5))
         np.save(tmp_path / "lr.npy", lr)
         diffusers_alone(model_dir, tmp_path / "lr.npy", tmp_path / "out.npy", tmp_path)
-        shipped = package_output(Path(default_model_path()), lr, tmp_path)
+        shipped = package_output(Path(default_model_path(scale)), lr, tmp_path)
         np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), shipped)
 
 
-@pytest.mark.skipif(default_model_path() is None, reason="no shipped model in this installation")
-def test_the_shipped_folder_holds_no_code():
-    """The package is the one source of the code: the shipped folder holds weights, configs and the card."""
-    folder = Path(default_model_path())
+@pytest.mark.parametrize("scale", [4, 2])
+def test_the_shipped_folder_holds_no_code(scale):
+    """The package is the one source of the code: each shipped folder holds weights, configs and the card."""
+    if default_model_path(scale) is None:
+        pytest.skip(f"no shipped x{scale} model in this installation")
+    folder = Path(default_model_path(scale))
     assert not list(folder.rglob("*.py"))
     assert {p.name for p in folder.iterdir()} == {"README.md", "comparison.png", "model_index.json", "scheduler",
                                                    "unet", "vqvae"}  # fmt: skip

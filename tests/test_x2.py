@@ -60,15 +60,21 @@ def test_a_model_of_another_factor_is_an_error_naming_both(x2_dir, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(2 in shipped_scales(), reason="a x2 model is shipped in this installation")
-def test_scale_2_without_a_shipped_x2_model_says_so(tmp_path, capsys):
+def test_scale_2_without_a_shipped_x2_model_says_so(tmp_path, capsys, monkeypatch):
+    """An installation that carries only the x4 model (the package's folder of shipped models seen with x4 alone)."""
+    import diffusers_deltadiff.pretrained as pretrained
+
+    only_x4 = tmp_path / "pretrained"
+    only_x4.mkdir()
+    (only_x4 / "deltadiff-x4").symlink_to(pretrained.default_model_dir(4), target_is_directory=True)
+    (only_x4 / "deltadiff-x2").mkdir()  # an empty folder (a partial copy) is not a model
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", only_x4)
+    assert shipped_scales() == [4]
     write_image(tmp_path / "in.png", 8, 8)
     code, _, err = run(capsys, "upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--scale", 2)
     assert code == 2
-    shipped = ", ".join(f"x{s}" for s in shipped_scales())
-    assert (
-        err.strip() == f"error: no x2 model is shipped with this installation (shipped: {shipped}): pass --model DIR"
-    )
+    assert err.strip() == "error: no x2 model is shipped with this installation (shipped: x4): pass --model DIR"
+    assert not (tmp_path / "out").exists()
     with pytest.raises(FileNotFoundError, match="no shipped x2 model"):
         load_default_pipeline(scale=2)
 
@@ -89,7 +95,8 @@ def test_evaluate_and_ablate_at_x2(x2_dir, tmp_path, capsys):
     assert code == 0, err
     assert "x2" in (tmp_path / "eval" / "summary.md").read_text() or "model" in out
     code, out, err = run(capsys, "ablate", "--hr", tmp_path / "hr", "--model", x2_dir, "--scale", 2, "--steps", "1,2")
-    assert code == 0, err and "x2" in out
+    assert code == 0, err
+    assert "x2" in out, out
     code, _, err = run(capsys, "evaluate", "--hr", tmp_path / "hr", "--model", x2_dir, "--no-lpips")  # --scale 4
     assert code == 2 and "the model upscales x2, not x4" in err
 

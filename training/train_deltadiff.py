@@ -395,7 +395,7 @@ def write_model_card(args, output_dir: str, metrics: dict, num_steps: int, wall_
 
 A x{args.scale} super-resolution `DeltaDiffPipeline` trained with `diffusers-deltadiff`: {method}.
 
-{usage_section(args.hub_model_id or output_dir)}
+{usage_section(args.hub_model_id or output_dir, args.scale)}
 
 ## Training
 

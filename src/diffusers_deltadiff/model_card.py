@@ -84,8 +84,9 @@ def card_data(model_name: str, results: list[EvalResult] | None = None, datasets
     )
 
 
-def usage_section(repo_id: str) -> str:
-    """How to load the pipeline: with diffusers alone (the folder carries its code), or with this package."""
+def usage_section(repo_id: str, scale: int = 4) -> str:
+    """How to load the pipeline (of factor `scale`): with diffusers alone (the folder carries its code), or with this
+    package."""
     return f"""## Usage
 
 With diffusers alone (the repository carries the pipeline's code; read it before trusting it):
@@ -98,7 +99,7 @@ from diffusers.utils import load_image
 pipe = DiffusionPipeline.from_pretrained(
     "{repo_id}", custom_pipeline="{repo_id}", trust_remote_code=True, torch_dtype=torch.float32
 )
-upscaled = pipe(load_image("low_res.png")).images[0]  # 4x, deterministic
+upscaled = pipe(load_image("low_res.png")).images[0]  # {scale}x, deterministic
 ```
 
 With the package (`pip install diffusers-deltadiff`: the same outputs, bit for bit, from the package's own classes):
@@ -113,7 +114,7 @@ Or from the command line: `deltadiff upscale photos/ -o upscaled/ --model {repo_
 """
 
 
-def resolution_chart(size: int = 192) -> PIL.Image.Image:
+def resolution_chart(size: int = 192, label: str = "x4 SR") -> PIL.Image.Image:
     """
     A synthetic chart (rings, bars, a colour gradient, letters), drawn here so that the card's figure carries no
     image licence: what a x4 upscaler must restore is edges, lines and letters. Its strokes are 3 to 6 pixels wide,
@@ -133,7 +134,7 @@ def resolution_chart(size: int = 192) -> PIL.Image.Image:
         draw.line((x, half + 8, x, half + 24), fill=(shade, 255 - shade, 128))
     font = PIL.ImageFont.load_default(size=size // 8)
     draw.text((8, half + 32), "Delta", fill=(0, 0, 0), font=font)
-    draw.text((8, half + 32 + size // 7), "x4 SR", fill=(20, 90, 20), font=font)
+    draw.text((8, half + 32 + size // 7), label, fill=(20, 90, 20), font=font)
     cx, cy, r = 3 * size // 4, 3 * size // 4, size // 5
     for k in range(7):
         angle = k * math.pi / 6
@@ -147,7 +148,7 @@ def comparison_image(pipe, hr: PIL.Image.Image | None = None, scale: int = 4, zo
     (the card's figure), with the Y-PSNR of bicubic and of the pipeline against the original. The LR input is `hr`
     downscaled by the evaluation protocol (PIL bicubic).
     """
-    hr = hr if hr is not None else resolution_chart()
+    hr = hr if hr is not None else resolution_chart(label=f"x{scale} SR")
     hr_tensor = torch.from_numpy(np.array(hr.convert("RGB"))).permute(2, 0, 1).float() / 255
     lr = bicubic_downsample(hr_tensor, scale)
     bicubic = bicubic_resize(lr, tuple(hr_tensor.shape[-2:]))
@@ -184,15 +185,16 @@ def write_model_card(
     hand-written `template`) and `comparison.png` (bicubic vs the pipeline on the synthetic chart) into `folder`.
     """
     folder = Path(folder)
-    figure, scores = comparison_image(pipe)
+    scale = pipe.upscale_factor
+    figure, scores = comparison_image(pipe, scale=scale)
     figure.save(folder / "comparison.png")
     caption = (
         f"![bicubic, {folder.name}, original](comparison.png)\n\n*Left to right: bicubic upscaling "
         f"({scores['bicubic']:.2f} dB Y-PSNR), this model ({scores['model']:.2f} dB), the original: a synthetic "
-        "chart downscaled x4 with PIL bicubic, shown at 2x zoom (`diffusers_deltadiff.model_card.resolution_chart`).*"
+        f"chart downscaled x{scale} with PIL bicubic, shown at 2x zoom (`diffusers_deltadiff.model_card.resolution_chart`).*"
     )
-    data = card_data(folder.name, eval_results(results_dir, method), datasets)
-    card = render_card(data, card_body(template, usage_section(repo_id), caption))
+    data = card_data(folder.name, eval_results(results_dir, method, scale), datasets)
+    card = render_card(data, card_body(template, usage_section(repo_id, scale), caption))
     card.save(folder / "README.md")
     return card
 
