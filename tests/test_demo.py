@@ -249,6 +249,8 @@ def test_space_requirements_follow_pyproject():
     assert names(project["dependencies"] + demo_extra) <= required
     front = (REPO / "examples" / "space" / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in front and "app_file: app.py" in front
+    factors = sorted(shipped_scales(), key=lambda scale: (scale != 4, scale))  # the app's title (below)
+    assert f"title: DeltaDiff {' / '.join(f'x{scale}' for scale in factors)} super-resolution" in front
 
 
 def test_space_app_serves(tmp_path):

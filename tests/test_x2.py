@@ -151,3 +151,38 @@ def test_training_a_x2_model(tmp_path):
     assert pipe.upscale_factor == 2 and pipe.vqvae.config.latent_channels == 12
     pipe.set_progress_bar_config(disable=True)
     assert pipe(np.zeros((7, 5, 3), dtype=np.uint8), output_type="np").images.shape == (1, 14, 10, 3)
+
+
+@pytest.mark.skipif(default_model_path(2) is None, reason="no shipped x2 model")
+def test_evaluate_scale_2_uses_the_shipped_x2_model_and_crops_2_pixels(tmp_path, capsys):
+    """`evaluate --scale 2` with no `--model` scores the shipped x2 model, with the protocol's crop border of 2: the
+    Y-PSNR it writes equals scikit-image's on the pipeline's own output with 2 pixels cropped (not 4). The HR image
+    has a bright frame 3 pixels from its edge, inside a 2-pixel crop and outside a 4-pixel one."""
+    from skimage.color import rgb2ycbcr
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.RandomState(7)
+    hr = (rng.rand(40, 44, 3) * 60 + 90).astype(np.uint8)
+    hr[3, 3:-3] = hr[-4, 3:-3] = hr[3:-3, 3] = hr[3:-3, -4] = 255
+    lr = PIL.Image.fromarray(hr).resize((22, 20), PIL.Image.BICUBIC)
+    (tmp_path / "hr").mkdir(), (tmp_path / "lr").mkdir()
+    PIL.Image.fromarray(hr).save(tmp_path / "hr" / "frame.png")
+    lr.save(tmp_path / "lr" / "frame.png")
+    code, _, err = run(capsys, "evaluate", "--hr", tmp_path / "hr", "--lr", tmp_path / "lr", "--scale", 2,
+                       "--no-lpips", "--baseline", "none", "--output", tmp_path / "eval")  # fmt: skip
+    assert code == 0, err
+    rows = (tmp_path / "eval" / "per_image.csv").read_text().splitlines()
+    header, row = rows[0].split(","), rows[1].split(",")
+    written = float(row[header.index("psnr_y")])
+
+    pipe = load_default_pipeline(scale=2)
+    pipe.set_progress_bar_config(disable=True)
+    sr = pipe(lr, output_type="np").images[0]
+    y_sr, y_hr = rgb2ycbcr(sr)[..., 0], rgb2ycbcr(hr / 255.0)[..., 0]
+
+    def psnr(border):
+        inner = (slice(border, -border), slice(border, -border))
+        return peak_signal_noise_ratio(y_hr[inner], y_sr[inner], data_range=255)
+
+    assert written == pytest.approx(psnr(2), abs=1e-3)
+    assert abs(psnr(4) - psnr(2)) > 0.1  # the border counts: a 4-pixel crop would be told apart
