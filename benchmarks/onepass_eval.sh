@@ -19,18 +19,7 @@ SHIPPED=${SHIPPED:-outputs/fid2/candidate}
 FSRCNN=${FSRCNN:-outputs/abl17/fsrcnn/best}
 B=../shared/data/benchmarks
 mkdir -p "$OUT"
-if [ ! -f "$CAND/model_index.json" ]; then  # made whole in a temporary folder, then moved: never half-configured
-  rm -rf "$CAND.tmp" && cp -r "$RUN/best" "$CAND.tmp"
-  python - "$CAND.tmp" <<'EOF'
-import sys
-from diffusers_deltadiff.pretrained import from_pretrained
-pipe = from_pretrained(sys.argv[1])
-pipe.register_to_config(border_padding=2)
-pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, default_inference_steps=1)
-pipe.save_pretrained(sys.argv[1])
-EOF
-  rm -rf "$CAND" && mv "$CAND.tmp" "$CAND"
-fi
+python benchmarks/make_candidate.py "$RUN/best" "$CAND" --border_padding 2 --default_inference_steps 1
 step() { [ -f "$1" ] || { shift; "$@"; }; }  # skip what a previous run finished (every step writes its file last)
 step "$OUT/heldout_steps.md" deltadiff ablate --hr outputs/data/heldout40 --crop 320 --model "$CAND" --steps 1,2,4 \
   --output "$OUT/heldout_steps.md"

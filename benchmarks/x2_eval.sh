@@ -23,17 +23,7 @@ if [ ! -f "$FSRCNN/best/fsrcnn.safetensors" ] || [ ! -f "$FSRCNN/fsrcnn.safetens
     --validation_data_dir outputs/data/heldout40 --resolution 64 --train_batch_size 16 \
     --max_minutes "${MINUTES:-60}" --output_dir "$FSRCNN" >> "$FSRCNN.log" 2>&1
 fi
-if [ ! -f "$CAND/model_index.json" ]; then  # made whole in a temporary folder, then moved
-  rm -rf "$CAND.tmp" && cp -r "$RUN/best" "$CAND.tmp"
-  python - "$CAND.tmp" <<'EOF'
-import sys
-from diffusers_deltadiff.pretrained import from_pretrained
-pipe = from_pretrained(sys.argv[1])
-pipe.register_to_config(border_padding=2)
-pipe.save_pretrained(sys.argv[1])
-EOF
-  rm -rf "$CAND" && mv "$CAND.tmp" "$CAND"
-fi
+python benchmarks/make_candidate.py "$RUN/best" "$CAND" --border_padding 2
 step() { [ -f "$1" ] || { shift; "$@"; }; }  # skip what a previous run finished (every step writes its file last)
 step "$OUT/heldout_steps.md" deltadiff ablate --scale 2 --hr outputs/data/heldout40 --crop 320 --model "$CAND" \
   --steps 1,2,4 --output "$OUT/heldout_steps.md"

@@ -1,9 +1,10 @@
-"""Helpers shared by the tests: seeded random images, in memory or written to disk."""
+"""Helpers shared by the tests: seeded random images, in memory or written to disk; the shipped models."""
 
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import pytest
 
 
 def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> PIL.Image.Image:
@@ -23,6 +24,17 @@ def write_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     random_image(height, width, seed, mode).save(path, **save_kwargs)
     return path
+
+
+def shipped_model_dir(scale: int) -> Path:
+    """The folder of the model of factor `scale` shipped with the package; the test is skipped where there is none
+    (`test_default_model.py` is where a missing one fails)."""
+    from diffusers_deltadiff.pretrained import default_model_path
+
+    path = default_model_path(scale)
+    if path is None:
+        pytest.skip(f"no shipped x{scale} model in this installation")
+    return Path(path)
 
 
 def configure(monkeypatch, pipe, **values):

@@ -7,8 +7,8 @@ import PIL.Image
 import pytest
 from huggingface_hub import ModelCard
 
+from conftest import shipped_model_dir
 from diffusers_deltadiff.model_card import benchmark_means, eval_results, write_model_card
-from diffusers_deltadiff.pretrained import default_model_path
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 
 
@@ -107,9 +107,7 @@ def test_template_without_markers_is_refused(results, tmp_path):
 
 @pytest.mark.parametrize("scale", [4, 2])
 def test_shipped_card(scale):
-    if default_model_path(scale) is None:
-        pytest.skip(f"no shipped x{scale} model in this installation")
-    folder = Path(default_model_path(scale))
+    folder = shipped_model_dir(scale)
     card = ModelCard.load(folder / "README.md")
     assert (card.data.library_name, card.data.pipeline_tag) == ("diffusers", "image-to-image")
     metrics = card_metrics(card)

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import diffusers_deltadiff
-from conftest import random_image
+from conftest import random_image, shipped_model_dir
 from diffusers_deltadiff import DeltaDiffPipeline
-from diffusers_deltadiff.pretrained import default_model_path, from_pretrained
+from diffusers_deltadiff.pretrained import from_pretrained
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline, tiny_pipeline
 
 
@@ -180,25 +180,21 @@ class TestDiffusersAlone:
         The shipped folder carries no code; saved from the package (as for the Hub), it loads with diffusers alone
         and gives bit-identical outputs, at both shipped factors.
         """
-        if default_model_path(scale) is None:
-            pytest.skip(f"no shipped x{scale} model in this installation")
+        shipped = shipped_model_dir(scale)
         model_dir = tmp_path / f"deltadiff-x{scale}"
         # saved as it is stored (float16), so both ways load the same float16 weights into float32 buffers
-        from_pretrained(default_model_path(scale), dtype=torch.float16).save_pretrained(model_dir)
+        from_pretrained(str(shipped), dtype=torch.float16).save_pretrained(model_dir)
         assert set(CODE_FILES) <= saved_files(model_dir)
         lr = np.asarray(random_image(24, 16, seed=5))
         np.save(tmp_path / "lr.npy", lr)
         diffusers_alone(model_dir, tmp_path / "lr.npy", tmp_path / "out.npy", tmp_path)
-        shipped = package_output(Path(default_model_path(scale)), lr, tmp_path)
-        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), shipped)
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), package_output(shipped, lr, tmp_path))
 
 
 @pytest.mark.parametrize("scale", [4, 2])
 def test_the_shipped_folder_holds_no_code(scale):
     """The package is the one source of the code: each shipped folder holds weights, configs and the card."""
-    if default_model_path(scale) is None:
-        pytest.skip(f"no shipped x{scale} model in this installation")
-    folder = Path(default_model_path(scale))
+    folder = shipped_model_dir(scale)
     assert not list(folder.rglob("*.py"))
     assert {p.name for p in folder.iterdir()} == {"README.md", "comparison.png", "model_index.json", "scheduler",
                                                    "unet", "vqvae"}  # fmt: skip

@@ -142,12 +142,13 @@ def resolution_chart(size: int = 192, label: str = "x4 SR") -> PIL.Image.Image:
     return image
 
 
-def comparison_image(pipe, hr: PIL.Image.Image | None = None, scale: int = 4, zoom: int = 2):
+def comparison_image(pipe, hr: PIL.Image.Image | None = None, zoom: int = 2):
     """
     Bicubic upscaling, the pipeline's and the original, side by side, each magnified `zoom` times by nearest neighbour
     (the card's figure), with the Y-PSNR of bicubic and of the pipeline against the original. The LR input is `hr`
-    downscaled by the evaluation protocol (PIL bicubic).
+    downscaled by the evaluation protocol (PIL bicubic) at the pipeline's factor.
     """
+    scale = pipe.upscale_factor
     hr = hr if hr is not None else resolution_chart(label=f"x{scale} SR")
     hr_tensor = torch.from_numpy(np.array(hr.convert("RGB"))).permute(2, 0, 1).float() / 255
     lr = bicubic_downsample(hr_tensor, scale)
@@ -186,7 +187,7 @@ def write_model_card(
     """
     folder = Path(folder)
     scale = pipe.upscale_factor
-    figure, scores = comparison_image(pipe, scale=scale)
+    figure, scores = comparison_image(pipe)
     figure.save(folder / "comparison.png")
     caption = (
         f"![bicubic, {folder.name}, original](comparison.png)\n\n*Left to right: bicubic upscaling "
