@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 N=${STEPS:-250}
 OUT=${OUT:-outputs/abl17}
-[ -d outputs/data/train451 ] || python benchmarks/prepare_train_data.py ../shared/data/train outputs/data
+[ -d outputs/data/train451 ] || python training/prepare_train_data.py ../shared/data/train outputs/data
 [ -f outputs/v0.2/model_index.json ] || { echo "outputs/v0.2: copy the v0.2 model there first (git show v0.2)"; exit 1; }
 mkdir -p "$OUT"
 

@@ -2,7 +2,7 @@
 # Usage: bash benchmarks/train_fidelity2.sh [output_dir] [extra train flags]     (resumable: rerun the same command)
 # The fidelity-2 x4 recipe (issue 17): fine-tune the v0.2 default model *through its own 4-step deterministic chain*
 # (what inference runs), L1 on the final latent, on bsds400 + t91 (every 10th bsds400 photo held out; see
-# benchmarks/prepare_train_data.py), 128-pixel HR crops, batch 8, AdamW 1e-4 with warm-up and cosine decay, EMA.
+# training/prepare_train_data.py), 128-pixel HR crops, batch 8, AdamW 1e-4 with warm-up and cosine decay, EMA.
 # Checkpoints are chosen on the 40 held-out photos (`<output_dir>/best`), never on a benchmark.
 set -u
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${THREADS:-2} MKL_NUM_THREADS=${THREADS:
 OUT=${1:-outputs/fid2/main}
 shift || true
 STEPS=${STEPS:-4000}
-[ -d outputs/data/train451 ] || python benchmarks/prepare_train_data.py ../shared/data/train outputs/data
+[ -d outputs/data/train451 ] || python training/prepare_train_data.py ../shared/data/train outputs/data
 mkdir -p "$OUT"
 python training/train_deltadiff.py --lossless_latent \
   --pretrained_model_name_or_path src/diffusers_deltadiff/pretrained/deltadiff-x4 \

@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:
 OUT=${1:-outputs/x2/main}
 shift || true
 STEPS=${STEPS:-6000}
-[ -d outputs/data/train451 ] || python benchmarks/prepare_train_data.py ../shared/data/train outputs/data
+[ -d outputs/data/train451 ] || python training/prepare_train_data.py ../shared/data/train outputs/data
 mkdir -p "$OUT"
 python training/train_deltadiff.py --lossless_latent --upscale_factor 2 \
   --unet_init_from "${X4:-src/diffusers_deltadiff/pretrained/deltadiff-x4}" \

@@ -21,7 +21,7 @@
 The final artifact is a `DeltaDiffPipeline` saved in `--output_dir` (with a model card).
 """
 
-import argparse
+import hashlib
 import json
 import logging
 import math
@@ -43,9 +43,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNet2DModel, SpaceToDepthAutoencoder
-from diffusers_deltadiff.arguments import int_list
+from diffusers_deltadiff.arguments import RecipeArgumentParser, int_list
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
-from diffusers_deltadiff.degradations import DEGRADATIONS, bicubic_downsample
+from diffusers_deltadiff.degradations import DEGRADATIONS, Degradation
 from diffusers_deltadiff.image_utils import image_grid
 from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_factor, encode_lr
 from diffusers_deltadiff.training_utils import (
@@ -67,7 +67,10 @@ logger = get_logger(__name__, log_level="INFO")
 
 
 def parse_args(input_args=None):
-    parser = argparse.ArgumentParser(description="Train a DeltaDiff super-resolution UNet.")
+    parser = RecipeArgumentParser(
+        description="Train a DeltaDiff super-resolution UNet. `@file` reads arguments from a recipe file "
+        "(training/recipes/*.args)."
+    )
     # models
     latent = parser.add_mutually_exclusive_group(required=True)
     latent.add_argument("--vqvae_model_name_or_path", type=str, help="Frozen VQModel (dir or Hub id).")
@@ -91,6 +94,14 @@ def parse_args(input_args=None):
         "a x4 model for a x2 one: every weight whose shape matches is copied; the input and output convolutions, "
         "which depend on the latent's channels, start new (the output at zero with --zero_init_output). The UNet's shape "
         "and class come from that model: the --unet_* size flags are not used.",
+    )
+    parser.add_argument(
+        "--start_sha256",
+        type=str,
+        default=None,
+        help="The SHA-256 of the start's UNet weights (`unet/diffusion_pytorch_model.safetensors` of "
+        "--pretrained_model_name_or_path or --unet_init_from): a recipe names its start immutably, and a start that has "
+        "changed since is refused.",
     )
     parser.add_argument("--unet_block_out_channels", type=int_list, default=[64, 128, 256])
     parser.add_argument("--unet_layers_per_block", type=int, default=2)
@@ -135,7 +146,16 @@ def parse_args(input_args=None):
     parser.add_argument(
         "--scale", "--upscale_factor", dest="scale", type=int, default=4, help="Super-resolution factor."
     )
-    parser.add_argument("--degradation", type=str, default="bicubic", choices=DEGRADATIONS)
+    parser.add_argument(
+        "--degradation", type=str, default="bicubic", choices=list(DEGRADATIONS), help="How LR is made from HR."
+    )
+    parser.add_argument(
+        "--validation_degradation",
+        type=str,
+        default="bicubic",
+        choices=list(DEGRADATIONS),
+        help="How the validation LR is made from the held-out HR (seeded by the image's index: the same every time).",
+    )
     parser.add_argument("--no_random_flip", action="store_true", help="Disable random flips and rotations.")
     parser.add_argument("--dataloader_num_workers", type=int, default=2)
     # optimisation
@@ -238,6 +258,24 @@ def unet_class(args) -> type[UNet2DModel]:
     return LocalUNet2DModel if args.unet_norm == "pixel" else UNet2DModel
 
 
+def check_start(args):
+    """Refuse a start whose UNet weights are not the ones `--start_sha256` names (see its help)."""
+    start = args.pretrained_model_name_or_path or args.unet_init_from
+    if not args.start_sha256 or not start:
+        return
+    weights = Path(start) / "unet" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise SystemExit(
+            f"error: {weights}: no such file; --start_sha256 needs a local start with safetensors weights"
+        )
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if digest != args.start_sha256.lower():
+        raise SystemExit(
+            f"error: {weights}: SHA-256 {digest[:12]}..., the recipe names {args.start_sha256[:12]}...: the start has "
+            "changed since the recipe was written (check out the commit the recipe names, or update the recipe)"
+        )
+
+
 def build_unet(args, latent_channels: int) -> UNet2DModel:
     if args.pretrained_model_name_or_path:
         pipeline = DeltaDiffPipeline.from_pretrained(args.pretrained_model_name_or_path)
@@ -333,8 +371,7 @@ def log_validation(pipeline, images, args, accelerator, global_step) -> dict:
     scores, grid_rows = [], []
     with accelerator.split_between_processes(indices) as shard:
         for i in shard:
-            hr = images[i]
-            lr = bicubic_downsample(hr, args.scale)
+            hr, lr = images[i]
             sr = pipeline(lr, output_type="pt", num_inference_steps=validation_steps(args)).images[0]
             scores.append((psnr_y(sr, hr, args.scale).item(), ssim_y(sr, hr, args.scale).item()))
             grid_rows.append((i, lr, sr, hr))
@@ -423,6 +460,7 @@ Code and weights: Apache-2.0. The training images keep their own licences (DIV2K
 
 
 def main(args):
+    check_start(args)
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -539,9 +577,11 @@ def main(args):
 
     validation_images = []
     if args.validation_data_dir:
-        validation_images = load_center_crops(
+        crops = load_center_crops(
             args.validation_data_dir, args.num_validation_images, args.validation_resolution, multiple=args.scale
         )
+        degrade = Degradation(args.validation_degradation, args.scale)
+        validation_images = [(hr, degrade(hr, seed=index)) for index, hr in enumerate(crops)]  # fixed seeds
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")

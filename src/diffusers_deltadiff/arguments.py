@@ -53,3 +53,20 @@ def int_list(text: str, minimum: int = 1, allow_empty: bool = False) -> list[int
     if not values and not allow_empty:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     return values
+
+
+class RecipeArgumentParser(argparse.ArgumentParser):
+    """
+    An `ArgumentParser` that also reads arguments from recipe files, `@path` on the command line: one or more
+    arguments per line, shell-quoted, `#` starting a comment. Later arguments override earlier ones, so
+    `@recipe.args --max_train_steps 2` runs a recipe with one flag changed.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("fromfile_prefix_chars", "@")
+        super().__init__(*args, **kwargs)
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        import shlex
+
+        return shlex.split(arg_line, comments=True)

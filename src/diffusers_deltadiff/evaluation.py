@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import index_lr_folder, list_images, open_image
-from .degradations import Degradation, bicubic_downsample
+from .degradations import Degradation
 from .image_utils import bicubic_resize, center_crop, image_grid, to_unit_tensor
 from .metrics import psnr_cbcr, psnr_y, ssim_y
 
@@ -188,7 +188,7 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
     if scale < 1:
         raise ValueError(f"`scale` must be a positive integer, got {scale}.")
     lr_paths = index_lr_folder(lr_dir) if lr_dir else None
-    degrade = Degradation(degradation, scale) if degradation != "bicubic" else None
+    degrade = Degradation(degradation, scale)
     pairs, errors = [], []
     for index, path in enumerate(list_images(hr_dir)):
         try:
@@ -206,7 +206,7 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
                     f"window inside a {scale}-pixel border)"
                 )
             if lr_paths is None:  # the LR made from the HR, once it is known to be large enough
-                lr = bicubic_downsample(hr, scale) if degrade is None else degrade(hr, seed=seed * 100_003 + index)
+                lr = degrade(hr, seed=seed * 100_003 + index)
         except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
             errors.append(f"{path}: {str(err).splitlines()[0]}")
             continue

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..arguments import float_list, int_at_least, int_list
 from ..console import DTYPES, CLIError, error
+from ..degradations import DEGRADATIONS
 
 
 def eta_list(text: str) -> list[float]:
@@ -40,8 +41,10 @@ def add_eval_data_options(parser):
     )
     parser.add_argument("--scale", type=int_at_least(1), default=4)
     parser.add_argument("--crop", type=int_at_least(1), default=None, help="centre-crop HR to this size first")
-    parser.add_argument("--degradation", default="bicubic", choices=["bicubic", "realesrgan"])
-    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the realesrgan degradation")
+    parser.add_argument(
+        "--degradation", default="bicubic", choices=list(DEGRADATIONS), help="how LR is made from HR (without --lr)"
+    )
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of a random degradation")
 
 
 class ArgumentParser(argparse.ArgumentParser):

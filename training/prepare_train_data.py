@@ -1,7 +1,7 @@
 """
 Make the training / held-out split of `../shared/data/train` as folders of symbolic links (no image is copied):
 
-    python benchmarks/prepare_train_data.py ../shared/data/train outputs/data
+    python training/prepare_train_data.py ../shared/data/train outputs/data
 
 - `outputs/data/train451/`: `bsds400` without every 10th photo, plus all of `t91` (451 images);
 - `outputs/data/heldout40/`: every 10th `bsds400` photo (sorted by name, whole images), for checkpoint selection.

@@ -1,0 +1,55 @@
+"""
+Low-resolution images made from high-resolution ones, by name: the registry that the trainer (`--degradation`,
+`--validation_degradation`), the command line (`deltadiff evaluate --degradation`) and the benchmarks read.
+
+Every entry is a factory `scale -> degrade`, where `degrade(hr, seed) -> lr` maps a `(3, H, W)` image in `[0, 1]` to
+`(3, H // scale, W // scale)` in `[0, 1]` (8-bit values), every random choice drawn from `seed`: the same
+`(hr, seed)` always gives the same LR image.
+
+To add a degradation, write it in a file of its own in this folder and add one line to `DEGRADATIONS`.
+"""
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from .bicubic import bicubic_downsample
+from .jpeg import BicubicJPEG
+
+
+DegradeFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def SecondOrder(scale: int = 4) -> DegradeFn:  # noqa: N802 - albumentations (the `training` extra) loads on use
+    from .second_order import SecondOrder
+
+    return SecondOrder(scale)
+
+
+def Mixture(scale: int = 4) -> DegradeFn:  # noqa: N802
+    from .mixture import Mixture
+
+    return Mixture(scale)
+
+
+DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
+    "bicubic": lambda scale: lambda hr, seed: bicubic_downsample(hr, scale),
+    "jpeg": BicubicJPEG,  # bicubic, then JPEG at a random quality in [30, 95] (a web image)
+    "jpeg30": partial(BicubicJPEG, quality=30),
+    "jpeg40": partial(BicubicJPEG, quality=40),
+    "jpeg50": partial(BicubicJPEG, quality=50),
+    "jpeg70": partial(BicubicJPEG, quality=70),
+    "realesrgan": SecondOrder,  # Real-ESRGAN's second-order degradation, as in its training options
+    "realworld": Mixture,  # the real-world model's training mix: bicubic, jpeg and realesrgan
+}
+
+
+def Degradation(kind: str = "bicubic", scale: int = 4) -> DegradeFn:  # noqa: N802 - reads like the class it was
+    """The registered degradation `kind` at `scale`: a callable `(hr, seed) -> lr`."""
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"Unknown degradation {kind!r}: choose one of {', '.join(DEGRADATIONS)}.")
+    return DEGRADATIONS[kind](scale)
+
+
+__all__ = ["DEGRADATIONS", "Degradation", "bicubic_downsample"]

@@ -1,0 +1,111 @@
+"""The degradation registry: every entry seeded and shaped, the JPEG entries against PIL, Real-ESRGAN's families,
+and a toy degradation added with one registry line that the trainer's data, evaluation and the CLI all see."""
+
+import io
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from diffusers_deltadiff import degradations
+from diffusers_deltadiff.degradations import DEGRADATIONS, Degradation, bicubic_downsample
+
+
+def smooth_image(height=64, width=72, seed=0) -> torch.Tensor:
+    rng = np.random.RandomState(seed)
+    image = PIL.Image.fromarray((rng.rand(height, width, 3) * 255).astype(np.uint8)).resize((width, height))
+    image = image.filter(PIL.ImageFilter.GaussianBlur(1.5))
+    return torch.from_numpy(np.asarray(image).astype(np.float32) / 255).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("kind", list(DEGRADATIONS))
+def test_every_degradation_is_seeded_and_sized(kind):
+    if kind in ("realesrgan", "realworld"):
+        pytest.importorskip("albumentations")
+    hr = smooth_image(64, 72)
+    degrade = Degradation(kind, 4)
+    a, b = degrade(hr, 5), degrade(hr, 5)
+    assert a.shape == (3, 16, 18)
+    assert torch.equal(a, b)
+    assert 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a * 255, (a * 255).round())  # 8-bit values, as a saved LR file
+
+
+def test_random_degradations_depend_on_the_seed():
+    pytest.importorskip("albumentations")
+    hr = smooth_image(64, 64)
+    for kind in ("jpeg", "realesrgan", "realworld"):
+        degrade = Degradation(kind, 4)
+        outputs = [degrade(hr, seed) for seed in range(6)]
+        assert any(not torch.equal(outputs[0], other) for other in outputs[1:]), kind
+
+
+def test_fixed_quality_jpeg_is_pil_jpeg_of_the_bicubic_lr():
+    hr = smooth_image()
+    lr = bicubic_downsample(hr, 4)
+    pil = PIL.Image.fromarray((lr.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    buffer = io.BytesIO()
+    pil.save(buffer, format="JPEG", quality=40)
+    expected = torch.from_numpy(np.asarray(PIL.Image.open(buffer)).astype(np.float32) / 255).permute(2, 0, 1)
+    assert torch.equal(Degradation("jpeg40", 4)(hr, 0), expected)
+    assert not torch.equal(Degradation("jpeg70", 4)(hr, 0), expected)
+
+
+def test_second_order_is_harsher_than_bicubic_on_average():
+    """Blur, noise and JPEG move the LR away from the clean bicubic LR: mean error well above rounding."""
+    pytest.importorskip("albumentations")
+    hr = smooth_image(128, 128)
+    clean = bicubic_downsample(hr, 4)
+    degrade = Degradation("realesrgan", 4)
+    errors = [float((degrade(hr, seed) - clean).abs().mean()) for seed in range(8)]
+    assert np.mean(errors) > 2 / 255
+
+
+def test_plateau_kernel_matches_its_formula():
+    pytest.importorskip("albumentations")
+    from diffusers_deltadiff.degradations.second_order import plateau_kernel
+
+    kernel = plateau_kernel(7, 1.5, 1.5, 0.0, 1.0)
+    assert kernel.shape == (7, 7) and abs(kernel.sum() - 1) < 1e-5
+    # isotropic, beta 1: 1 / (1 + r^2 / sigma^2), computed here point by point
+    expected = np.array([[1 / (1 + (x * x + y * y) / 2.25) for x in range(-3, 4)] for y in range(-3, 4)])
+    np.testing.assert_allclose(kernel, expected / expected.sum(), rtol=1e-5)
+
+
+def test_unknown_degradation_names_the_choices():
+    with pytest.raises(ValueError, match="Unknown degradation 'gaussian'.*bicubic"):
+        Degradation("gaussian")
+
+
+class ToyDarken:
+    """A toy degradation: the bicubic LR at half brightness (what a new file in degradations/ would hold)."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, hr, seed):
+        return (bicubic_downsample(hr, self.scale) * 127).round() / 255
+
+
+def test_a_toy_degradation_needs_one_registry_line(monkeypatch, tmp_path):
+    from diffusers_deltadiff.cli import build_parser
+    from diffusers_deltadiff.data import SRTrainDataset
+    from diffusers_deltadiff.evaluation import load_pairs
+
+    monkeypatch.setitem(degradations.DEGRADATIONS, "toy", ToyDarken)  # the one registry line
+    hr = smooth_image(64, 64)
+    expected = (bicubic_downsample(hr, 4) * 127).round() / 255
+    assert torch.equal(Degradation("toy", 4)(hr, 0), expected)
+    # evaluation
+    PIL.Image.fromarray((hr.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "a.png")
+    hr_read = torch.from_numpy(np.asarray(PIL.Image.open(tmp_path / "a.png")).astype(np.float32) / 255)
+    (_, _, lr), *_ = load_pairs(str(tmp_path), 4, None, None, "toy", 0)[0]
+    assert torch.equal(lr, (bicubic_downsample(hr_read.permute(2, 0, 1), 4) * 127).round() / 255)
+    # training data
+    dataset = SRTrainDataset([str(tmp_path / "a.png")], resolution=32, degradation="toy", random_flip=False)
+    sample = dataset[0]
+    assert float(sample["lr"].max()) <= 127 / 255 * 2 - 1 + 1e-6
+    # the CLI's choices are read from the registry when the parser is built
+    args = build_parser().parse_args(["evaluate", "--hr", str(tmp_path), "--degradation", "toy"])
+    assert args.degradation == "toy"
