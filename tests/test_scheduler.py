@@ -205,6 +205,20 @@ class TestChain:
         assert torch.equal(a, b)
         assert torch.equal(scheduler.scale_model_input(x, 2), x)
 
+    @pytest.mark.parametrize("kappa", [0.0, 0.5, 2.0])
+    def test_is_deterministic_says_whether_the_generator_matters(self, kappa):
+        """The property agrees with what the chain does: two generators give one chain exactly when it is True."""
+        scheduler = DeltaShiftScheduler(kappa=kappa)
+        scheduler.set_timesteps(4)
+        x, pred = latents(6), latents(7)
+        runs = []
+        for seed in (1, 2):
+            generator = torch.Generator().manual_seed(seed)
+            start = scheduler.init_latents(x, generator=generator)
+            runs.append(scheduler.step(pred, 2, start, generator=generator).prev_sample)
+        assert scheduler.is_deterministic == torch.equal(*runs)
+        assert scheduler.is_deterministic == (kappa == 0)
+
     def test_float32_sample_keeps_dtype(self):
         scheduler = DeltaShiftScheduler(kappa=2.0)
         scheduler.set_timesteps(4)

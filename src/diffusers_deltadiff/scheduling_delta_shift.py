@@ -265,7 +265,7 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         """
         eta = self._eta(timesteps, original_samples)
         shifted = original_samples + eta * (lr_samples - original_samples)
-        if self.config.kappa > 0:
+        if not self.is_deterministic:
             if noise is None:
                 raise ValueError("`noise` is required by `shift` when kappa > 0.")
             shifted = shifted + self.config.kappa * eta.sqrt() * noise
@@ -281,7 +281,7 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
             lr_samples (`torch.Tensor`): The latents `y` of the bicubic-upsampled low-resolution images.
             generator (`torch.Generator`, *optional*): Random generator(s) for the noise when `kappa > 0`.
         """
-        if self.config.kappa == 0:
+        if self.is_deterministic:
             return lr_samples.clone()
         noise = randn_tensor(lr_samples.shape, generator=generator, device=lr_samples.device, dtype=lr_samples.dtype)
         return lr_samples + self.init_noise_sigma * noise
@@ -294,11 +294,19 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
             sample (`torch.Tensor`): The current latents `x_t`.
             timestep (`int` or `torch.Tensor`): The current 0-based timestep.
         """
-        if self.config.kappa == 0:
+        if self.is_deterministic:
             return sample
         if timestep is None:
             raise ValueError("`timestep` is required by `scale_model_input` when kappa > 0.")
         return sample / (self.config.kappa**2 * self._eta(timestep, sample) + 1).sqrt()
+
+    @property
+    def is_deterministic(self) -> bool:
+        """
+        Whether the chain is deterministic: DeltaDiff (`kappa = 0`, no noise anywhere; the same input gives the same
+        output, whatever the generator), or ResShift (`kappa > 0`, noise at the start and at every step).
+        """
+        return self.config.kappa == 0
 
     @property
     def default_steps(self) -> int:
