@@ -35,6 +35,17 @@ def float_at_least(minimum: float):
     return parse
 
 
+def unit_interval(text: str) -> float:
+    """An argparse `type`: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from err
+    if not 0 <= value <= 1:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
+    return value
+
+
 def float_list(text: str) -> list[float]:
     """An argparse `type`: comma-separated numbers, at least one."""
     try:

@@ -9,7 +9,17 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .pretrained import DEFAULT_SCALE, default_model_path, from_pretrained, shipped_scales
+from .pretrained import (
+    DEFAULT_SCALE,
+    DENOISE_MODELS,
+    DENOISE_SCALE,
+    SHIPPED_MODELS,
+    default_model_path,
+    from_pretrained,
+    model_path,
+    shipped_models,
+    shipped_scales,
+)
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -85,11 +95,23 @@ def warn_dtype(device: str, dtype: str):
         warning("--dtype fp16 on the CPU is slow and some layers may not support it; fp32 is the CPU's choice")
 
 
-def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32", scale: int | None = None):
+def load_pipeline(
+    model: str | None, device: str = "cpu", dtype: str = "fp32", scale: int | None = None, denoise: float | None = None
+):
     """
-    Load a `DeltaDiffPipeline` from a folder or Hub id (default: the shipped model of factor `scale`, x4 unless
-    given), with one-line errors; with `scale`, a model of another factor is an error naming both.
+    Load a `DeltaDiffPipeline` from a folder, Hub id or shipped model's short name (`x4`, `x2`, `x4-real`; a folder
+    of that name in the working directory wins; default: the shipped model of factor `scale`, x4 unless given),
+    with one-line errors; with `scale`, a model of another factor is an error naming both. `denoise` blends the
+    clean and the real-world x4 models ([`~blending.blend_pipelines`]).
     """
+    if denoise is not None:
+        return load_blend(model, device, dtype, scale, denoise)
+    if model in SHIPPED_MODELS and not Path(model).exists():
+        name, model = model, model_path(model)
+        if model is None:
+            raise CLIError(
+                f"no {name} model is shipped with this installation (shipped: {', '.join(shipped_models())})"
+            )
     if model is None:
         model = default_model_path(scale or DEFAULT_SCALE)
         if model is None:
@@ -115,6 +137,18 @@ def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "fp32", s
     pipe.to(device, silence_dtype_warnings=True)  # `warn_dtype` says it once
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_blend(model: str | None, device: str, dtype: str, scale: int | None, denoise: float):
+    """The `--denoise` pipeline: x4 (0) blended into x4-real (1), with the one-line errors of [`load_pipeline`]."""
+    from .blending import blend_pipelines
+
+    if model is not None and model not in DENOISE_MODELS:
+        raise CLIError(f"--denoise blends the shipped {' and '.join(DENOISE_MODELS)} models: leave --model out")
+    if scale not in (None, DENOISE_SCALE):
+        raise CLIError(f"--denoise blends the shipped x{DENOISE_SCALE} models: --scale {scale} has none")
+    clean, real = (load_pipeline(name, device, dtype, scale) for name in DENOISE_MODELS)
+    return blend_pipelines(clean, real, denoise)
 
 
 def check_steps(pipe, steps: list[int | None], model: str):

@@ -1,23 +1,57 @@
-"""Loading: the small pretrained x4 pipeline shipped inside the package (works offline), and the custom-pipeline
-entry point that saved pipelines carry."""
+"""
+Loading: the small pretrained pipelines shipped inside the package (they work offline), by short name, and the
+custom-pipeline entry point that saved pipelines carry.
+
+| name | folder | what |
+|---|---|---|
+| `x4` | `pretrained/deltadiff-x4` | x4, clean inputs (bicubic downscales, camera-sharp photos) |
+| `x2` | `pretrained/deltadiff-x2` | x2, clean inputs |
+| `x4-real` | `pretrained/deltadiff-x4-real` | x4, real inputs: blur, sensor noise, JPEG (the `realworld` degradation) |
+
+`DEFAULT_MODELS` says which one a factor picks by default; `denoise` blends `x4` (0) into `x4-real` (1).
+"""
 
 from pathlib import Path
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL_DIR = PRETRAINED_DIR / "deltadiff-x4"
+SHIPPED_MODELS = {"x4": "deltadiff-x4", "x2": "deltadiff-x2", "x4-real": "deltadiff-x4-real"}
 DEFAULT_SCALE = 4
+# the model each factor runs by default: x4-real's worst gain over bicubic, across the clean benchmarks and the
+# real-world sets, is the larger (the table in docs/performance.md, "Which model by default")
+DEFAULT_MODELS = {4: "x4", 2: "x2"}
+DENOISE_MODELS = ("x4", "x4-real")  # denoise 0 and 1
+DENOISE_SCALE = 4
+DEFAULT_MODEL_DIR = PRETRAINED_DIR / SHIPPED_MODELS[DEFAULT_MODELS[DEFAULT_SCALE]]
+
+
+def model_dir(name: str) -> Path:
+    """Where the shipped model `name` (a key of `SHIPPED_MODELS`) lives, shipped or not."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"unknown shipped model {name!r}: choose one of {', '.join(SHIPPED_MODELS)}")
+    return PRETRAINED_DIR / SHIPPED_MODELS[name]
+
+
+def model_path(name: str) -> str | None:
+    """Folder of the shipped model `name`, or `None` when this installation does not carry it."""
+    folder = model_dir(name)
+    return str(folder) if (folder / "model_index.json").is_file() else None
+
+
+def shipped_models() -> list[str]:
+    """The short names of the models this installation carries."""
+    return [name for name in SHIPPED_MODELS if model_path(name)]
 
 
 def default_model_dir(scale: int = DEFAULT_SCALE) -> Path:
-    """Where the shipped model of factor `scale` lives (`pretrained/deltadiff-x<scale>`), shipped or not."""
-    return PRETRAINED_DIR / f"deltadiff-x{scale}"
+    """Where the default model of factor `scale` lives (`pretrained/deltadiff-x<scale>` unless named otherwise)."""
+    name = DEFAULT_MODELS.get(scale)
+    return model_dir(name) if name else PRETRAINED_DIR / f"deltadiff-x{scale}"
 
 
 def shipped_scales() -> list[int]:
     """The factors this installation ships a default model for."""
-    found = [int(p.name.removeprefix("deltadiff-x")) for p in PRETRAINED_DIR.glob("deltadiff-x*")]
-    return sorted(scale for scale in found if default_model_path(scale))
+    return sorted(scale for scale in DEFAULT_MODELS if default_model_path(scale))
 
 
 def custom_pipeline_path() -> str:
@@ -57,16 +91,38 @@ def from_pretrained(path: str, dtype=None, **kwargs):
     return DeltaDiffPipeline.from_pretrained(path, **{key: dtype}, **kwargs)
 
 
-def load_default_pipeline(dtype=None, scale: int = DEFAULT_SCALE, **kwargs):
-    """
-    The shipped default pipeline of factor `scale` (x4 unless asked): `DeltaDiffPipeline.from_pretrained(<its
-    folder>)`, float32 by default.
-    """
-    path = default_model_path(scale)
+def shipped_model_path(name: str) -> str:
+    """[`model_path`], or a `FileNotFoundError` naming what is shipped."""
+    path = model_path(name)
     if path is None:
-        shipped = ", ".join(f"x{s}" for s in shipped_scales()) or "none"
         raise FileNotFoundError(
-            f"{default_model_dir(scale)}: no shipped x{scale} model in this installation (shipped: {shipped}); "
-            "pass a model folder"
+            f"{model_dir(name)}: the {name} model is not shipped in this installation (shipped: "
+            f"{', '.join(shipped_models()) or 'none'}); pass a model folder"
         )
+    return path
+
+
+def load_default_pipeline(dtype=None, scale: int = DEFAULT_SCALE, model: str | None = None, denoise=None, **kwargs):
+    """
+    A shipped pipeline, float32 by default: `model` by its short name (`"x4"`, `"x2"`, `"x4-real"`), else the
+    default of factor `scale` (x4 unless asked). `denoise` in `[0, 1]` blends the clean x4 model (0) into the
+    real-world one (1), weight by weight ([`~blending.blend_pipelines`]); 0 and 1 are exactly the two models.
+    """
+    if denoise is not None:
+        from .blending import blend_pipelines
+
+        if model is not None and model not in DENOISE_MODELS or scale != DENOISE_SCALE:
+            raise ValueError(f"denoise blends the {' and '.join(DENOISE_MODELS)} models: x4 only, no other model")
+        clean, real = (from_pretrained(shipped_model_path(name), dtype=dtype, **kwargs) for name in DENOISE_MODELS)
+        return blend_pipelines(clean, real, denoise)
+    if model is None:
+        path = default_model_path(scale)
+        if path is None:
+            shipped = ", ".join(f"x{s}" for s in shipped_scales()) or "none"
+            raise FileNotFoundError(
+                f"{default_model_dir(scale)}: no shipped x{scale} model in this installation (shipped: {shipped}); "
+                "pass a model folder"
+            )
+    else:
+        path = shipped_model_path(model)
     return from_pretrained(path, dtype=dtype, **kwargs)

@@ -2,7 +2,7 @@
 
 import PIL.Image
 
-from ..arguments import float_at_least, int_at_least
+from ..arguments import float_at_least, int_at_least, unit_interval
 from ..console import resolve_device
 from ..image_io import FORMATS
 from .distributed import cmd_upscale_distributed
@@ -23,7 +23,18 @@ def add_parser(sub):
         default=None,
         help="the factor: picks the shipped model for it (default: x4), or checks --model's",
     )
-    up.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the shipped model of --scale)")
+    up.add_argument(
+        "--model",
+        default=None,
+        help="shipped model (x4, x2, x4-real), pipeline folder or Hub id (default: the shipped model of --scale)",
+    )
+    up.add_argument(
+        "--denoise",
+        type=unit_interval,
+        default=None,
+        help="0 to 1: blend the clean x4 model (0: clean inputs) into the real-world one (1: noisy, blurred, JPEG "
+        "inputs), weight by weight",
+    )
     up.add_argument("--steps", type=int_at_least(1), default=None, help="reverse steps (default: the model's)")
     up.add_argument(
         "--tile-overlap",

@@ -91,7 +91,7 @@ def load_upscaler(args, device: str, warn: bool = True):
     """The pipeline for `upscale`, its `--steps` checked."""
     if warn:
         warn_dtype(device, args.dtype)
-    pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale)
+    pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale, denoise=getattr(args, "denoise", None))
     check_steps(pipe, [args.steps], args.model or f"the default x{pipe.upscale_factor} model")
     return pipe
 
