@@ -65,3 +65,19 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 4) -> torch.Te
         for a, b in zip(sr_y, hr_y)
     ]
     return torch.tensor(values, dtype=torch.float64)
+
+
+def block_edge_energy(image: torch.Tensor, block: int) -> float:
+    """
+    How visible a grid of `block`-pixel blocks is in a `(3, H, W)` image in `[0, 1]` (JPEG's 8x8 blocks, upscaled:
+    `block = 8 * scale`): the mean absolute Y-level step between neighbours across the block edges, minus the mean
+    step between all other neighbours, over rows and columns together. 0 for an image without a grid; an image that
+    sharpens its input's blocks scores higher than a bicubic upscale of it.
+    """
+    y = rgb_to_y(image[None].double())[0, 0]
+    across, within = [], []
+    for steps in ((y[:, 1:] - y[:, :-1]).abs(), (y[1:, :] - y[:-1, :]).abs().T):
+        edge = (torch.arange(steps.shape[1]) + 1) % block == 0
+        across.append(steps[:, edge].flatten())
+        within.append(steps[:, ~edge].flatten())
+    return float(torch.cat(across).mean() - torch.cat(within).mean())
