@@ -127,3 +127,19 @@ def test_cbcr_of_pure_colours():
     expected_psnr = 10 * math.log10(255.0**2 / ((cb**2 + cr**2) / 2))
     assert psnr_cbcr(tinted, grey, 0).item() == pytest.approx(expected_psnr, abs=1e-9)
     assert psnr_cbcr(grey, grey, 0).item() == pytest.approx(10 * math.log10(255.0**2 / 1e-10))
+
+
+def test_block_edge_energy():
+    from diffusers_deltadiff.metrics import block_edge_energy
+
+    # a horizontal ramp: every step the same, edges or not -> 0
+    ramp = torch.linspace(0, 1, 64).expand(3, 64, 64).contiguous()
+    assert abs(block_edge_energy(ramp, 8)) < 1e-9
+    # flat 8x8 blocks of random grey levels: all steps sit on the block edges
+    levels = torch.randint(0, 256, (8, 8), generator=torch.Generator().manual_seed(0)) / 255  # 8-bit levels
+    blocks = levels.repeat_interleave(8, 0).repeat_interleave(8, 1).expand(3, 64, 64)
+    y = 16 + (65.481 + 128.553 + 24.966) * levels.double()  # the Y of a grey level, here
+    across = torch.cat([(y[:, 1:] - y[:, :-1]).abs().flatten(), (y[1:] - y[:-1]).abs().flatten()])
+    on_edges = across.mean()  # each block-level step is repeated along the 8 pixels of its edge
+    assert abs(block_edge_energy(blocks, 8) - float(on_edges)) < 1e-6
+    assert abs(block_edge_energy(blocks, 16)) != abs(block_edge_energy(blocks, 8))
