@@ -16,6 +16,7 @@ import torch
 
 from .bicubic import bicubic_downsample
 from .jpeg import BicubicJPEG
+from .noise_blur import BicubicNoise, BlurDownsample
 
 
 DegradeFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -40,6 +41,8 @@ DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
     "jpeg40": partial(BicubicJPEG, quality=40),
     "jpeg50": partial(BicubicJPEG, quality=50),
     "jpeg70": partial(BicubicJPEG, quality=70),
+    "noise15": partial(BicubicNoise, sigma=15.0),  # bicubic, then Gaussian noise of 15 levels
+    "blur": partial(BlurDownsample, sigma=1.6),  # a Gaussian blur of 1.6 HR pixels, then bicubic
     "realesrgan": SecondOrder,  # Real-ESRGAN's second-order degradation, as in its training options
     "realworld": Mixture,  # the real-world model's training mix: bicubic, jpeg and realesrgan
 }
