@@ -14,50 +14,17 @@ score above it (the lossless space-to-depth latent has no ceiling: its round tri
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from tqdm.auto import tqdm
 
+from diffusers_deltadiff.baselines import BASELINES, load_baseline
 from diffusers_deltadiff.evaluation import LPIPSMetric, evaluate, load_pairs
-from diffusers_deltadiff.image_utils import pad_to_multiple, to_gray
+from diffusers_deltadiff.image_utils import pad_to_multiple
 from diffusers_deltadiff.metrics import psnr_y, ssim_y
 from diffusers_deltadiff.pretrained import from_pretrained
-
-
-class FixedSteps:
-    """A pipeline that always runs `steps` reverse steps (a model trained for another chain length than its T)."""
-
-    def __init__(self, pipe, steps: int):
-        self.pipe, self.steps = pipe, steps
-        self.scheduler = pipe.scheduler
-        self.vqvae, self.unet, self.vae_scale_factor = pipe.vqvae, pipe.unet, pipe.vae_scale_factor
-
-    def __call__(self, *args, **kwargs):
-        return self.pipe(*args, num_inference_steps=self.steps, **kwargs)
-
-    def decode_latents(self, latents):
-        return self.pipe.decode_latents(latents)
-
-
-class FSRCNNPipeline:
-    """The FSRCNN baseline behind the pipeline's call (`images` of `(3, H, W)` in `[0, 1]`), for `evaluate`."""
-
-    def __init__(self, folder: str):
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from train_fsrcnn import load_fsrcnn
-
-        self.model = load_fsrcnn(folder)
-        self.scheduler = SimpleNamespace(config=SimpleNamespace(kappa=0))
-
-    @torch.no_grad()
-    def __call__(self, image, output_type="pt", generator=None, **kwargs):
-        sr = self.model(image[None]).clamp(0, 1)
-        if torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]):  # gray in, gray out, as the pipeline
-            sr = to_gray(sr)
-        return SimpleNamespace(images=sr)
+from diffusers_deltadiff.upscaler import PipelineUpscaler
 
 
 @torch.no_grad()
@@ -81,7 +48,13 @@ def main():
     parser.add_argument(
         "--model", action="append", default=[], help="label=folder[@steps] (default: the model's T), repeatable"
     )
-    parser.add_argument("--fsrcnn", action="append", default=[], help="label=folder of benchmarks/train_fsrcnn.py")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help=f"[label=]name[:folder], a registered baseline ({', '.join(BASELINES)}) and its weights, repeatable",
+    )
+    parser.add_argument("--fsrcnn", action="append", default=[], help="label=folder: --baseline label=fsrcnn:folder")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--output", default="quality")
@@ -89,15 +62,22 @@ def main():
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
     specs = [spec.split("=", 1) if "=" in spec else (Path(spec).name, spec) for spec in args.model]
-    pipelines = {}
+    pipes, upscalers = {}, {}
     for label, path in specs:
         path, _, steps = path.partition("@")
-        pipe = from_pretrained(path)
-        pipe.set_progress_bar_config(disable=True)
-        pipelines[label] = FixedSteps(pipe, int(steps)) if steps else pipe
+        pipes[label] = from_pretrained(path)
+        pipes[label].set_progress_bar_config(disable=True)
+        upscalers[label] = PipelineUpscaler(pipes[label], **({"num_inference_steps": int(steps)} if steps else {}))
     for spec in args.fsrcnn:
-        label, path = spec.split("=", 1) if "=" in spec else ("FSRCNN", spec)
-        pipelines[label] = FSRCNNPipeline(path)
+        label, folder = spec.split("=", 1) if "=" in spec else ("FSRCNN", spec)
+        args.baseline.append(f"{label}=fsrcnn:{folder}")
+    for spec in args.baseline:
+        label, method = spec.split("=", 1) if "=" in spec else ("", spec)
+        name, _, folder = method.partition(":")
+        try:
+            upscalers[label or name] = load_baseline(name, folder or None, args.scale)
+        except (OSError, ValueError) as err:
+            parser.error(f"--baseline {spec}: {str(err).splitlines()[0]}")
     lpips_metric = LPIPSMetric()
     lines = [f"# Quality (x{args.scale}, bicubic LR, Y channel, crop border {args.scale})", ""]
     for folder in args.benchmarks:
@@ -105,12 +85,12 @@ def main():
         pairs, errors = load_pairs(folder, args.scale, None, None, "bicubic", 0)
         for message in errors:
             print(f"error: {message}")
-        result = evaluate(pairs, pipelines, scale=args.scale, seeds=seeds, lpips_metric=lpips_metric)
+        result = evaluate(pairs, upscalers, scale=args.scale, seeds=seeds, lpips_metric=lpips_metric)
         result.write(str(Path(args.output) / name), title=name)
         extra_rows = []
         if args.model:  # the first DeltaDiff model's autoencoder
-            first_label = next(iter(pipelines))
-            ceiling = vq_ceiling(pipelines[first_label], pairs, args.scale)
+            first_label = next(iter(pipes))
+            ceiling = vq_ceiling(pipes[first_label], pairs, args.scale)
             ceiling_psnr = "exact (lossless)" if ceiling[0] >= 99 else f"{ceiling[0]:.2f}"
             extra_rows.append(
                 f"| round-trip ceiling ({first_label}'s autoencoder on HR) | {len(pairs)} | {ceiling_psnr} | "

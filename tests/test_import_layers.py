@@ -10,9 +10,10 @@ PACKAGE = Path(diffusers_deltadiff.__file__).parent
 # rooms, lowest first: a module may import from its own room or a lower one, never a higher one
 LAYERS = [
     {"arguments", "config_checks", "metrics", "pipeline_code", "tiling", "image_utils", "scheduling_delta_shift",
-     "unet_local_norm", "autoencoder_space_to_depth", "degradations", "blending", "call_state", "canvas", "tiled_execution"},
+     "unet_local_norm", "autoencoder_space_to_depth", "degradations", "blending", "call_state", "canvas", "tiled_execution",
+     "upscaler", "baselines"},
     {"pipeline_deltadiff", "pretrained", "data", "testing_utils", "model_card"},
-    {"evaluation", "training_utils", "console"},
+    {"evaluation", "training_utils", "console", "onnx_export"},
     {"image_io"},
     {"demo", "cli"},
 ]  # fmt: skip

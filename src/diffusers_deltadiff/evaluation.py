@@ -20,10 +20,12 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from .baselines import Bicubic
 from .data import index_lr_folder, list_images, open_image
 from .degradations import Degradation
 from .image_utils import bicubic_resize, center_crop, image_grid, to_unit_tensor
 from .metrics import psnr_cbcr, psnr_y, ssim_y
+from .upscaler import as_upscaler
 
 
 def mod_crop(image: torch.Tensor, scale: int, crop: int | None = None) -> torch.Tensor:
@@ -241,29 +243,24 @@ def evaluate(
     pipeline_kwargs: dict | None = None,
 ) -> EvaluationResult:
     """
-    Score bicubic (if `baseline`) and every pipeline of `pipelines` (`{label: pipeline}`) on `(name, hr, lr)` pairs.
-    Pipelines with a stochastic scheduler (`kappa > 0`) run once per seed; deterministic ones once.
+    Score bicubic (if `baseline`) and every method of `pipelines` (`{label: method}`) on `(name, hr, lr)` pairs. A
+    method is an [`~diffusers_deltadiff.upscaler.Upscaler`] (a baseline of `diffusers_deltadiff.baselines`) or a
+    pipeline, called with `pipeline_kwargs`. Stochastic methods (a ResShift scheduler) run once per seed;
+    deterministic ones once.
     """
     result = EvaluationResult(
         lpips_reason=None if lpips_metric is None or lpips_metric.available else lpips_metric.reason
     )
-    pipeline_kwargs = pipeline_kwargs or {}
-    total = len(pairs) * (
-        int(baseline) + sum(len(seeds) if p.scheduler.config.kappa > 0 else 1 for p in pipelines.values())
-    )
+    upscalers = {"bicubic": Bicubic(scale)} if baseline else {}
+    upscalers.update({label: as_upscaler(method, **(pipeline_kwargs or {})) for label, method in pipelines.items()})
+    total = len(pairs) * sum(len(seeds) if upscaler.stochastic else 1 for upscaler in upscalers.values())
     with tqdm(total=total, desc="evaluate", unit="image", disable=None) as progress:
         for index, (name, hr, lr) in enumerate(pairs):
             row = []
-            if baseline:
-                bicubic = bicubic_resize(lr, (lr.shape[1] * scale, lr.shape[2] * scale))
-                result.scores.append(score(name, "bicubic", bicubic, hr, lr, scale=scale, lpips_metric=lpips_metric))
-                row.append(bicubic[:, : hr.shape[1], : hr.shape[2]])
-                progress.update()
-            for label, pipe in pipelines.items():
-                stochastic = pipe.scheduler.config.kappa > 0
-                for seed in seeds if stochastic else (None,):
+            for label, upscaler in upscalers.items():
+                for seed in seeds if upscaler.stochastic else (None,):
                     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-                    sr = pipe(lr, output_type="pt", generator=generator, **pipeline_kwargs).images[0]
+                    sr = upscaler(lr, generator=generator)
                     result.scores.append(
                         score(name, label, sr, hr, lr, scale=scale, lpips_metric=lpips_metric, seed=seed)
                     )
