@@ -2,6 +2,7 @@
 
     deltadiff upscale photo.jpg holiday/ 'scans/**/*.png' -o upscaled/
     deltadiff evaluate --hr Set14/ --model path/to/model --scale 4
+    deltadiff export x4 -o deltadiff-x4.onnx
     deltadiff ablate --hr Set14/ --model path/to/model --eta-start 0.01,0.04 --eta-end 0.9,0.99 --steps 1,2,4
     accelerate launch --num_processes 8 -m diffusers_deltadiff.cli upscale frames/ -o out/
 
@@ -20,11 +21,11 @@ import sys
 import threading
 
 from ..console import CLIError, error
-from . import ablate, demo, evaluate, upscale
+from . import ablate, demo, evaluate, export, upscale
 from .options import ArgumentParser
 
 
-COMMANDS = (demo, upscale, evaluate, ablate)  # each module adds its subcommand: `add_parser(subparsers)`
+COMMANDS = (demo, upscale, evaluate, ablate, export)  # each module adds its subcommand: `add_parser(subparsers)`
 
 
 def build_parser() -> argparse.ArgumentParser:

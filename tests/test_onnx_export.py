@@ -1,0 +1,145 @@
+"""`deltadiff export`: every shipped model as one ONNX graph that ONNX Runtime runs to the pipeline's own output.
+
+The reference is the torch pipeline itself (its padding, tiles and streaming), the graph is traced separately
+([`UpscalerGraph`] rewrites the padding for dynamic sizes): outputs agree within half an 8-bit level.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from diffusers_deltadiff.pretrained import SHIPPED_MODELS, from_pretrained, model_path, shipped_models
+
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from diffusers_deltadiff.cli import main  # noqa: E402
+from diffusers_deltadiff.onnx_export import UpscalerGraph, export_onnx  # noqa: E402
+from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline  # noqa: E402
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
+HALF_LEVEL = 0.5 / 255
+
+
+def photo(name: str, height: int | None = None, width: int | None = None, size=None) -> np.ndarray:
+    """An example photo (`examples/images`) as float32 `(H, W, 3)` in [0, 1]: cropped to `height` x `width` from
+    the top left, or resized (PIL bicubic) to `size` `(height, width)`."""
+    image = PIL.Image.open(EXAMPLES / name).convert("RGB")
+    if size is not None:
+        image = image.resize(size[::-1], PIL.Image.BICUBIC)
+    array = np.asarray(image, dtype=np.float32) / 255
+    return array[:height, :width]
+
+
+def run_onnx(session, images: list[np.ndarray]) -> np.ndarray:
+    """`(B, H, W, 3)` outputs of the exported graph for same-size `(H, W, 3)` images."""
+    batch = np.stack([image.transpose(2, 0, 1) for image in images])
+    return session.run(None, {"image": np.ascontiguousarray(batch)})[0].transpose(0, 2, 3, 1)
+
+
+def session(path: Path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module", params=shipped_models())
+def exported(request, tmp_path_factory):
+    """`(pipeline, ONNX Runtime session, metadata)` of every shipped model (x4, x2, and x4-real when it ships)."""
+    name = request.param
+    pipe = from_pretrained(model_path(name))
+    pipe.set_progress_bar_config(disable=True)
+    path = export_onnx(name, tmp_path_factory.mktemp("onnx") / f"{name}.onnx")
+    metadata = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+    return name, pipe, session(path), metadata
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        pytest.param(lambda: photo("chelsea.png", 37, 23), id="37x23"),
+        pytest.param(lambda: photo("coffee.png"), id="coffee-100x150"),
+        pytest.param(lambda: photo("astronaut.png", 1, 1), id="1x1"),
+        pytest.param(lambda: photo("rocket.png", 2, 3), id="2x3"),
+        pytest.param(lambda: photo("astronaut.png", 5, 7), id="5x7"),
+        # taller than the automatic tiling threshold: the pipeline runs tiles, streamed; the graph the whole image
+        pytest.param(lambda: photo("rocket.png", size=(300, 21)), id="300x21-tiled"),
+    ],
+)
+def test_exported_graph_matches_the_pipeline(exported, image):
+    _, pipe, onnx_session, _ = exported
+    lr = image()
+    expected = pipe(lr, output_type="np").images[0]
+    got = run_onnx(onnx_session, [lr])[0]
+    assert got.shape == (lr.shape[0] * pipe.upscale_factor, lr.shape[1] * pipe.upscale_factor, 3)
+    assert np.abs(got - expected).max() <= HALF_LEVEL
+
+
+def test_batch_keeps_each_image_its_own_gray_rule(exported):
+    _, pipe, onnx_session, _ = exported
+    colour = photo("chelsea.png", 19, 26)
+    gray = np.repeat(colour.mean(axis=2, keepdims=True), 3, axis=2)
+    expected = pipe([colour, gray], output_type="np").images
+    got = run_onnx(onnx_session, [colour, gray])
+    assert np.abs(got - expected).max() <= HALF_LEVEL
+    assert np.array_equal(got[1][..., 0], got[1][..., 2])  # gray in, gray out
+    assert np.abs(got[0][..., 0] - got[0][..., 2]).max() > 0.05
+
+
+def test_metadata_describes_the_model(exported):
+    name, pipe, _, metadata = exported
+    front_matter = (Path(model_path(name)) / "README.md").read_text().split("---")[1]
+    license = next(line.split(":", 1)[1].strip() for line in front_matter.splitlines() if line.startswith("license:"))
+    assert metadata["model_name"] == SHIPPED_MODELS[name]
+    assert metadata["license"] == license
+    assert metadata["upscale_factor"] == str(pipe.upscale_factor)
+    assert metadata["num_inference_steps"] == str(pipe.scheduler.default_steps)
+    assert metadata["border_padding"] == str(pipe.config.border_padding)
+    assert metadata["input_size_multiple"] == "1"
+
+
+@pytest.mark.parametrize("steps", [4, 2])
+def test_multi_step_chain_is_unrolled(tmp_path, steps):
+    pipe = tiny_lossless_pipeline(scale=2)
+    pipe.set_progress_bar_config(disable=True)
+    path = export_onnx(pipe, tmp_path / "tiny.onnx", num_inference_steps=steps)
+    lr = photo("coffee.png", 13, 18)
+    expected = pipe(lr, num_inference_steps=steps, output_type="np").images[0]
+    one_step = pipe(lr, num_inference_steps=1, output_type="np").images[0]
+    got = run_onnx(session(path), [lr])[0]
+    assert np.abs(got - expected).max() <= HALF_LEVEL
+    assert np.abs(got - one_step).max() > 10 * HALF_LEVEL  # the steps count: the graph is not the one-step chain
+
+
+def test_stochastic_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="stochastic"):
+        UpscalerGraph(tiny_lossless_pipeline(kappa=2.0))
+    folder = tmp_path / "resshift"
+    tiny_lossless_pipeline(kappa=2.0).save_pretrained(folder)
+    assert main(["export", str(folder), "-o", str(tmp_path / "out.onnx")]) == 2
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_cli_writes_once_and_refuses_to_overwrite(tmp_path, capsys):
+    folder = tmp_path / "tiny-x2"
+    tiny_lossless_pipeline(scale=2).save_pretrained(folder)
+    output = tmp_path / "tiny.onnx"
+    assert main(["export", str(folder), "-o", str(output), "--steps", "2"]) == 0
+    metadata = {prop.key: prop.value for prop in onnx.load(str(output)).metadata_props}
+    assert (metadata["model_name"], metadata["upscale_factor"], metadata["num_inference_steps"]) == (
+        "tiny-x2",
+        "2",
+        "2",
+    )
+    written = output.read_bytes()
+    assert main(["export", str(folder), "-o", str(output)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert output.read_bytes() == written
+    assert main(["export", str(folder), "-o", str(tmp_path / "model.txt")]) == 2
+    assert main(["export", str(folder), "-o", str(output), "--steps", "9", "--overwrite"]) == 2
+    assert output.read_bytes() == written
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp" or p.name.startswith(".")] == []
