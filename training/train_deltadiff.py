@@ -64,6 +64,7 @@ from diffusers_deltadiff.training_utils import (
 
 
 logger = get_logger(__name__, log_level="INFO")
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
 
 
 def parse_args(input_args=None):
@@ -221,6 +222,13 @@ def parse_args(input_args=None):
     parser.add_argument("--validation_resolution", type=int, default=256, help="Centre crop of validation HR.")
     parser.add_argument("--report_to", type=str, default="tensorboard", help="tensorboard, wandb, all or none.")
     parser.add_argument("--logging_dir", type=str, default="logs")
+    parser.add_argument(
+        "--log_file",
+        type=str,
+        default=None,
+        help="Where the run's log lines also go, appended across resumes (default: `<output_dir>/train.log`); the "
+        "console shows them too, with the progress bar.",
+    )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
     parser.add_argument("--hub_token", type=str, default=None)
@@ -459,6 +467,17 @@ Code and weights: Apache-2.0. The training images keep their own licences (DIV2K
     render_card(data, body).save(os.path.join(output_dir, "README.md"))
 
 
+def log_to_file(path: Path, accelerator) -> logging.Handler | None:
+    """Send the log lines to `path` too (appended; the main process only), as the console shows them."""
+    if not accelerator.is_main_process:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
 def main(args):
     check_start(args)
     logging_dir = Path(args.output_dir, args.logging_dir)
@@ -469,7 +488,8 @@ def main(args):
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(logging_dir)),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
+    log_file = log_to_file(Path(args.log_file or Path(args.output_dir, "train.log")), accelerator)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)
     if args.deterministic:
@@ -637,7 +657,8 @@ def main(args):
                     timesteps = torch.randint(0, args.num_train_timesteps, (x0.shape[0],), generator=generator)
                     timesteps = timesteps.to(x0.device)
                     noise = None
-                    if args.kappa > 0:  # drawn where the batch is (on the CPU: the step's own generator, as before)
+                    # drawn where the batch is (on the CPU: the step's own generator, as before)
+                    if not scheduler.is_deterministic:
                         noise_generator = (
                             generator
                             if x0.device.type == "cpu"
@@ -728,6 +749,9 @@ def main(args):
                 token=args.hub_token,
             )
     accelerator.end_training()
+    if log_file is not None:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
 
 
 def best_validation_psnr(output_dir: str) -> float:
