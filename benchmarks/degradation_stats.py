@@ -104,6 +104,7 @@ def main():
     degradations = {
         "earlier realesrgan": earlier_second_order(args.size),
         "realesrgan (now)": Degradation("realesrgan"),
+        "realworld (the x4-real training mix)": Degradation("realworld"),
     }
     lines = [
         "| LR images | n | " + " | ".join(stats(crops[0][:, ::4, ::4], crops[0][:, ::4, ::4]).keys()) + " |",
