@@ -1,7 +1,7 @@
 .PHONY: install style quality test
 
 PYTHON ?= python
-check_dirs := src tests training examples benchmarks
+check_dirs := src tests training examples benchmarks experiments
 
 # CPU build of torch from this machine's disk first, then the package with its test and dev extras.
 install:

@@ -2,13 +2,14 @@
 
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --other outputs/old-default [--repeats 3]
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --model A --other B --other C \
-        --fsrcnn outputs/abl17/fsrcnn/best --bicubic
+        --baseline fsrcnn:outputs/abl17/fsrcnn/best --bicubic
 
 Each repeat runs every job once (fresh processes, one after the other, the order rotated from one repeat to the
 next, so machine noise and drift hit all alike) and the
 table gives the median wall time of each and the ratio to the first job (`--model`, default the shipped model) per
-repeat. The jobs: `deltadiff upscale` with a pipeline (`--model`, each `--other`); an FSRCNN of
-`benchmarks/train_fsrcnn.py` (`--fsrcnn DIR`) and PIL's bicubic (`--bicubic`, Pillow alone: no torch to import), each reading the same images and
+repeat. The jobs: `deltadiff upscale` with a pipeline (`--model`, each `--other`); a registered baseline
+(`--baseline NAME[:FOLDER]`, e.g. `fsrcnn:DIR` for an FSRCNN of `training/train_fsrcnn.py`; `--fsrcnn DIR` is
+short for it) and PIL's bicubic (`--bicubic`, Pillow alone: no torch to import), each reading the same images and
 writing PNG files as the CLI does (the folder's images, not its subfolders), in a fresh Python process, so the rows
 compare whole jobs.
 """
@@ -20,26 +21,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 
-HERE = Path(__file__).resolve().parent
-
-# the FSRCNN and bicubic jobs: the same inputs and outputs as `deltadiff upscale FOLDER -o OUT` (RGB PNG per image)
-FSRCNN_JOB = """
-import sys, torch, PIL.Image
-sys.path.insert(0, {here!r})
-from train_fsrcnn import load_fsrcnn
+# the baseline and bicubic jobs: the same inputs and outputs as `deltadiff upscale FOLDER -o OUT` (RGB PNG per image)
+BASELINE_JOB = """
+import torch, PIL.Image
+from diffusers_deltadiff.baselines import load_baseline
 from diffusers_deltadiff.image_utils import to_pil, to_unit_tensor
 from pathlib import Path
 torch.set_grad_enabled(False)
-model = load_fsrcnn({model!r})
+name, _, folder = {model!r}.partition(":")
+upscaler = load_baseline(name, folder or None, {scale})
 out = Path({out!r}); out.mkdir(parents=True, exist_ok=True)
 suffixes = {{".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}}
 for path in sorted(p for p in Path({folder!r}).iterdir() if p.suffix.lower() in suffixes):
     image = PIL.Image.open(path).convert("RGB")
-    sr = model(to_unit_tensor(image)[None].float()).clamp(0, 1)[0]
-    to_pil(sr).save(out / (Path(path).stem + ".png"))
+    to_pil(upscaler(to_unit_tensor(image).float())).save(out / (Path(path).stem + ".png"))
 """
 BICUBIC_JOB = """
 import PIL.Image
@@ -57,8 +54,8 @@ def command(kind: str, folder: str, model: str | None, out: str, scale: int) -> 
         return [sys.executable, "-m", "diffusers_deltadiff.cli", "upscale", folder, "-o", out, "--overwrite"] + (
             ["--model", model] if model else ["--scale", str(scale)]
         )
-    code = FSRCNN_JOB if kind == "fsrcnn" else BICUBIC_JOB
-    return [sys.executable, "-c", code.format(here=str(HERE), model=model, out=out, folder=folder, scale=scale)]
+    code = BASELINE_JOB if kind == "baseline" else BICUBIC_JOB
+    return [sys.executable, "-c", code.format(model=model, out=out, folder=folder, scale=scale)]
 
 
 def run(argv: list[str]) -> float:
@@ -74,17 +71,21 @@ def main():
     parser.add_argument("folder")
     parser.add_argument("--model", default=None, help="default: the shipped model of --scale")
     parser.add_argument("--other", action="append", default=[], help="a pipeline to compare with (repeatable)")
-    parser.add_argument("--fsrcnn", action="append", default=[], help="an FSRCNN folder (train_fsrcnn.py's best)")
+    parser.add_argument(
+        "--baseline", action="append", default=[], help="NAME[:FOLDER], a registered baseline (repeatable)"
+    )
+    parser.add_argument("--fsrcnn", action="append", default=[], help="an FSRCNN folder: --baseline fsrcnn:FOLDER")
     parser.add_argument("--bicubic", action="store_true", help="also time PIL's bicubic upscale")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if not (args.other or args.fsrcnn or args.bicubic):
-        parser.error("nothing to compare with: give --other, --fsrcnn or --bicubic")
+    args.baseline += [f"fsrcnn:{folder}" for folder in args.fsrcnn]
+    if not (args.other or args.baseline or args.bicubic):
+        parser.error("nothing to compare with: give --other, --baseline, --fsrcnn or --bicubic")
 
     jobs = [("pipeline", args.model, args.model or f"shipped default x{args.scale}")]
     jobs += [("pipeline", model, model) for model in args.other]
-    jobs += [("fsrcnn", model, f"FSRCNN {model}") for model in args.fsrcnn]
+    jobs += [("baseline", spec, spec) for spec in args.baseline]
     jobs += [("bicubic", None, "PIL bicubic")] if args.bicubic else []
     times = [[] for _ in jobs]
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ from diffusers import DDIMScheduler
 from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolution import LDMSuperResolutionPipeline
 
 from diffusers_deltadiff import DeltaDiffPipeline
+from diffusers_deltadiff.baselines.fsrcnn import FSRCNN
 from diffusers_deltadiff.image_utils import bicubic_upsample
 from diffusers_deltadiff.pretrained import default_model_path
 from diffusers_deltadiff.testing_utils import recipe_pipeline
@@ -103,11 +104,17 @@ def ldm_compatible(pipe) -> bool:
     return pipe.unet.config.in_channels == 2 * pipe.unet.config.out_channels
 
 
+def macs_per_output_pixel(model, lr: torch.Tensor, output_pixels: int) -> float:
+    """Multiply-accumulates per output pixel of `model(lr)`, counted by torch's FLOP counter (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(lr)
+    return counter.get_total_flops() / 2 / output_pixels
+
+
 def section_cost(pipe, args):
     """MACs and seconds per output megapixel: the DeltaDiff chain at 1 and T steps, FSRCNN, bicubic."""
-    sys.path.insert(0, os.path.dirname(__file__))
-    from fsrcnn import FSRCNN, macs_per_output_pixel
-
     print("\n## 2. Cost per output pixel against the baselines (LR 128x128 -> 512x512)")
     image = lr_image(128)
     scale = pipe.upscale_factor

@@ -1,10 +1,18 @@
-"""Helpers shared by the tests: seeded random images, in memory or written to disk; the shipped models."""
+"""Helpers shared by the tests: seeded random images, in memory or written to disk; the shipped models.
 
+The scripts of `training/` are importable from the tests by module name (`import convert_vq_f4_to_diffusers`): the
+one place where the tests' import path is extended.
+"""
+
+import sys
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
+
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "training"))
 
 
 def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> PIL.Image.Image:

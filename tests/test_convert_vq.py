@@ -9,10 +9,10 @@ import pytest
 import torch
 from diffusers import VQModel
 
+import convert_vq_f4_to_diffusers as converter  # training/, on the tests' path (conftest.py)
+
 
 TRAINING_DIR = Path(__file__).resolve().parents[1] / "training"
-sys.path.insert(0, str(TRAINING_DIR))
-import convert_vq_f4_to_diffusers as converter  # noqa: E402
 
 
 # A tiny model with attention inside the full-resolution level (LDM level 0) next to a level without: diffusers lists

@@ -206,7 +206,7 @@ def test_the_gpu_smoke_script_skips_cleanly_without_cuda():
 
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py")],
+        [sys.executable, str(ROOT / "tests" / "gpu_smoke.py")],
         capture_output=True,
         text=True,
         env=env,

@@ -29,9 +29,7 @@ from pathlib import Path
 import torch
 from diffusers import VQModel
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import convert_vq_f4_to_diffusers as converter  # noqa: E402
+import convert_vq_f4_to_diffusers as converter  # this folder: sys.path[0] when run as a script
 
 
 CASES = {

@@ -1,6 +1,6 @@
 """Score trained pipelines on whole images and in tiles: the measurements behind the default model's recipe.
 
-    python benchmarks/recipe_eval.py --hr outputs/data/val8_half ../shared/data/benchmarks/Set14 \
+    python experiments/v0.2-recipe/recipe_eval.py --hr outputs/data/val8_half ../shared/data/benchmarks/Set14 \
         --model gn=outputs/ablate/gn --model pixel=outputs/ablate/pixel --tiles 0,32 --output outputs/recipe.md
 
 For every HR folder and model: mean Y-PSNR / SSIM under the benchmark protocol (x4, PIL bicubic LR, Y channel, crop

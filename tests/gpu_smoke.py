@@ -1,7 +1,7 @@
-"""GPU smoke test (issue 21): what no CPU test can show, in a few minutes on one CUDA GPU. Exits 0 with a "skipped"
+"""GPU smoke test: what no CPU test can show, in a few minutes on one CUDA GPU. Exits 0 with a "skipped"
 line where there is no CUDA device.
 
-    python benchmarks/gpu_smoke.py [--workdir /tmp/deltadiff-smoke] [--size 512]
+    python tests/gpu_smoke.py [--workdir /tmp/deltadiff-smoke] [--size 512]
 
 1. The shipped pipeline in fp32, fp16 and bf16 on a synthetic photo-like image: the largest difference from fp32 in
    8-bit levels, and seconds per output megapixel (after one warm-up call), with and without tiling.

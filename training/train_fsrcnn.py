@@ -1,35 +1,31 @@
-"""Train the FSRCNN baseline (`benchmarks/fsrcnn.py`) on the same data, crops, LR protocol and selection rule as the
-DeltaDiff models, for the equal-budget table of issue 17. Resumable: rerun the same command.
+"""Train the FSRCNN baseline (`diffusers_deltadiff.baselines.fsrcnn`) on the same data, crops, LR protocol and selection
+rule as the DeltaDiff models, for the equal-budget tables. Resumable: rerun the same command.
 
-    python benchmarks/train_fsrcnn.py --train_data_dir outputs/data/train451 \
+    python training/train_fsrcnn.py --train_data_dir outputs/data/train451 \
         --validation_data_dir outputs/data/heldout40 --max_minutes 30 --output_dir outputs/abl17/fsrcnn
 
 The budget is wall time (`--max_minutes`, counted across resumes) or steps (`--max_train_steps`), whichever ends
 first. The learning rate decays with a cosine over the budget (wall time or steps, whichever runs out first). Every `--validation_steps` the model is scored
 on the held-out photos (320-pixel centre crops, Y-PSNR, crop 4), and the best one is kept as `<output_dir>/best`
-(`fsrcnn.safetensors` + `config.json`). Not part of the package.
+(`fsrcnn.safetensors` + `config.json`), the folder `benchmarks/quality.py --baseline fsrcnn:FOLDER` reads.
 """
 
 import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fsrcnn import FSRCNN  # noqa: E402
-
-from diffusers_deltadiff.data import SRTrainDataset, list_images, make_dataloader  # noqa: E402
-from diffusers_deltadiff.degradations import bicubic_downsample  # noqa: E402
-from diffusers_deltadiff.metrics import psnr_y  # noqa: E402
-from diffusers_deltadiff.training_utils import load_center_crops  # noqa: E402
+from diffusers_deltadiff.baselines.fsrcnn import FSRCNN
+from diffusers_deltadiff.data import SRTrainDataset, list_images, make_dataloader
+from diffusers_deltadiff.degradations import bicubic_downsample
+from diffusers_deltadiff.metrics import psnr_y
+from diffusers_deltadiff.training_utils import load_center_crops
 
 
 def parse_args():
@@ -152,13 +148,6 @@ def main():
     save_model(model, out, {"scale": args.scale, "step": state["step"], "minutes": state["seconds"] / 60})
     (out / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
     print(f"done: {state['step']} steps in {state['seconds'] / 60:.1f} min, best held-out {state['best_psnr']:.2f}")
-
-
-def load_fsrcnn(folder: str) -> FSRCNN:
-    config = json.loads((Path(folder) / "config.json").read_text())
-    model = FSRCNN(scale=config["scale"])
-    model.load_state_dict(load_file(str(Path(folder) / "fsrcnn.safetensors")))
-    return model.eval()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A candidate for export: a trained pipeline folder (a run's `best`) copied with the measured inference settings.
 
-    python benchmarks/make_candidate.py outputs/x2/main/best outputs/x2/candidate --border_padding 2 [--default_inference_steps 1]
+    python training/make_candidate.py outputs/x2/main/best outputs/x2/candidate --border_padding 2 [--default_inference_steps 1]
 
 Made whole in `<candidate>.tmp` and then moved, so a candidate folder is never half-configured; an existing candidate
 is left as it is (the eval scripts rerun it freely).
