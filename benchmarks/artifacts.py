@@ -1,5 +1,5 @@
 """
-Artifacts on smooth synthetic content, against bicubic, in 8-bit levels (issue 17):
+Artifacts on smooth synthetic content, against bicubic, in 8-bit levels:
 
     python benchmarks/artifacts.py --model src/diffusers_deltadiff/pretrained/deltadiff-x4 [--model other] \
         [--output outputs/artifacts.md] [--figure outputs/artifacts.png]
@@ -77,8 +77,8 @@ def measure(pipe, hr: np.ndarray, scale: int = 4, steps: int | None = None) -> d
     """
     The artifacts of `pipe` on `hr` against bicubic, twice: on the 8-bit PNG a user gets (both images rounded), and
     unrounded (the pipeline's float output against PIL's bicubic in float, from the same 8-bit LR). Rounding both
-    images to 8 bits alone adds up to about 0.4 levels RMS and, on a ramp, a phase pattern of 0.1-0.2 levels that
-    depends on the ramp's slope; the unrounded figures are the model's own.
+    images to 8 bits alone adds an RMS difference and, on a ramp, a phase pattern that depends on the ramp's slope
+    (their size is in docs/performance.md); the unrounded figures are the model's own.
     """
     hr_image = to_pil(hr)
     lr = hr_image.resize((hr_image.width // scale, hr_image.height // scale), PIL.Image.BICUBIC)

@@ -2,7 +2,7 @@
 
     python benchmarks/training_throughput.py --train_data_dir ../shared/data/train/sun_hays80
 
-Defaults follow the issue's setting: 256x256 HR crops, batch 4, 2 loader workers, the small UNet of the CPU recipe,
+Defaults: 256x256 HR crops, batch 4, 2 loader workers, the small UNet of the CPU recipe,
 a random f4 VQModel (channels 32/64/64, the size of the shipped one). Prints samples/s of both and their ratio
 (how many times faster the loader is than training: above 1 means the loader is not the bottleneck).
 """

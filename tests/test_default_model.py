@@ -82,7 +82,7 @@ def bicubic_unrounded(lr: PIL.Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 @SCALES
 def test_no_border_band_and_no_dot_grid_on_a_smooth_ramp(scale):
-    """Against bicubic, in 8-bit levels (issue 17's bar, at both factors): the outer 8-pixel ring of the PNG within
+    """Against bicubic, in 8-bit levels (the bar the shipped models meet, at both factors): the outer 8-pixel ring of the PNG within
     4; the dot grid (the RMS over the scale x scale output phases of the per-phase mean of SR - bicubic) within 0.15. The grid is measured on
     the pipeline's unrounded output against PIL's unrounded bicubic: rounding both to 8 bits adds a phase pattern of
     0.1-0.2 levels on a ramp by itself, which changes with the ramp's slope (`benchmarks/artifacts.py`). The model

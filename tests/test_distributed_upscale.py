@@ -148,7 +148,7 @@ def test_skip_existing_in_one_process(data, tmp_path, capsys):
 
 
 def test_a_process_with_no_work_waits_for_the_others(data, tmp_path):
-    """Issue 21: one image for two processes; process 1 has nothing to do and waits in the reports' gather."""
+    """One image for two processes; process 1 has nothing to do and waits in the reports' gather."""
     (tmp_path / "frames").mkdir()
     shutil.copy(data / "frames" / NAMES[0], tmp_path / "frames")
     result = upscale(data, tmp_path / "frames", tmp_path / "out", "--verbose", "--process-timeout", "2")

@@ -1,5 +1,5 @@
 """
-Issue 21: defects that only a GPU (or MPS, or several ranks) shows, reproduced on the CPU with stand-ins: a device
+Defects that only a GPU (or MPS, or several ranks) shows, reproduced on the CPU with stand-ins: a device
 the accelerator reports, a bf16-cast model, an interpolation kernel that does not exist, counted UNet batches.
 """
 
@@ -162,7 +162,7 @@ def unet_batches(pipe) -> list[int]:
 @pytest.mark.parametrize("tile_size", [0, 4])  # whole canvases, and tiles (4 latent pixels: 3 x 3 tiles)
 @pytest.mark.parametrize("batch", [1, 2, 3])
 def test_the_unet_batch_never_exceeds_tile_batch_size(tile_size, batch):
-    """Issue 21: five frames of one size used to run as one UNet batch of 5 x `tile_batch_size` tiles."""
+    """Five frames of one size used to run as one UNet batch of 5 x `tile_batch_size` tiles."""
     from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 
     pipe = tiny_lossless_pipeline()

@@ -217,7 +217,7 @@ def test_two_process_cpu_launch(workdir):
     assert (out / "checkpoint-2").is_dir()
     DeltaDiffPipeline.from_pretrained(out)
 
-    # issue 21: the 2-process run's checkpoint becomes a pipeline, with exactly the weights the run saved itself at
+    # the 2-process run's checkpoint becomes a pipeline, with exactly the weights the run saved itself at
     # that step (no EMA here: the final pipeline is the raw step 2); wrapper prefixes are tested below
     run(
         [sys.executable, "training/checkpoint_to_pipeline.py", "--run", str(out), "--checkpoint", "2", "--raw",
@@ -279,7 +279,7 @@ def test_lpips_weight_without_lpips_stops_both_scripts(workdir, script):
     assert "--lpips_weight 0.5: the `lpips` package is not installed" in result.stderr
 
 
-# --- checkpoints are never lost (issue 18) ---------------------------------------------------------------------------
+# --- checkpoints are never lost --------------------------------------------------------------------------------------
 
 
 class FakeAccelerator:

@@ -1,5 +1,5 @@
 """
-x2 as well as x4 (issue 20): one command picks the model for a factor, a model of another factor is an error naming
+x2 as well as x4: one command picks the model for a factor, a model of another factor is an error naming
 both, and a x2 pipeline upscales, tiles, streams, runs on several processes, trains and loads with diffusers alone.
 (The tiling and streaming tests of `test_tiling.py` run at both factors.)
 """
