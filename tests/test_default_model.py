@@ -84,9 +84,9 @@ def bicubic_unrounded(lr: PIL.Image.Image, size: tuple[int, int]) -> np.ndarray:
 def test_no_border_band_and_no_dot_grid_on_a_smooth_ramp(scale):
     """Against bicubic, in 8-bit levels (the bar the shipped models meet, at both factors): the outer 8-pixel ring of the PNG within
     4; the dot grid (the RMS over the scale x scale output phases of the per-phase mean of SR - bicubic) within 0.15. The grid is measured on
-    the pipeline's unrounded output against PIL's unrounded bicubic: rounding both to 8 bits adds a phase pattern of
-    0.1-0.2 levels on a ramp by itself, which changes with the ramp's slope (`benchmarks/artifacts.py`). The model
-    before the fix, v0.2, has 0.32 here."""
+    the pipeline's unrounded output against PIL's unrounded bicubic: rounding both to 8 bits adds a phase pattern on
+    a ramp by itself, which changes with the ramp's slope (`benchmarks/artifacts.py`; sizes in docs/performance.md).
+    v0.2, the model before training through the chain, does not meet this bar."""
     pipe = load_default_pipeline(scale=scale)
     pipe.set_progress_bar_config(disable=True)
     hr = smooth_ramp(192)
@@ -106,8 +106,8 @@ def test_no_border_band_and_no_dot_grid_on_a_smooth_ramp(scale):
 def test_tiles_equal_the_whole_image(scale):
     """The shipped model's own `tile_context` (the default overlap) makes tiled output the whole image's, at both
     factors: within one 8-bit level everywhere and above 70 dB, on small tiles (many seams). What the context leaves
-    out of a tile's view is what remains (`benchmarks/tiling_consistency.py` measures it on Set14: 75.7 dB at x4, 77.4
-    dB at x2, worst image and tile size)."""
+    out of a tile's view is what remains (`benchmarks/tiling_consistency.py` measures it on Set14; its figures are in
+    docs/performance.md)."""
     pipe = load_default_pipeline(scale=scale)
     pipe.set_progress_bar_config(disable=True)
     rng = np.random.RandomState(2)
