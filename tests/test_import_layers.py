@@ -1,4 +1,4 @@
-"""The import picture of the package: no circles, and no arrow from a lower room up to a higher one."""
+"""The import picture of the package: no circles, and no arrow from a lower room up to a higher one (issue 19)."""
 
 import ast
 from pathlib import Path
@@ -11,7 +11,7 @@ PACKAGE = Path(diffusers_deltadiff.__file__).parent
 LAYERS = [
     {"arguments", "config_checks", "metrics", "pipeline_code", "tiling", "image_utils", "scheduling_delta_shift",
      "unet_local_norm", "autoencoder_space_to_depth", "degradations", "blending", "call_state", "canvas", "tiled_execution",
-     "upscaler", "baselines"},
+     "upscaler", "baselines", "atomic_files"},
     {"pipeline_deltadiff", "pretrained", "data", "testing_utils", "model_card"},
     {"evaluation", "training_utils", "console", "onnx_export"},
     {"image_io"},

@@ -7,7 +7,7 @@ import contextlib
 import io
 import os
 import re
-import secrets
+import threading
 import warnings
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .atomic_files import is_temporary_name, temporary_owner, write_file_atomic
 from .console import one_line, warning
 from .image_utils import has_transparency
 
@@ -44,14 +45,27 @@ def make_folders(folder: Path, created: list[Path]):
         created.append(path)
 
 
+_pixel_limit_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def pixel_limit(limit: int | None):
+    """Pillow's global decompression-bomb limit set to `limit` (`None`: none) while inside, one thread at a time."""
+    with _pixel_limit_lock:
+        before = PIL.Image.MAX_IMAGE_PIXELS
+        PIL.Image.MAX_IMAGE_PIXELS = limit
+        try:
+            yield
+        finally:
+            PIL.Image.MAX_IMAGE_PIXELS = before
+
+
 def open_input(path: Path, max_pixels: int | None = None) -> PIL.Image.Image:
     """Open and decode an image, every problem as a `ValueError` with a one-line message."""
     if path.stat().st_size == 0:
         raise ValueError("empty file")
-    limit = PIL.Image.MAX_IMAGE_PIXELS
-    PIL.Image.MAX_IMAGE_PIXELS = max_pixels or None
     try:
-        with warnings.catch_warnings():
+        with pixel_limit(max_pixels or None), warnings.catch_warnings():
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
             image = PIL.Image.open(path)
             tiles = list(getattr(image, "tile", None) or [])
@@ -67,8 +81,6 @@ def open_input(path: Path, max_pixels: int | None = None) -> PIL.Image.Image:
         raise ValueError("not an image") from err
     except OSError as err:
         raise ValueError(f"unreadable image ({str(err).splitlines()[0]})") from err
-    finally:
-        PIL.Image.MAX_IMAGE_PIXELS = limit
     if image.mode in ("RGB", "RGBA") and any(";16" in str(getattr(tile, "args", "")) for tile in tiles):
         warning(f"{path}: 16 bits per colour channel, read as 8 bits (Pillow holds 16-bit colour only as gray)")
     if image.mode == "CMYK":
@@ -139,28 +151,43 @@ def to_output_image(sr: torch.Tensor | PIL.Image.Image, source: PIL.Image.Image,
     return rgb
 
 
-def save_atomic(image: PIL.Image.Image, dest: Path, fmt: str, quality: int, source: PIL.Image.Image, created=None):
+def flattened_for(image: PIL.Image.Image, fmt: str, path: Path) -> PIL.Image.Image:
     """
-    Write to a temporary file next to `dest`, then rename: a failed write never leaves a broken file. The temporary
-    name is short (any legal `dest` name works) and the file is made with the umask's permissions, like any other.
+    The image to upscale for an output of `fmt`: `image` itself, or, where the format cannot store its transparency
+    (JPEG), composited on a white background, as most tools do, with a warning; grayscale stays grayscale.
+    """
+    if fmt != "JPEG" or not has_transparency(image):
+        return image
+    warning(
+        f"{path}: a JPEG output cannot keep its transparency: composited on a white background (write .png or .webp "
+        "to keep it)"
+    )
+    rgba = image.convert("RGBA")
+    flat = PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    flat = flat.convert("L" if image.mode in ("L", "LA", "La", "1") else "RGB")
+    flat.info = {key: value for key, value in image.info.items() if key != "transparency"}
+    return flat
+
+
+def save_atomic(
+    image: PIL.Image.Image, dest: Path, fmt: str, quality: int, source: PIL.Image.Image, *, created=None, replace=False
+):
+    """
+    Encode `image` in memory, check that it reads back, then write the file whole or not at all
+    ([`atomic_files.write_file_atomic`]): a full disk or a failing write is an `OSError` and leaves no file. Without
+    `replace`, a `dest` that exists (another run made it meanwhile) is an `AlreadyExists` error and is kept.
     """
     metadata = output_metadata(image, source, dest)
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    data = encoded(image, fmt, {**options, **metadata}) if metadata else None
+    if data is None:
+        if metadata:
+            warning(f"{dest}: the input's metadata ({', '.join(metadata)}) made an unreadable file: dropped")
+        data = encoded(image, fmt, options)
+        if data is None:
+            raise ValueError(f"cannot encode the result as {fmt}")
     make_folders(dest.parent, created if created is not None else [])
-    tmp = dest.parent / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}{TMP_SUFFIX}"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        if not (metadata and saves_readably(image, tmp, fmt, {**options, **metadata})):
-            if metadata:
-                warning(f"{dest}: the input's metadata ({', '.join(metadata)}) made an unreadable file: dropped")
-            image.save(tmp, format=fmt, **options)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-TMP_PREFIX, TMP_SUFFIX = ".deltadiff-", ".tmp"  # `.deltadiff-<pid>-<random>.tmp`, next to the output it becomes
+    write_file_atomic(dest, data.getbuffer(), replace=replace)
 
 
 def remove_stale_temporaries(folders):
@@ -170,12 +197,12 @@ def remove_stale_temporaries(folders):
     """
     for folder in folders:
         try:
-            candidates = [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX) and p.name.endswith(TMP_SUFFIX)]
+            candidates = [p for p in folder.iterdir() if is_temporary_name(p.name)]
         except OSError:
             continue
         for path in candidates:
-            owner = path.name[len(TMP_PREFIX) : -len(TMP_SUFFIX)].split("-")[0]
-            if owner.isdigit() and int(owner) != os.getpid() and process_alive(int(owner)):
+            owner = temporary_owner(path.name)
+            if owner is not None and owner != os.getpid() and process_alive(owner):
                 continue
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -213,15 +240,20 @@ def output_metadata(image: PIL.Image.Image, source: PIL.Image.Image, dest: Path)
     return metadata
 
 
-def saves_readably(image: PIL.Image.Image, path: Path, fmt: str, kwargs: dict) -> bool:
-    """Save, then read the file back with Pillow's defaults; `False` (nothing raised) when either fails."""
+def encoded(image: PIL.Image.Image, fmt: str, kwargs: dict) -> io.BytesIO | None:
+    """
+    `image` saved as `fmt` in memory, read back with Pillow's defaults; `None` when either fails (an encoder's error,
+    or metadata that makes an unreadable file). Encoding in memory keeps the encoder away from the disk: Pillow's JPEG
+    encoder writing to a file ignores a full disk and leaves a truncated file.
+    """
+    buffer = io.BytesIO()
     try:
-        image.save(path, format=fmt, **kwargs)
-        with PIL.Image.open(path) as check:
+        image.save(buffer, format=fmt, **kwargs)
+        with pixel_limit(None), PIL.Image.open(io.BytesIO(buffer.getbuffer())) as check:  # its size is ours
             check.load()
-        return True
     except (OSError, ValueError, SyntaxError):
-        return False
+        return None
+    return buffer
 
 
 def steps_strip(source: torch.Tensor, steps: list[torch.Tensor]) -> PIL.Image.Image:

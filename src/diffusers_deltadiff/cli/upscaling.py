@@ -7,9 +7,11 @@ from pathlib import Path
 import PIL.Image
 import torch
 
+from ..atomic_files import AlreadyExists
 from ..console import CLIError, check_steps, error, load_pipeline, note, one_line, progress, warn_dtype, warning
 from ..image_io import (
     FORMATS,
+    flattened_for,
     make_folders,
     needs_float_output,
     open_input,
@@ -109,6 +111,7 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
         warning(f"{source_path}: {frames} frames, only the first one is upscaled")
+    image = flattened_for(image, fmt, source_path)
     strip_path = steps_path(dest)
     # 8-bit outputs come from the pipeline's uint8 canvas, with no float copy of the whole image; 16-bit outputs and
     # the steps strip (every step is kept for it anyway) from float tensors
@@ -123,13 +126,29 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
         tile_batch_size=args.batch_size,
         generator=torch.Generator().manual_seed(args.seed),
     )
+    written = []
     if dest in outputs:
         sr = out.images[0].float().cpu() if as_tensor else out.images[0]
-        save_atomic(to_output_image(sr, image, fmt), dest, fmt, args.quality, image, created)
+        written += save_output(args, to_output_image(sr, image, fmt), dest, image, created)
     if strip_path in outputs:
         strip = steps_strip(to_unit_tensor(image), [s[0].float().cpu() for s in out.intermediate_images])
-        save_atomic(strip.convert("RGB"), strip_path, fmt, args.quality, PIL.Image.new("RGB", (1, 1)), created)
-    return outputs
+        written += save_output(args, strip.convert("RGB"), strip_path, PIL.Image.new("RGB", (1, 1)), created)
+    return written
+
+
+def save_output(args, image: PIL.Image.Image, dest: Path, source: PIL.Image.Image, created: list[Path]) -> list[Path]:
+    """
+    Write one output file whole (`[dest]`), never replacing a file this run did not claim: one that another run made
+    since the plan is an error (`AlreadyExists`), or with `--skip-existing` left alone (`[]`); `--overwrite` replaces.
+    """
+    fmt = FORMATS[args.format] if args.format else FORMATS.get(dest.suffix.lower().lstrip("."), "PNG")
+    try:
+        save_atomic(image, dest, fmt, args.quality, source, created=created, replace=args.overwrite)
+    except AlreadyExists:
+        if args.skip_existing:
+            return []
+        raise
+    return [dest]
 
 
 def upscale_jobs(
