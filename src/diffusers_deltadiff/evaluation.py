@@ -12,6 +12,7 @@ upscale it with every method (bicubic and the given pipelines), and score agains
 """
 
 import csv
+import io
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from .atomic_files import write_file_atomic
 from .baselines import Bicubic
 from .data import index_lr_folder, list_images, open_image
 from .degradations import Degradation
@@ -129,9 +131,19 @@ class EvaluationResult:
         return "\n".join(lines) + "\n"
 
     def write(self, output_dir: str, title: str = ""):
+        """`per_image.csv`, `summary.md` and `grid.png` in `output_dir`, each written whole or not at all."""
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "per_image.csv", "w", newline="") as handle:
+        write_file_atomic(out / "per_image.csv", self.csv().encode(), replace=True)
+        write_file_atomic(out / "summary.md", self.markdown(title).encode(), replace=True)
+        if self.grid_rows:
+            grid = io.BytesIO()
+            comparison_grid(self.grid_rows).save(grid, format="PNG")
+            write_file_atomic(out / "grid.png", grid.getbuffer(), replace=True)
+
+    def csv(self) -> str:
+        """The per-image scores as CSV text."""
+        with io.StringIO(newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image", "method", "seed", "psnr_y", "ssim_y", "psnr_cbcr", "lpips", "lr_psnr_y"])
             for s in self.scores:
@@ -149,9 +161,7 @@ class EvaluationResult:
                         f"{s.lr_psnr:.4f}",
                     ]
                 )
-        (out / "summary.md").write_text(self.markdown(title))
-        if self.grid_rows:
-            comparison_grid(self.grid_rows).save(out / "grid.png")
+            return handle.getvalue()
 
 
 def zoom(image: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
@@ -185,22 +195,21 @@ def min_hr_size(scale: int) -> int:
 def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, degradation: str, seed: int):
     """
     `(name, hr, lr)` for every HR image (mod-cropped), LR from `lr_dir` (by name) or degraded from HR; and the
-    one-line errors of the files that could not be used (unreadable, or too small to score: see [`min_hr_size`]).
+    one-line errors of the files that could not be used (unreadable, an LR whose size is not the HR's divided by
+    `scale`, or too small to score: see [`min_hr_size`]). An `lr_dir` inside `hr_dir` is not read as HR images.
     """
     if scale < 1:
         raise ValueError(f"`scale` must be a positive integer, got {scale}.")
     lr_paths = index_lr_folder(lr_dir) if lr_dir else None
     degrade = Degradation(degradation, scale)
     pairs, errors = [], []
-    for index, path in enumerate(list_images(hr_dir)):
+    for index, path in enumerate(hr_images(hr_dir, lr_dir)):
         try:
-            hr = mod_crop(to_unit_tensor(open_image(path)[0]), scale, crop)
             name = Path(path).name
-            if lr_paths is not None:
-                if Path(path).stem not in lr_paths:
-                    raise FileNotFoundError(f"no LR image named {Path(path).stem}.* in {lr_dir}")
-                lr = to_unit_tensor(open_image(lr_paths[Path(path).stem])[0])
-                hr = hr[:, : lr.shape[1] * scale, : lr.shape[2] * scale]
+            if lr_paths is None:
+                hr = mod_crop(to_unit_tensor(open_image(path)[0]), scale, crop)
+            else:
+                hr, lr = read_pair(path, lr_paths, lr_dir, scale, crop)
             if min(hr.shape[-2:]) < min_hr_size(scale):
                 raise ValueError(
                     f"too small to score: {hr.shape[2]}x{hr.shape[1]} after the crop to a multiple of {scale}, the "
@@ -214,6 +223,40 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
             continue
         pairs.append((name, hr, lr))
     return pairs, errors
+
+
+def hr_images(hr_dir: str, lr_dir: str | None) -> list[str]:
+    """The images of `hr_dir` (recursive), without those of `lr_dir` when it lies inside (`Set5/` and `Set5/LR/`)."""
+    files = list_images(hr_dir)
+    lr_root = Path(lr_dir).resolve() if lr_dir else None
+    if lr_root is None or lr_root == Path(hr_dir).resolve():
+        return files
+    return [f for f in files if lr_root not in Path(f).resolve().parents]
+
+
+def read_pair(path: str, lr_paths: dict, lr_dir: str, scale: int, crop: int | None):
+    """
+    The HR image at `path` (mod-cropped) and its LR image from `lr_dir`, which must be exactly HR / `scale` in size
+    (else a `ValueError` naming the LR file and both sizes: another factor's LR, or HR images given as LR, would be
+    scored against a corner of the HR image). `crop` takes the same centre window of both.
+    """
+    stem = Path(path).stem
+    if stem not in lr_paths:
+        raise FileNotFoundError(f"no LR image named {stem}.* in {lr_dir}")
+    hr = mod_crop(to_unit_tensor(open_image(path)[0]), scale)
+    lr = to_unit_tensor(open_image(lr_paths[stem])[0])
+    (lr_height, lr_width), (height, width) = lr.shape[-2:], hr.shape[-2:]
+    if (lr_height * scale, lr_width * scale) != (height, width):
+        raise ValueError(
+            f"its LR image {lr_paths[stem]} is {lr_width}x{lr_height}, but the HR image is {width}x{height} (after "
+            f"the crop to a multiple of {scale}): x{scale} needs a {width // scale}x{height // scale} LR image"
+        )
+    if crop:
+        side_h, side_w = min(crop // scale, lr_height), min(crop // scale, lr_width)
+        top, left = (lr_height - side_h) // 2, (lr_width - side_w) // 2
+        lr = lr[:, top : top + side_h, left : left + side_w]
+        hr = hr[:, top * scale : (top + side_h) * scale, left * scale : (left + side_w) * scale]
+    return hr, lr
 
 
 def score(name, method, sr, hr, lr, *, scale: int, lpips_metric=None, seed=None) -> Score:

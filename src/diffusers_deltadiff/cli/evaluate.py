@@ -5,6 +5,7 @@ from pathlib import Path
 from ..arguments import int_at_least
 from ..console import CLIError, check_steps, load_pipeline, resolve_device, warn_dtype
 from .options import add_eval_data_options, add_model_options, load_eval_pairs, path_text, seed_list
+from .paths import check_output_folder
 
 
 def add_parser(sub):
@@ -34,14 +35,32 @@ def parse_models(specs: list[str] | None) -> list[tuple[str, str | None]]:
     return models
 
 
+def check_labels(models: list[tuple[str, str | None]], baseline: bool):
+    """
+    Every method's label names one method: two models under one label (`runA/best` and `runB/best` are both `best`)
+    would be scored as one, or one dropped; a model labelled `bicubic` would be averaged into the baseline's row.
+    """
+    seen = {"bicubic": "the bicubic baseline"} if baseline else {}
+    for label, path in models:
+        if label in seen:
+            raise CLIError(
+                f"--model {path}: its label {label!r} is also {seen[label]}'s: name them apart with "
+                f"--model LABEL={path}"
+            )
+        seen[label] = path
+
+
 def cmd_evaluate(args) -> int:
     from ..evaluation import LPIPSMetric, evaluate
 
+    models = parse_models(args.model)
+    check_labels(models, args.baseline == "bicubic")
     pairs, errors = load_eval_pairs(args)
+    check_output_folder(Path(args.output))  # before the models run, not after
     device = resolve_device(args.device)
     warn_dtype(device, args.dtype)
     pipelines = {}
-    for label, path in parse_models(args.model):
+    for label, path in models:
         pipelines[label] = load_pipeline(path, device, args.dtype, scale=args.scale)
         check_steps(pipelines[label], [args.steps], path or "the default model")
     lpips_metric = LPIPSMetric() if args.lpips else None
@@ -55,7 +74,10 @@ def cmd_evaluate(args) -> int:
         grid_images=args.grid_images,
         pipeline_kwargs={"num_inference_steps": args.steps, "tile_size": args.tile_size},
     )
-    title = f"{Path(args.hr).name}, x{args.scale}, {args.degradation} LR, Y channel, crop border {args.scale}"
+    crop = f", centre {args.crop}x{args.crop}" if args.crop else ""
+    title = (
+        f"{Path(args.hr).resolve().name}{crop}, x{args.scale}, {lr_source(args)}, Y channel, crop border {args.scale}"
+    )
     if lpips_metric is None:
         result.lpips_reason = "disabled (--no-lpips)"
     try:
@@ -65,3 +87,10 @@ def cmd_evaluate(args) -> int:
     print(result.markdown(title))
     print(f"per-image CSV, summary and grid in {args.output}")
     return 1 if errors else 0
+
+
+def lr_source(args) -> str:
+    """Where the LR images came from, for the results' title: the `--lr` folder, or the degradation that made them."""
+    if args.lr:
+        return f"LR images from {args.lr}"
+    return f"{args.degradation} LR" + (f" (seed {args.seed})" if args.degradation != "bicubic" else "")

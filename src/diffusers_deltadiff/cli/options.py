@@ -6,6 +6,7 @@ from pathlib import Path
 from ..arguments import float_list, int_at_least, int_list
 from ..console import DTYPES, CLIError, error
 from ..degradations import DEGRADATIONS
+from .paths import is_inside
 
 
 def eta_list(text: str) -> list[float]:
@@ -61,9 +62,28 @@ def load_eval_pairs(args):
         raise CLIError(f"{args.hr}: HR folder not found")
     if args.lr and not Path(args.lr).is_dir():
         raise CLIError(f"{args.lr}: LR folder not found")
+    if args.lr and args.degradation != "bicubic":
+        raise CLIError(f"--degradation {args.degradation} makes LR images from HR, --lr reads them: pass one of them")
+    check_eval_output(args)
     pairs, errors = load_pairs(args.hr, args.scale, args.crop, args.lr, args.degradation, args.seed)
     for message in errors:
         error(message)
     if not pairs:
         raise CLIError(f"{args.hr}: no usable HR images")
     return pairs, errors
+
+
+def check_eval_output(args):
+    """
+    `--output` not at or inside `--hr` or `--lr`: its files would be read as benchmark images by the next run (the
+    grid scored as one more image), or replace one of them.
+    """
+    if not getattr(args, "output", None):
+        return
+    output = Path(args.output).resolve()
+    for flag, folder in (("--hr", args.hr), ("--lr", args.lr)):
+        if folder and is_inside(output, Path(folder).resolve()):
+            raise CLIError(
+                f"--output {args.output}: inside the {flag} folder {folder}, whose images are scored: write the "
+                "results elsewhere"
+            )
