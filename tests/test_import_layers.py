@@ -1,4 +1,4 @@
-"""The import picture of the package: no circles, and no arrow from a lower room up to a higher one (issue 19)."""
+"""The import picture of the package: no circles, and no arrow from a lower room up to a higher one."""
 
 import ast
 from pathlib import Path
