@@ -1,0 +1,115 @@
+"""
+What `DeltaDiffPipeline.__call__` accepts: images with transparent pixels, arrays with alpha, uint8 tensors, step
+counts and tile arguments, and the one-line `ValueError` (naming the argument or the shape) for what it does not.
+"""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from diffusers_deltadiff.image_utils import to_unit_tensor
+from diffusers_deltadiff.testing_utils import tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = tiny_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"tile_batch_size": -1}, "tile_batch_size"),
+        ({"tile_batch_size": 0}, "tile_batch_size"),
+        ({"tile_batch_size": 1.5}, "tile_batch_size"),
+        ({"tile_overlap": -4}, "tile_overlap"),
+        ({"tile_size": -1}, "tile_size"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+    ],
+)
+def test_bad_tile_arguments_in_the_api(pipe, kwargs, name):
+    image = PIL.Image.fromarray((np.random.RandomState(0).rand(40, 40, 3) * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        pipe(image, **{"tile_size": 16, "tile_overlap": 4, **kwargs})
+
+
+def test_api_scales_uint8_tensors_and_rejects_unscaled_floats(pipe):
+    data = (np.random.RandomState(0).rand(8, 8, 3) * 255).astype(np.uint8)
+    expected = to_unit_tensor(data)
+    chw = torch.from_numpy(data).permute(2, 0, 1)
+    torch.testing.assert_close(to_unit_tensor(chw), expected)
+    out_array = pipe(data, output_type="pt").images
+    out_tensor = pipe(chw, output_type="pt").images
+    torch.testing.assert_close(out_tensor, out_array)
+    for unscaled in (chw.float(), data.astype(np.float32), chw.float() / 127.5 - 1):
+        with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+            pipe(unscaled)
+    for bad in (float("nan"), float("inf")):
+        broken = expected.clone()
+        broken[0, 0, 0] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            pipe(broken)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            to_unit_tensor(broken.permute(1, 2, 0).numpy())
+    # rounding noise around [0, 1] is not a different range
+    torch.testing.assert_close(to_unit_tensor(expected * (1 + 1e-6)), expected.clamp(0, 1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("steps", [2.5, "2", True, np.float32(2)])
+def test_num_inference_steps_must_be_an_integer(pipe, steps):
+    with pytest.raises(ValueError, match="`num_inference_steps` must be a positive integer"):
+        pipe(np.zeros((8, 8, 3), dtype=np.uint8), num_inference_steps=steps)
+
+
+def test_numpy_integer_steps_are_fine(pipe):
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    out = pipe(image, num_inference_steps=np.int64(2), output_type="pt", return_intermediates=True)
+    assert len(out.intermediate_images) == 2
+
+
+@pytest.mark.parametrize("kind", ["rgba", "palette"])
+def test_colour_under_transparent_pixels_does_not_bleed(pipe, kind):
+    """A red square on transparent pixels holding green garbage upscales exactly like a plain red image."""
+    red = np.zeros((12, 12, 3), np.uint8)
+    red[...] = (255, 0, 0)
+    garbage = red.copy()
+    garbage[:, :6] = (0, 255, 0)
+    alpha = np.full((12, 12), 255, np.uint8)
+    alpha[:, :6] = 0
+    if kind == "rgba":
+        image = PIL.Image.fromarray(np.dstack([garbage, alpha]), "RGBA")
+    else:
+        image = PIL.Image.fromarray(garbage).quantize(2)  # a palette of red and green
+        green = [i for i, c in enumerate(np.asarray(image.getpalette()).reshape(-1, 3)[:2]) if c[1] == 255][0]
+        image.info["transparency"] = green
+    clean = pipe(red, output_type="np").images
+    np.testing.assert_array_equal(pipe(image, output_type="np").images, clean)
+
+
+def test_array_with_alpha_is_filled_too(pipe):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 2] = 200
+    rgba[..., 3] = 255
+    clean = pipe(rgba[..., :3].copy(), output_type="np").images
+    rgba[:4, :, 0] = 255  # garbage red ...
+    rgba[:4, :, 3] = 0  # ... under transparent pixels
+    np.testing.assert_array_equal(pipe(rgba, output_type="np").images, clean)
+
+
+@pytest.mark.parametrize(
+    "image, expected",
+    [
+        (np.zeros((0, 16, 3), np.uint8), "at least 1x1"),
+        (np.zeros((8, 8, 0), np.uint8), "1 to 4 channels"),
+        (torch.zeros(3, 0, 0), "at least 1x1"),
+        (torch.zeros(1, 1, 3, 8, 8), "4 dimensions at most"),
+        (torch.zeros(3, 8, 8, device="meta"), "meta device"),
+        (PIL.Image.new("RGB", (0, 5)), "at least 1x1"),
+    ],
+)
+def test_degenerate_inputs_are_value_errors_naming_the_shape(pipe, image, expected):
+    with pytest.raises(ValueError, match=expected):
+        pipe(image, output_type="np")
