@@ -21,7 +21,7 @@ def smooth_image(height=64, width=72, seed=0) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", list(DEGRADATIONS))
 def test_every_degradation_is_seeded_and_sized(kind):
-    if kind in ("realesrgan", "realworld"):
+    if kind in ("mild", "realesrgan", "realworld", "realworld-heavy"):
         pytest.importorskip("albumentations")
     hr = smooth_image(64, 72)
     degrade = Degradation(kind, 4)
@@ -35,7 +35,7 @@ def test_every_degradation_is_seeded_and_sized(kind):
 def test_random_degradations_depend_on_the_seed():
     pytest.importorskip("albumentations")
     hr = smooth_image(64, 64)
-    for kind in ("jpeg", "realesrgan", "realworld"):
+    for kind in ("jpeg", "mild", "realesrgan", "realworld"):
         degrade = Degradation(kind, 4)
         outputs = [degrade(hr, seed) for seed in range(6)]
         assert any(not torch.equal(outputs[0], other) for other in outputs[1:]), kind
@@ -109,3 +109,22 @@ def test_a_toy_degradation_needs_one_registry_line(monkeypatch, tmp_path):
     # the CLI's choices are read from the registry when the parser is built
     args = build_parser().parse_args(["evaluate", "--hr", str(tmp_path), "--degradation", "toy"])
     assert args.degradation == "toy"
+
+
+def test_the_mixture_draws_each_branch_and_keeps_it_seeded():
+    """`realworld` gives, per seed, exactly one of its branches' outputs for that sample."""
+    pytest.importorskip("albumentations")
+    from diffusers_deltadiff.degradations.mixture import Mixture
+
+    hr = smooth_image(64, 64)
+    mix = Mixture(4)
+    seen = set()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        branch = int(rng.choice(4, p=mix.weights))
+        expected = mix.branches[branch](hr, int(rng.integers(2**32)))  # drawn here as the mixture draws
+        assert torch.equal(mix(hr, seed), expected)
+        seen.add(branch)
+    assert seen == {0, 1, 2, 3}
+    heavy = Mixture(4, weights=(0.2, 0.2, 0.0, 0.6))
+    assert not any(int(np.random.default_rng(s).choice(4, p=heavy.weights)) == 2 for s in range(40))  # no mild

@@ -28,10 +28,16 @@ def SecondOrder(scale: int = 4) -> DegradeFn:  # noqa: N802 - albumentations (th
     return SecondOrder(scale)
 
 
-def Mixture(scale: int = 4) -> DegradeFn:  # noqa: N802
+def FirstOrder(scale: int = 4) -> DegradeFn:  # noqa: N802
+    from .first_order import FirstOrder
+
+    return FirstOrder(scale)
+
+
+def Mixture(scale: int = 4, **kwargs) -> DegradeFn:  # noqa: N802
     from .mixture import Mixture
 
-    return Mixture(scale)
+    return Mixture(scale, **kwargs)
 
 
 DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
@@ -44,7 +50,9 @@ DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
     "noise15": partial(BicubicNoise, sigma=15.0),  # bicubic, then Gaussian noise of 15 levels
     "blur": partial(BlurDownsample, sigma=1.6),  # a Gaussian blur of 1.6 HR pixels, then bicubic
     "realesrgan": SecondOrder,  # Real-ESRGAN's second-order degradation, as in its training options
-    "realworld": Mixture,  # the real-world model's training mix: bicubic, jpeg and realesrgan
+    "mild": FirstOrder,  # a first-order camera degradation: blur, downscale, light noise, light JPEG
+    "realworld": Mixture,  # the real-world model's training mix: bicubic, jpeg, mild and realesrgan
+    "realworld-heavy": partial(Mixture, weights=(0.2, 0.2, 0.0, 0.6)),  # the first mix, too heavy (see Mixture)
 }
 
 
