@@ -4,6 +4,7 @@ The scripts of `training/` are importable from the tests by module name (`import
 one place where the tests' import path is extended.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import pytest
 
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "training"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def onnx_cache(tmp_path_factory):
+    """UNets exported for the onnxruntime backend (the CLI's default where it is installed) are cached in this test
+    session's folder, not the user's; subprocesses inherit it."""
+    os.environ["DELTADIFF_CACHE"] = str(tmp_path_factory.mktemp("onnx-cache"))
 
 
 def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> PIL.Image.Image:

@@ -13,7 +13,7 @@ LAYERS = [
      "unet_local_norm", "autoencoder_space_to_depth", "degradations", "blending", "call_state", "canvas", "tiled_execution",
      "upscaler", "baselines", "atomic_files"},
     {"pipeline_deltadiff", "pretrained", "data", "testing_utils", "model_card"},
-    {"evaluation", "training_utils", "console", "onnx_export"},
+    {"evaluation", "training_utils", "console", "onnx_export", "onnx_backend"},
     {"image_io"},
     {"demo", "cli"},
 ]  # fmt: skip

@@ -15,6 +15,7 @@ Needs the `onnx` extra (`pip install diffusers-deltadiff[onnx]`) for the metadat
 
 import copy
 import importlib.metadata
+import inspect
 import math
 import os
 import warnings
@@ -168,23 +169,23 @@ def _load(model) -> tuple[DeltaDiffPipeline, str, str | None]:
     return from_pretrained(path), name, path if os.path.isdir(path) else None
 
 
-def _torch_export(graph: torch.nn.Module, example: torch.Tensor, path: Path):
-    """`torch.onnx.export` by tracing (the TorchScript exporter: seconds, and no `onnxscript` needed), with dynamic
-    batch, height and width."""
-    kwargs = {"dynamo": False} if "dynamo" in torch.onnx.export.__code__.co_varnames else {}
+def trace_to_onnx(module: torch.nn.Module, example: tuple, path, axes: dict[str, dict[int, str]]):
+    """
+    `torch.onnx.export` of `module` by tracing (the TorchScript exporter: seconds, and no `onnxscript` needed) to
+    `path` (a file name or a binary file object). `axes` names the inputs, then the outputs, with their dynamic axes.
+    """
+    kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    names = list(axes)
     with warnings.catch_warnings():
         # sizes are traced; the Python-level checks the tracer warns about are constant for every input size
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            graph,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={
-                INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"},
-            },
+            module,
+            example,
+            path if hasattr(path, "write") else str(path),
+            input_names=names[: len(example)],
+            output_names=names[len(example) :],
+            dynamic_axes=axes,
             opset_version=OPSET,
             do_constant_folding=True,
             **kwargs,
@@ -208,7 +209,9 @@ def export_onnx(model, output: str | os.PathLike, num_inference_steps: int | Non
     temporary = output.with_name(f".{output.name}.tmp")
     try:
         with torch.no_grad():
-            _torch_export(graph, torch.rand(1, 3, 24, 20), temporary)
+            axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+            axes[OUTPUT_NAME] = {0: "batch", 2: "out_height", 3: "out_width"}
+            trace_to_onnx(graph, (torch.rand(1, 3, 24, 20),), temporary, axes)
         proto = onnx.load(str(temporary))
         metadata = graph_metadata(pipe, len(graph.timesteps), name, model_license(folder))
         onnx.helper.set_model_props(proto, metadata)

@@ -5,6 +5,7 @@ import PIL.Image
 from ..arguments import float_at_least, int_at_least, unit_interval
 from ..console import resolve_device
 from ..image_io import FORMATS
+from .backend import add_backend_option
 from .distributed import cmd_upscale_distributed
 from .options import add_model_options, path_text
 from .paths import remove_empty
@@ -72,6 +73,7 @@ def add_parser(sub):
         help="refuse inputs with more pixels, against decompression bombs (default: Pillow's %(default)s; 0: no limit)",
     )
     add_model_options(up)
+    add_backend_option(up)
     up.set_defaults(func=cmd_upscale)
 
 

@@ -21,6 +21,7 @@ from ..image_io import (
     to_output_image,
 )
 from ..image_utils import to_unit_tensor
+from .backend import apply_backend, check_backend
 from .paths import (
     check_output_flags,
     check_output_folder,
@@ -93,9 +94,10 @@ def load_upscaler(args, device: str, warn: bool = True):
     """The pipeline for `upscale`, its `--steps` checked."""
     if warn:
         warn_dtype(device, args.dtype)
+    backend = check_backend(args, device)
     pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale, denoise=getattr(args, "denoise", None))
     check_steps(pipe, [args.steps], args.model or f"the default x{pipe.upscale_factor} model")
-    return pipe
+    return apply_backend(pipe, backend)
 
 
 def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], created: list[Path]) -> list[Path]:

@@ -1,0 +1,167 @@
+"""The ONNX Runtime backend: the pipeline with its UNet in ONNX Runtime computes what the torch pipeline computes.
+
+The tiling tests of the torch path are run here again, unchanged, on pipelines whose UNet is an ONNX Runtime session.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+import test_default_model
+import test_tiling
+from conftest import write_image
+from diffusers_deltadiff.cli import main
+from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, resolve_backend, unet_cache_path, use_onnxruntime
+from diffusers_deltadiff.pretrained import load_default_pipeline
+from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
+
+
+pytest.importorskip("onnxruntime")
+
+HALF_LEVEL = 0.5 / 255
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    """Exported UNets go to a folder of this test session, not the user's cache."""
+    folder = tmp_path_factory.getbasetemp() / "onnx-cache"
+    monkeypatch.setenv("DELTADIFF_CACHE", str(folder))
+    return folder
+
+
+def on_onnxruntime(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return use_onnxruntime(pipe)
+
+
+@pytest.fixture(scope="module", params=[4, 2], ids=["x4", "x2"])
+def factor_pipes(request):
+    """`(torch, onnxruntime)` tiny lossless pipelines of one factor, the same weights."""
+    torch_pipe = tiny_lossless_pipeline(seed=0, scale=request.param)
+    torch_pipe.set_progress_bar_config(disable=True)
+    return torch_pipe, on_onnxruntime(tiny_lossless_pipeline(seed=0, scale=request.param))
+
+
+def test_the_unet_stand_in_is_what_the_pipeline_sees(factor_pipes):
+    torch_pipe, ort_pipe = factor_pipes
+    assert isinstance(ort_pipe.unet, OnnxRuntimeUNet)
+    assert ort_pipe.unet.config == torch_pipe.unet.config and ort_pipe.unet.dtype == torch.float32
+    assert ort_pipe.device.type == "cpu" and ort_pipe.lr_size_multiple == torch_pipe.lr_size_multiple
+    sample = torch.randn(3, torch_pipe.unet.config.in_channels, 8, 12)
+    for timestep in (torch.full((3,), 2), 2, torch.tensor(2)):
+        with torch.no_grad():
+            expected = torch_pipe.unet(sample, timestep).sample
+        got = ort_pipe.unet(sample, timestep).sample
+        assert got.shape == expected.shape and float((got - expected).abs().max()) < 1e-4
+    assert use_onnxruntime(ort_pipe) is ort_pipe and isinstance(ort_pipe.unet, OnnxRuntimeUNet)
+
+
+@pytest.mark.parametrize("tile_size,tile_batch_size", [(8, 1), (12, 3)])
+def test_tiles_equal_the_whole_image_on_onnxruntime(factor_pipes, tile_size, tile_batch_size):
+    test_tiling.test_local_model_tiles_equal_the_whole_image(factor_pipes[1], tile_size, tile_batch_size)
+
+
+@pytest.mark.parametrize("output_type", ["pil"])  # exact stream = canvas, whole within a level
+def test_streaming_equals_the_canvas_path_on_onnxruntime(factor_pipes, output_type, monkeypatch):
+    test_tiling.test_streaming_equals_the_canvas_path(factor_pipes[1], output_type, monkeypatch)
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_shipped_tiles_equal_the_whole_image_on_onnxruntime(scale, monkeypatch):
+    monkeypatch.setattr(
+        test_default_model, "load_default_pipeline", lambda **kwargs: on_onnxruntime(load_default_pipeline(**kwargs))
+    )
+    test_default_model.test_tiles_equal_the_whole_image(scale)
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_shipped_models_match_torch(scale):
+    torch_pipe = load_default_pipeline(scale=scale)
+    torch_pipe.set_progress_bar_config(disable=True)
+    ort_pipe = on_onnxruntime(load_default_pipeline(scale=scale))
+    photo = PIL.Image.open(Path(__file__).resolve().parents[1] / "examples" / "images" / "chelsea.png")
+    for kwargs in ({}, {"tile_size": 16}):  # whole, and tiled with the model's own context
+        expected = torch_pipe(photo, output_type="np", **kwargs).images
+        got = ort_pipe(photo, output_type="np", **kwargs).images
+        assert np.abs(got - expected).max() <= HALF_LEVEL
+
+
+def test_hostile_inputs_fail_as_on_torch(factor_pipes):
+    torch_pipe, ort_pipe = factor_pipes
+    bad = np.full((6, 7, 3), np.nan, dtype=np.float32)
+    for pipe in factor_pipes:
+        with pytest.raises(ValueError, match="NaN"):
+            pipe(bad)
+        with pytest.raises(ValueError, match="tile_size"):
+            pipe(np.zeros((6, 7, 3), np.float32), tile_size=-1)
+
+
+def test_resolve_backend(monkeypatch):
+    assert resolve_backend("auto", "cpu", torch.float32) == "onnxruntime"
+    assert resolve_backend("auto", "cpu", torch.bfloat16) == "torch"
+    assert resolve_backend("auto", "cuda", torch.float32) == "torch"
+    assert resolve_backend("torch", "cpu", torch.float32) == "torch"
+    with pytest.raises(ValueError, match="float32 on the CPU"):
+        resolve_backend("onnxruntime", "cuda", torch.float32)
+    monkeypatch.setattr("diffusers_deltadiff.onnx_backend.onnxruntime_available", lambda: False)
+    assert resolve_backend("auto", "cpu", torch.float32) == "torch"
+    with pytest.raises(ValueError, match=r"diffusers-deltadiff\[onnx\]"):
+        resolve_backend("onnxruntime", "cpu", torch.float32)
+
+
+def test_export_is_cached_by_weights(cache, tmp_path):
+    unet = tiny_lossless_pipeline(seed=0).unet
+    path = unet_cache_path(unet)
+    OnnxRuntimeUNet(unet)
+    assert path.is_file() and path.parent == cache
+    stamp = path.stat().st_mtime_ns
+    OnnxRuntimeUNet(unet)
+    assert path.stat().st_mtime_ns == stamp  # read, not exported again
+    assert unet_cache_path(tiny_lossless_pipeline(seed=1).unet) != path  # other weights, another file
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    stand_in = OnnxRuntimeUNet(unet, cache_folder=blocked / "cache")  # cannot be written: exported in memory
+    sample = torch.randn(1, unet.config.in_channels, 8, 8)
+    with torch.no_grad():
+        assert float((stand_in(sample, 1).sample - unet(sample, 1).sample).abs().max()) < 1e-4
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
+def test_cli_backends_write_the_same_files(tmp_path, capsys, mode):
+    """Alpha and 16-bit outputs go through the same code on both backends: the files agree within a level."""
+    model = tmp_path / "model"
+    tiny_lossless_pipeline(seed=0).save_pretrained(model)
+    source = write_image(tmp_path / "in" / "a.png", 11, 14, mode=mode)
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        code, _, err = run(capsys, "upscale", source, "-o", tmp_path / backend, "--model", model, "--backend", backend)
+        assert code == 0, err
+        with PIL.Image.open(tmp_path / backend / "a.png") as image:
+            outputs[backend] = (image.mode, np.asarray(image).astype(np.int64))
+    (torch_mode, a), (ort_mode, b) = outputs["torch"], outputs["onnxruntime"]
+    assert torch_mode == ort_mode and a.shape == b.shape == ((44, 56, 4) if mode == "RGBA" else (44, 56))
+    assert np.abs(a - b).max() <= (1 if mode == "RGBA" else 257)  # one level of 8 bits
+    if mode == "RGBA":
+        assert np.array_equal(a[..., 3], b[..., 3])
+
+
+def test_cli_refuses_an_onnxruntime_backend_it_cannot_serve(tmp_path, capsys):
+    source = write_image(tmp_path / "a.png", 8, 8)
+    code, _, err = run(
+        capsys, "upscale", source, "-o", tmp_path / "out", "--backend", "onnxruntime", "--dtype", "bf16"
+    )
+    assert code == 2
+    assert (
+        err.strip()
+        == "error: --backend onnxruntime: the onnxruntime backend runs float32 on the CPU, not bfloat16 on cpu"
+    )
+    assert not (tmp_path / "out").exists()
