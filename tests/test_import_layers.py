@@ -12,7 +12,7 @@ LAYERS = [
     {"arguments", "config_checks", "metrics", "pipeline_code", "tiling", "image_utils", "scheduling_delta_shift",
      "unet_local_norm", "autoencoder_space_to_depth", "degradations", "blending", "call_state", "canvas", "tiled_execution",
      "upscaler", "baselines", "atomic_files"},
-    {"pipeline_deltadiff", "pretrained", "data", "testing_utils", "model_card"},
+    {"pipeline_deltadiff", "pretrained", "outscale", "data", "testing_utils", "model_card"},
     {"evaluation", "training_utils", "console", "onnx_export", "onnx_backend"},
     {"image_io"},
     {"demo", "cli"},

@@ -8,6 +8,7 @@ from ..image_io import FORMATS
 from .backend import add_backend_option
 from .distributed import cmd_upscale_distributed
 from .options import add_model_options, path_text
+from .outscale import add_outscale_options
 from .paths import remove_empty
 from .upscaling import UpscaleReport, launched_processes, plan_upscale, upscale_jobs, upscale_summary
 
@@ -74,6 +75,7 @@ def add_parser(sub):
     )
     add_model_options(up)
     add_backend_option(up)
+    add_outscale_options(up)
     up.set_defaults(func=cmd_upscale)
 
 

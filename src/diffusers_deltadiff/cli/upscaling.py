@@ -22,6 +22,7 @@ from ..image_io import (
 )
 from ..image_utils import to_unit_tensor
 from .backend import apply_backend, check_backend
+from .outscale import outscale_model_factor, resize_to_target
 from .paths import (
     check_output_flags,
     check_output_folder,
@@ -95,7 +96,8 @@ def load_upscaler(args, device: str, warn: bool = True):
     if warn:
         warn_dtype(device, args.dtype)
     backend = check_backend(args, device)
-    pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale, denoise=getattr(args, "denoise", None))
+    scale = args.scale or outscale_model_factor(args)
+    pipe = load_pipeline(args.model, device, args.dtype, scale=scale, denoise=getattr(args, "denoise", None))
     check_steps(pipe, [args.steps], args.model or f"the default x{pipe.upscale_factor} model")
     return apply_backend(pipe, backend)
 
@@ -130,7 +132,7 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
     )
     written = []
     if dest in outputs:
-        sr = out.images[0].float().cpu() if as_tensor else out.images[0]
+        sr = resize_to_target(out.images[0].float().cpu() if as_tensor else out.images[0], image, args)
         written += save_output(args, to_output_image(sr, image, fmt), dest, image, created)
     if strip_path in outputs:
         strip = steps_strip(to_unit_tensor(image), [s[0].float().cpu() for s in out.intermediate_images])

@@ -1,0 +1,50 @@
+"""`upscale --outscale / --width / --height`: any output size (the model of the nearest factor at or above, then an
+antialiased resize; [`~outscale`])."""
+
+import argparse
+import math
+
+from ..arguments import int_at_least
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def add_outscale_options(parser):
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--outscale",
+        type=positive_float,
+        default=None,
+        help="final factor, any number above 0 (e.g. 3 or 1.5): the shipped model of the nearest factor at or above "
+        "runs (or --model / --scale's), then the result is resized (Lanczos, antialiased)",
+    )
+    size.add_argument("--width", type=int_at_least(1), default=None, help="final width (keeps the aspect ratio)")
+    size.add_argument("--height", type=int_at_least(1), default=None, help="final height (keeps the aspect ratio)")
+
+
+def outscale_model_factor(args) -> int | None:
+    """The factor of the shipped model to load for `--outscale` (none given by --model / --scale), else `None`."""
+    if getattr(args, "outscale", None) is None or args.model is not None or args.scale is not None:
+        return None
+    from ..outscale import model_factor
+    from ..pretrained import shipped_scales
+
+    return model_factor(args.outscale, shipped_scales() or [4])
+
+
+def resize_to_target(sr, source, args):
+    """The model's output `sr` (PIL image or `(3, H, W)` tensor) resized to the size the flags ask for, if any."""
+    outscale, width, height = (getattr(args, name, None) for name in ("outscale", "width", "height"))
+    if outscale is None and width is None and height is None:
+        return sr
+    from ..outscale import resize_output, target_size
+
+    return resize_output(sr, target_size(source.size, outscale, width, height))

@@ -1,0 +1,116 @@
+"""Any output size (`--outscale`, `--width`, `--height`; `outscale.upscale`): the model of the nearest factor at or
+above, then an antialiased resize to exactly the size asked for."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from conftest import shipped_model_dir, write_image
+from diffusers_deltadiff.cli import main
+from diffusers_deltadiff.outscale import model_factor, resize_output, target_size, upscale
+from diffusers_deltadiff.pretrained import load_default_pipeline
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "size,kwargs,expected",
+    [
+        ((37, 23), {"outscale": 3}, (111, 69)),
+        ((37, 23), {"outscale": 1.5}, (56, 34)),  # 55.5 and 34.5 rounded half to even
+        ((37, 23), {"outscale": 0.01}, (1, 1)),
+        ((50, 20), {"width": 125}, (125, 50)),
+        ((50, 20), {"height": 30}, (75, 30)),
+        ((50, 20), {"width": 64, "height": 64}, (64, 64)),
+    ],
+)
+def test_target_size(size, kwargs, expected):
+    assert target_size(size, **kwargs) == expected
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"outscale": 0}, {"outscale": float("nan")}, {"outscale": 2, "width": 9}])
+def test_target_size_refuses(kwargs):
+    with pytest.raises(ValueError):
+        target_size((10, 10), **kwargs)
+
+
+def test_model_factor_is_the_nearest_at_or_above():
+    assert [model_factor(x, [2, 4]) for x in (0.5, 1.5, 2, 2.01, 3, 4, 6)] == [2, 2, 2, 4, 4, 4, 4]
+    assert model_factor(1.5, [4]) == 4
+
+
+def test_resize_output_keeps_the_kind():
+    pil = PIL.Image.new("RGB", (20, 12), (200, 10, 30))
+    assert resize_output(pil, (15, 9)).size == (15, 9)
+    tensor = torch.full((3, 12, 20), 0.5)
+    assert resize_output(tensor, (15, 9)).shape == (3, 9, 15)
+    assert float((resize_output(tensor, (15, 9)) - 0.5).abs().max()) < 1e-6  # flat stays flat
+    array = np.full((12, 20, 3), 0.25, np.float32)
+    assert resize_output(array, (30, 18)).shape == (18, 30, 3)
+
+
+def test_outscale_3_on_37x23_gives_111x69(tmp_path, capsys):
+    source = write_image(tmp_path / "in.png", 23, 37)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "out.png", "--outscale", 3, "--backend", "torch")
+    assert code == 0, err
+    with PIL.Image.open(tmp_path / "out.png") as out:
+        assert out.size == (111, 69)
+        got = np.asarray(out.convert("RGB"))
+    # the x4 model (the nearest factor at or above 3), then Lanczos down to 3x
+    pipe = load_default_pipeline(scale=4)
+    pipe.set_progress_bar_config(disable=True)
+    with PIL.Image.open(source) as image:
+        expected = np.asarray(pipe(image).images[0].resize((111, 69), PIL.Image.LANCZOS))
+    assert np.array_equal(got, expected)
+
+
+def test_outscale_below_2_runs_the_x2_model(tmp_path, capsys):
+    shipped_model_dir(2)
+    source = write_image(tmp_path / "in.png", 10, 14)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "out.png", "--outscale", 1.5, "--backend", "torch")
+    assert code == 0, err
+    pipe = load_default_pipeline(scale=2)
+    pipe.set_progress_bar_config(disable=True)
+    with PIL.Image.open(source) as image:
+        expected = np.asarray(pipe(image).images[0].resize((21, 15), PIL.Image.LANCZOS))
+    with PIL.Image.open(tmp_path / "out.png") as out:
+        assert np.array_equal(np.asarray(out), expected)
+
+
+@pytest.mark.parametrize(
+    "mode,flags,size", [("RGBA", ["--width", 50], (50, 31)), ("I;16", ["--height", 40], (64, 40))]
+)
+def test_alpha_and_16_bit_keep_their_kind(tmp_path, capsys, mode, flags, size):
+    source = write_image(tmp_path / "in.png", 10, 16, mode=mode)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "out.png", *flags)
+    assert code == 0, err
+    with PIL.Image.open(tmp_path / "out.png") as out:
+        assert out.size == size
+        assert out.mode == ("RGBA" if mode == "RGBA" else "I;16")
+
+
+@pytest.mark.parametrize(
+    "flags", [["--outscale", "0"], ["--outscale", "nan"], ["--outscale", "3", "--width", "9"], ["--width", "0"]]
+)
+def test_bad_size_flags_are_refused_before_anything(tmp_path, capsys, flags):
+    source = write_image(tmp_path / "in.png", 8, 8)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "out", *flags)
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_python_api(tmp_path):
+    image = PIL.Image.open(write_image(tmp_path / "in.png", 23, 37))
+    assert upscale(image, 3).size == (111, 69)
+    array = np.asarray(image, dtype=np.float32) / 255
+    out = upscale(array, width=74, output_type="np")  # exactly 2x: the x2 model's own output, not resized
+    assert out.shape == (46, 74, 3)
+    if shipped_model_dir(2):
+        pipe = load_default_pipeline(scale=2)
+        pipe.set_progress_bar_config(disable=True)
+        np.testing.assert_array_equal(out, pipe(array, output_type="np").images[0])
