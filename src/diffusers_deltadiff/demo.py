@@ -13,9 +13,11 @@ alpha is kept, ICC profiles and EXIF too).
 
 import argparse
 import atexit
+import math
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -44,8 +46,10 @@ from .pretrained import shipped_scales
 DEFAULT_MAX_PIXELS = 1024 * 1024
 # each frame of the steps strip is shown at most this large on its longer side (the download is full size)
 STRIP_FRAME_SIZE = 512
-# results (and Gradio's copies of them) are deleted after this many seconds
+# results (and Gradio's copies of them) are deleted after this many seconds, and when the demo stops
 RESULT_LIFETIME = 3600
+# the tile controls' range (latent pixels); the API is held to it too
+MIN_TILE_SIZE, MAX_TILE_SIZE, MAX_TILE_CONTEXT = 16, 512, 64
 
 # `open_input` sets Pillow's global pixel limit while it reads; the preview and the run may read at the same time
 _open_lock = threading.Lock()
@@ -53,21 +57,48 @@ _open_lock = threading.Lock()
 
 def check_cost(pipe, image: PIL.Image.Image, max_pixels: int | None, name: str, tile_size=None, tile_overlap=None):
     """
-    Refuse an image whose work (UNet pixels per step, [`DeltaDiffPipeline.unet_pixels`]) exceeds that of the largest
-    square the pixel limit admits: thin strips cost far more than their pixel count says.
+    Refuse a request whose work, the UNet pixels one step runs with the request's own tile settings (every tile with
+    its context: [`DeltaDiffPipeline.unet_pixels`]), exceeds a fixed budget: the work of the largest square the pixel
+    limit admits, run with the model's default tiling. Thin strips, tiny tiles and wide contexts cost far more than
+    the image's pixel count says; the budget does not move with the request's settings.
     """
     if not max_pixels:
         return
     tile_size = int(tile_size) if tile_size is not None else None
     tile_overlap = int(tile_overlap) if tile_overlap is not None else None
     side = int(max_pixels**0.5)
-    budget = pipe.unet_pixels((side, side), tile_size, tile_overlap)
+    default = (pipe.config.default_tile_size, pipe.config.tile_context)  # what the page starts with
+    budget = max(pipe.unet_pixels((side, side)), pipe.unet_pixels((side, side), *default))  # not the request's
     work = pipe.unet_pixels((image.height, image.width), tile_size, tile_overlap)
     if work > budget:
         raise gr.Error(
             f"{name}: a {image.width}x{image.height} image costs as much as {work / budget:.1f} times the largest "
-            f"image this demo takes (about {side}x{side}); crop it or run `deltadiff upscale` on it"
+            f"image this demo takes (about {side}x{side}, default tiles) with these tile settings; use larger tiles or "
+            "less context, crop it, or run `deltadiff upscale` on it"
         )
+
+
+def checked_controls(pipe, steps, tile_size, tile_context) -> tuple[int, int, int]:
+    """
+    The step count and tile settings as integers within what the page offers (the API takes any number): reverse
+    steps 1 to the model's most, tile size 0 (never tile) or from `MIN_TILE_SIZE`, tile context up to
+    `MAX_TILE_CONTEXT`; anything else is a `gr.Error` naming the control.
+    """
+    most = pipe.scheduler.config.num_train_timesteps
+    limits = {
+        "reverse steps": (steps, 1, most),
+        "tile size": (tile_size, 0, MAX_TILE_SIZE),
+        "tile context": (tile_context, 0, MAX_TILE_CONTEXT),
+    }
+    values = []
+    for name, (value, low, high) in limits.items():
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+        if not (math.isfinite(number) and number == int(number) and low <= number <= high):
+            raise gr.Error(f"{name}: must be a whole number from {low} to {high}, got {value!r}")
+        values.append(int(number))
+    if 0 < values[1] < MIN_TILE_SIZE:
+        raise gr.Error(f"tile size: must be 0 (never tile) or at least {MIN_TILE_SIZE}, got {values[1]}")
+    return tuple(values)
 
 
 def read_upload(path: str | None, max_pixels: int | None) -> PIL.Image.Image:
@@ -101,12 +132,17 @@ def strip_frames(steps: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 class ResultFolder:
-    """A private temporary folder for the result files: one subfolder per run, old runs pruned, all removed at exit."""
+    """
+    A private temporary folder for the result files: one subfolder per run, old runs pruned, all removed when the
+    process ends: at exit, and on SIGTERM (a container stop, `kill`), which skips `atexit` ([`remove_on_sigterm`]).
+    """
 
     def __init__(self, lifetime: float = RESULT_LIFETIME):
         self.root = Path(tempfile.mkdtemp(prefix="deltadiff-demo-"))
         self.lifetime = lifetime
+        _result_roots.append(self.root)
         atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+        remove_on_sigterm()
 
     def new_run(self) -> Path:
         now = time.time()
@@ -119,6 +155,30 @@ class ResultFolder:
         folder = self.root / secrets.token_hex(8)
         folder.mkdir()
         return folder
+
+
+_result_roots: list[Path] = []
+_terminated = threading.Event()
+
+
+def remove_on_sigterm():
+    """
+    On SIGTERM, remove every result folder at once, then stop like Ctrl-C: Gradio closes its server, which deletes
+    its own copies of the results, and `main` exits with 143. Installed once, from the main thread, where no one
+    else handles SIGTERM.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def handler(signum, frame):
+        _terminated.set()
+        for root in _result_roots:
+            shutil.rmtree(root, ignore_errors=True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Blocks":
@@ -188,6 +248,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
 
     def upscale(path, steps, tile_size, tile_overlap, factor=None, progress=gr.Progress()):
         pipe = chosen(factor)
+        steps, tile_size, tile_overlap = checked_controls(pipe, steps, tile_size, tile_overlap)
         scale = pipe.upscale_factor
         progress(0, desc="reading the image")
         image = read_upload(path, max_pixels)
@@ -248,7 +309,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                 steps = gr.Slider(1, max_steps, value=default_steps, step=1, label="Reverse steps", elem_id="steps")
                 tile_size = gr.Slider(
                     0,
-                    512,
+                    MAX_TILE_SIZE,
                     value=first.config.default_tile_size,
                     step=16,
                     label="Tile size (latent pixels; 0: never tile)",
@@ -257,7 +318,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                 )
                 tile_overlap = gr.Slider(
                     0,
-                    64,
+                    MAX_TILE_CONTEXT,
                     value=first.config.tile_context,
                     step=1,
                     label="Tile overlap (context around each tile, latent pixels)",
@@ -333,7 +394,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.code
     build_demo(pipe, max_pixels=args.max_pixels).launch(server_name=args.host, server_port=args.port, share=args.share)
-    return 0
+    return 143 if _terminated.is_set() else 0
 
 
 if __name__ == "__main__":
