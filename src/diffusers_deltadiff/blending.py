@@ -3,6 +3,7 @@ The denoise knob: one pipeline whose UNet weights lie between two models of one 
 clean x4 model and the real-world one fine-tuned from it), as Real-ESRGAN's `-dn` blends its two general models.
 """
 
+import copy
 import math
 
 import torch
@@ -17,31 +18,60 @@ def interpolate_weights(start: dict, end: dict, strength: float) -> dict:
     return blended
 
 
+def check_strength(strength) -> float:
+    """`strength` as a float in `[0, 1]`, else a `TypeError` (not a number: `True`, `"0.5"`) or a `ValueError`."""
+    if isinstance(strength, (bool, str, bytes)):
+        raise TypeError(f"denoise strength must be a number from 0 to 1, got {strength!r}")
+    try:
+        value = float(strength)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"denoise strength must be a number from 0 to 1, got {strength!r}") from err
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise ValueError(f"denoise strength must be between 0 and 1, got {value:g}")
+    return value
+
+
+def differing_keys(one, two) -> list[str]:
+    """The public configuration keys on which two configurations disagree."""
+    one, two = dict(one), dict(two)
+    return sorted(k for k in set(one) | set(two) if not k.startswith("_") and one.get(k) != two.get(k))
+
+
 def check_blendable(first, second):
-    """Both pipelines' UNets have the same class, configuration and tensors (else a ValueError naming the gap)."""
+    """
+    Both pipelines' UNets have the same class, configuration and tensors, their schedulers and autoencoders the same
+    configuration (one method: blending a UNet that predicts the residual with one that predicts the sample means
+    nothing), and one factor; else a ValueError naming the gap.
+    """
     if type(first.unet) is not type(second.unet):
         raise ValueError(f"cannot blend a {type(first.unet).__name__} with a {type(second.unet).__name__}")
-    one, two = dict(first.unet.config), dict(second.unet.config)
-    differing = sorted(k for k in set(one) | set(two) if not k.startswith("_") and one.get(k) != two.get(k))
+    differing = differing_keys(first.unet.config, second.unet.config)
     if differing:
         raise ValueError(f"cannot blend UNets whose configurations differ ({', '.join(differing)})")
     if first.upscale_factor != second.upscale_factor:
         raise ValueError(f"cannot blend a x{first.upscale_factor} model with a x{second.upscale_factor} one")
+    for name in ("scheduler", "vqvae"):
+        one, two = getattr(first, name), getattr(second, name)
+        differing = [] if type(one) is type(two) else ["class"]
+        differing += differing_keys(one.config, two.config)
+        if differing:
+            raise ValueError(f"cannot blend pipelines whose {name}s differ ({', '.join(differing)})")
 
 
 def blend_pipelines(clean, real, strength: float):
     """
-    The pipeline `clean` with its UNet weights moved `strength` of the way to `real`'s: 0 returns `clean` and 1
-    returns `real`, untouched (so the two ends give exactly the two models' outputs); in between, `clean` with
-    interpolated weights (its scheduler, autoencoder and configuration are kept).
+    A pipeline whose UNet weights lie `strength` of the way from `clean`'s to `real`'s: 0 returns `clean` and 1
+    returns `real` themselves (so the two ends give exactly the two models' outputs); in between, a copy of `clean`
+    (its scheduler, autoencoder and pipeline settings such as `tile_context` and `border_padding`) with interpolated
+    UNet weights. Neither input is modified: `clean` can still be used, or blended again, afterwards.
     """
-    strength = float(strength)
-    if not math.isfinite(strength) or not 0 <= strength <= 1:
-        raise ValueError(f"denoise strength must be between 0 and 1, got {strength:g}")
+    strength = check_strength(strength)
     check_blendable(clean, real)
     if strength == 0:
         return clean
     if strength == 1:
         return real
-    clean.unet.load_state_dict(interpolate_weights(clean.unet.state_dict(), real.unet.state_dict(), strength))
-    return clean
+    blended = copy.deepcopy(clean)
+    weights = interpolate_weights(clean.unet.state_dict(), real.unet.state_dict(), strength)
+    blended.unet.load_state_dict(weights)
+    return blended

@@ -147,8 +147,18 @@ def load_blend(model: str | None, device: str, dtype: str, scale: int | None, de
         raise CLIError(f"--denoise blends the shipped {' and '.join(DENOISE_MODELS)} models: leave --model out")
     if scale not in (None, DENOISE_SCALE):
         raise CLIError(f"--denoise blends the shipped x{DENOISE_SCALE} models: --scale {scale} has none")
-    clean, real = (load_pipeline(name, device, dtype, scale) for name in DENOISE_MODELS)
-    return blend_pipelines(clean, real, denoise)
+    paths = [model_path(name) for name in DENOISE_MODELS]  # the shipped ones: never a folder of that name here
+    for name, path in zip(DENOISE_MODELS, paths):
+        if path is None:
+            shipped = ", ".join(shipped_models()) or "none"
+            raise CLIError(
+                f"--denoise needs the {name} model, not shipped with this installation (shipped: {shipped})"
+            )
+    clean, real = (load_pipeline(path, device, dtype, scale) for path in paths)
+    try:
+        return blend_pipelines(clean, real, denoise)
+    except ValueError as err:
+        raise CLIError(f"--denoise: {err}") from err
 
 
 def check_steps(pipe, steps: list[int | None], model: str):

@@ -102,20 +102,23 @@ def shipped_model_path(name: str) -> str:
     return path
 
 
-def load_default_pipeline(dtype=None, scale: int = DEFAULT_SCALE, model: str | None = None, denoise=None, **kwargs):
+def load_default_pipeline(dtype=None, scale: int | None = None, model: str | None = None, denoise=None, **kwargs):
     """
     A shipped pipeline, float32 by default: `model` by its short name (`"x4"`, `"x2"`, `"x4-real"`), else the
-    default of factor `scale` (x4 unless asked). `denoise` in `[0, 1]` blends the clean x4 model (0) into the
-    real-world one (1), weight by weight ([`~blending.blend_pipelines`]); 0 and 1 are exactly the two models.
+    default of factor `scale` (x4 unless asked); `scale` with `model` checks the model's factor. `denoise` in
+    `[0, 1]` blends the clean x4 model (0) into the real-world one (1), weight by weight
+    ([`~blending.blend_pipelines`]); 0 and 1 are exactly the two models.
     """
     if denoise is not None:
-        from .blending import blend_pipelines
+        from .blending import blend_pipelines, check_strength
 
-        if model is not None and model not in DENOISE_MODELS or scale != DENOISE_SCALE:
+        check_strength(denoise)  # before two models load
+        if model is not None and model not in DENOISE_MODELS or scale not in (None, DENOISE_SCALE):
             raise ValueError(f"denoise blends the {' and '.join(DENOISE_MODELS)} models: x4 only, no other model")
         clean, real = (from_pretrained(shipped_model_path(name), dtype=dtype, **kwargs) for name in DENOISE_MODELS)
         return blend_pipelines(clean, real, denoise)
     if model is None:
+        scale = DEFAULT_SCALE if scale is None else scale
         path = default_model_path(scale)
         if path is None:
             shipped = ", ".join(f"x{s}" for s in shipped_scales()) or "none"
@@ -123,6 +126,8 @@ def load_default_pipeline(dtype=None, scale: int = DEFAULT_SCALE, model: str | N
                 f"{default_model_dir(scale)}: no shipped x{scale} model in this installation (shipped: {shipped}); "
                 "pass a model folder"
             )
-    else:
-        path = shipped_model_path(model)
-    return from_pretrained(path, dtype=dtype, **kwargs)
+        return from_pretrained(path, dtype=dtype, **kwargs)
+    pipe = from_pretrained(shipped_model_path(model), dtype=dtype, **kwargs)
+    if scale is not None and pipe.upscale_factor != scale:
+        raise ValueError(f"the {model} model upscales x{pipe.upscale_factor}, not x{scale} (scale={scale})")
+    return pipe
