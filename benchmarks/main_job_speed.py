@@ -3,6 +3,7 @@
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --other outputs/old-default [--repeats 3]
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --model A --other B --other C \
         --baseline fsrcnn:outputs/abl17/fsrcnn/best --bicubic
+    python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --backends torch,onnxruntime --bicubic
 
 Each repeat runs every job once (fresh processes, one after the other, the order rotated from one repeat to the
 next, so machine noise and drift hit all alike) and the
@@ -11,7 +12,9 @@ repeat. The jobs: `deltadiff upscale` with a pipeline (`--model`, each `--other`
 (`--baseline NAME[:FOLDER]`, e.g. `fsrcnn:DIR` for an FSRCNN of `training/train_fsrcnn.py`; `--fsrcnn DIR` is
 short for it) and PIL's bicubic (`--bicubic`, Pillow alone: no torch to import), each reading the same images and
 writing PNG files as the CLI does (the folder's images, not its subfolders), in a fresh Python process, so the rows
-compare whole jobs.
+compare whole jobs. `--backends` runs the first model once per `deltadiff upscale --backend` (the first, e.g. torch,
+is the reference); every pipeline job's PNGs are compared with the first job's (largest difference in 8-bit levels).
+One untimed run of every job comes first (it fills the onnxruntime backend's export cache, and the file cache for all).
 """
 
 import argparse
@@ -49,10 +52,12 @@ for path in sorted(p for p in Path({folder!r}).iterdir() if p.suffix.lower() in 
 """
 
 
-def command(kind: str, folder: str, model: str | None, out: str, scale: int) -> list[str]:
+def command(kind: str, folder: str, model: str | None, out: str, scale: int, backend: str | None = None) -> list[str]:
     if kind == "pipeline":
-        return [sys.executable, "-m", "diffusers_deltadiff.cli", "upscale", folder, "-o", out, "--overwrite"] + (
-            ["--model", model] if model else ["--scale", str(scale)]
+        return (
+            [sys.executable, "-m", "diffusers_deltadiff.cli", "upscale", folder, "-o", out, "--overwrite"]
+            + (["--model", model] if model else ["--scale", str(scale)])
+            + (["--backend", backend] if backend else [])
         )
     code = BASELINE_JOB if kind == "baseline" else BICUBIC_JOB
     return [sys.executable, "-c", code.format(model=model, out=out, folder=folder, scale=scale)]
@@ -78,29 +83,53 @@ def main():
     parser.add_argument("--bicubic", action="store_true", help="also time PIL's bicubic upscale")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--backends", default=None, help="e.g. torch,onnxruntime: the first model on each (CLI --backend)"
+    )
     args = parser.parse_args()
     args.baseline += [f"fsrcnn:{folder}" for folder in args.fsrcnn]
-    if not (args.other or args.baseline or args.bicubic):
-        parser.error("nothing to compare with: give --other, --baseline, --fsrcnn or --bicubic")
+    backends = args.backends.split(",") if args.backends else [None]
+    if not (args.other or args.baseline or args.bicubic or len(backends) > 1):
+        parser.error("nothing to compare with: give --other, --baseline, --fsrcnn, --bicubic or --backends")
 
-    jobs = [("pipeline", args.model, args.model or f"shipped default x{args.scale}")]
-    jobs += [("pipeline", model, model) for model in args.other]
-    jobs += [("baseline", spec, spec) for spec in args.baseline]
-    jobs += [("bicubic", None, "PIL bicubic")] if args.bicubic else []
+    first = args.model or f"shipped default x{args.scale}"
+    jobs = [("pipeline", args.model, first + (f", --backend {b}" if b else ""), b) for b in backends]
+    jobs += [("pipeline", model, model, None) for model in args.other]
+    jobs += [("baseline", spec, spec, None) for spec in args.baseline]
+    jobs += [("bicubic", None, "PIL bicubic", None)] if args.bicubic else []
     times = [[] for _ in jobs]
     with tempfile.TemporaryDirectory() as tmp:
+        for k, (kind, model, _, backend) in enumerate(jobs):  # untimed: caches filled
+            run(command(kind, args.folder, model, os.path.join(tmp, str(k)), args.scale, backend))
         for repeat in range(args.repeats):
             for i in range(len(jobs)):
                 k = (i + repeat) % len(jobs)
-                kind, model, _ = jobs[k]
-                times[k].append(run(command(kind, args.folder, model, os.path.join(tmp, str(k)), args.scale)))
-    print(f"| job | median s ({args.repeats} runs) | ratio to the first (per repeat) |\n|---|---|---|")
-    for (_, _, label), seconds in zip(jobs, times):
+                kind, model, _, backend = jobs[k]
+                out = os.path.join(tmp, str(k))
+                times[k].append(run(command(kind, args.folder, model, out, args.scale, backend)))
+        differences = [output_difference(tmp, k) if job[0] == "pipeline" else None for k, job in enumerate(jobs)]
+    print(
+        f"| job | median s ({args.repeats} runs) | ratio to the first (per repeat) | max diff to the first "
+        "(8-bit levels) |\n|---|---|---|---|"
+    )
+    for (_, _, label, _), seconds, difference in zip(jobs, times, differences):
         ratios = [a / b for a, b in zip(seconds, times[0])]
         print(
             f"| {label} | {statistics.median(seconds):.2f} | {statistics.median(ratios):.3f} "
-            f"({', '.join(f'{r:.3f}' for r in ratios)}) |"
+            f"({', '.join(f'{r:.3f}' for r in ratios)}) | {'-' if difference is None else difference} |"
         )
+
+
+def output_difference(tmp: str, k: int) -> int:
+    """The largest pixel difference between job `k`'s PNGs and the first job's (same names), in 8-bit levels."""
+    import numpy as np
+    import PIL.Image
+
+    worst = 0
+    for name in sorted(os.listdir(os.path.join(tmp, "0"))):
+        a, b = (np.asarray(PIL.Image.open(os.path.join(tmp, d, name)), dtype=np.int64) for d in ("0", str(k)))
+        worst = max(worst, int(np.abs(a - b).max()))
+    return worst
 
 
 if __name__ == "__main__":

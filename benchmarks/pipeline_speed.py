@@ -1,6 +1,9 @@
 """DeltaDiffPipeline speed on this machine: overhead, against diffusers' LDM super-resolution, scaling, batching, levers.
 
-    python benchmarks/pipeline_speed.py [--model DIR] [--repeats 5] [--sections overhead,ldm,scaling,batch,levers]
+    python benchmarks/pipeline_speed.py [--model DIR] [--repeats 5] [--sections overhead,ldm,scaling,batch,levers,backends]
+
+`backends` is one row per backend (torch eager, channels_last, torch.compile with --compile, ONNX Runtime, OpenVINO
+where installed, bf16) with achieved GFLOP/s and the peers FSRCNN and PIL bicubic: `backend_speed.py`'s table.
 
 Every comparison is measured side by side in one run and reported as ratios per repeat (min / median / max), since
 absolute times on a shared machine are noisy. Without `--model` the shipped default model is used, or a random
@@ -248,7 +251,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sections", default="overhead,ldm,scaling,batch,levers")
+    parser.add_argument("--sections", default="overhead,ldm,scaling,batch,levers,backends")
+    parser.add_argument("--backend-size", type=int, default=96, help="LR side of the backends section")
     parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[64, 128, 256, 512])
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--child-size", type=int, default=None, help=argparse.SUPPRESS)
@@ -279,6 +283,11 @@ def main():
         section_batch(pipe, args)
     if "levers" in sections:
         section_levers(pipe, args)
+    if "backends" in sections:
+        from backend_speed import section_backends
+
+        print("\n## 6. Backends, one row each, and the peers")
+        section_backends(pipe, args.backend_size, args.repeats, args.compile)
 
 
 if __name__ == "__main__":

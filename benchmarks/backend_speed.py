@@ -1,0 +1,191 @@
+"""One row per backend of the DeltaDiff pipeline, side by side in one process, with the peers: issue 30's table.
+
+    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/backend_speed.py [--model x4] [--size 96] [--repeats 3] \
+        [--compile] [--hr ../shared/data/benchmarks/Set5]
+
+Rows: torch eager (the reference), torch channels_last, `torch.compile` (with `--compile`), ONNX Runtime
+(`onnx_backend.use_onnxruntime`), OpenVINO f32 and bf16 (where `openvino` is installed: not a dependency), torch bf16
+weights and activations; then the peers FSRCNN (d56 s12 m4, random weights: its speed does not depend on them) and
+PIL bicubic. Each row: seconds per output megapixel (median), its ratio to eager per repeat, the achieved GFLOP/s
+(the pipeline's FLOPs as torch's FLOP counter counts them in the eager run, over the row's time) next to the CPU's
+FP32 peak, and the largest difference from eager's output in 8-bit levels. With `--hr`, every backend also upscales
+the folder's images (bicubic-downscaled) and its PSNR (Y, the factor's crop) is given against eager's: bf16's cost
+in dB. Also imported by `pipeline_speed.py` (its `backends` section).
+"""
+
+import argparse
+import copy
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+from diffusers_deltadiff.baselines.fsrcnn import FSRCNN
+from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, unet_model, use_onnxruntime
+
+
+# FP32 FLOPs per cycle of one core with AVX-512 / two 256-bit FMA pipes (Zen 4: 2 x 8 lanes x 2), at 2.6 GHz
+PEAK_GFLOPS_PER_CORE = 32 * 2.6
+
+
+class OpenVINOUNet(OnnxRuntimeUNet):
+    """The UNet stand-in of the ONNX Runtime backend, run by OpenVINO instead (same exported file)."""
+
+    def __init__(self, unet, precision: str):
+        torch.nn.Module.__init__(self)
+        import openvino
+
+        self.config = unet.config
+        self.register_buffer("dtype_anchor", torch.zeros(()))
+        options = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": precision}
+        self.compiled = openvino.Core().compile_model(unet_model(unet), "CPU", options)
+        self.session = self
+
+    def run(self, _, feeds):
+        return [self.compiled(feeds)[0]]
+
+
+def backend_pipelines(pipe, compile: bool) -> dict:
+    """The pipeline on every backend this machine has (copies: `pipe` stays eager torch)."""
+    pipes = {"torch eager": pipe}
+    channels_last = copy.deepcopy(pipe)
+    channels_last.unet.to(memory_format=torch.channels_last)
+    pipes["torch channels_last"] = channels_last
+    if compile:
+        compiled = copy.deepcopy(pipe)
+        compiled.unet = torch.compile(compiled.unet)
+        pipes["torch.compile (inductor)"] = compiled
+    pipes["onnxruntime"] = use_onnxruntime(copy.deepcopy(pipe))
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        for precision in ("f32", "bf16"):
+            ov = copy.deepcopy(pipe)
+            ov.unet = OpenVINOUNet(pipe.unet, precision)
+            pipes[f"openvino {precision}"] = ov
+    pipes["torch bf16"] = copy.deepcopy(pipe).to(torch.bfloat16)
+    return pipes
+
+
+def lr_photo(size: int) -> PIL.Image.Image:
+    """A real photo as the LR input: the package's example image, centre-cropped to `size` x `size`."""
+    image = PIL.Image.open(Path(__file__).resolve().parents[1] / "examples" / "images" / "astronaut.png")
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return image.convert("RGB").crop((left, top, left + size, top + size))
+
+
+def pipeline_flops(pipe, image) -> float:
+    """FLOPs of one pipeline call (convolutions and matmuls, as torch's FLOP counter counts them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        pipe(image, output_type="np")
+    return counter.get_total_flops()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def peer_jobs(scale: int, image: PIL.Image.Image) -> dict:
+    fsrcnn = FSRCNN(scale).eval()
+    lr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+    def run_fsrcnn():
+        with torch.no_grad():
+            return fsrcnn(lr)
+
+    size = (image.width * scale, image.height * scale)
+    return {
+        "FSRCNN d56 s12 m4 (peer)": run_fsrcnn,
+        "PIL bicubic (peer)": lambda: image.resize(size, PIL.Image.BICUBIC),
+    }
+
+
+def section_backends(pipe, size: int = 96, repeats: int = 3, compile: bool = False, hr: str | None = None):
+    """Print issue 30's backend table for `pipe` on an LR photo of `size` x `size`."""
+    threads = torch.get_num_threads()
+    image = lr_photo(size)
+    scale = pipe.upscale_factor
+    megapixels = (size * scale) ** 2 / 1e6
+    pipes = backend_pipelines(pipe, compile)
+    flops = pipeline_flops(pipe, image)
+    outputs = {name: p(image, output_type="np").images for name, p in pipes.items()}  # warm-up (and compiles)
+    jobs = {name: (lambda p=p: p(image, output_type="np")) for name, p in pipes.items()}
+    jobs.update(peer_jobs(scale, image))
+    for job in jobs.values():
+        job()
+    times = {name: [] for name in jobs}
+    for repeat in range(repeats):
+        names = list(jobs)[repeat % len(jobs) :] + list(jobs)[: repeat % len(jobs)]  # the order rotated
+        for name in names:
+            times[name].append(timed(jobs[name]))
+    peak = PEAK_GFLOPS_PER_CORE * threads
+    print(
+        f"\nLR {size}x{size} photo -> {size * scale}x{size * scale}, {threads} thread(s), {repeats} repeats; "
+        f"{flops / 2 / (size * scale) ** 2:,.0f} MACs per output pixel; FP32 peak ~{peak:.0f} GFLOP/s on "
+        f"{threads} core(s) ({PEAK_GFLOPS_PER_CORE:.0f} per core)\n"
+    )
+    print(
+        "| backend | s per output MP | x eager (per repeat: median [min, max]) | GFLOP/s | max diff (8-bit levels) |"
+    )
+    print("|---|---|---|---|---|")
+    reference = times["torch eager"]
+    for name, values in times.items():
+        ratios = [v / r for v, r in zip(values, reference)]
+        seconds = statistics.median(values)
+        gflops = f"{flops / seconds / 1e9:.1f}" if name in pipes else "-"
+        diff = f"{np.abs(outputs[name] - outputs['torch eager']).max() * 255:.4f}" if name in pipes else "-"
+        ratio = f"{statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"
+        print(f"| {name} | {seconds / megapixels:.3f} | {ratio} | {gflops} | {diff} |")
+    if hr:
+        quality(pipes, hr, scale)
+
+
+def quality(pipes: dict, folder: str, scale: int):
+    """Mean PSNR (Y, `scale` crop) of each backend on the HR images of `folder` (LR by bicubic downscaling)."""
+    from diffusers_deltadiff.degradations import Degradation
+    from diffusers_deltadiff.image_utils import to_unit_tensor
+    from diffusers_deltadiff.metrics import psnr_y
+
+    degrade = Degradation("bicubic", scale)
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".bmp", ".jpg"))
+    scores = {name: [] for name in pipes}
+    for path in paths:
+        hr = to_unit_tensor(PIL.Image.open(path).convert("RGB"))
+        hr = hr[:, : hr.shape[1] // scale * scale, : hr.shape[2] // scale * scale]
+        lr = degrade(hr, 0)
+        for name, p in pipes.items():
+            sr = p(lr, output_type="pt").images[0].float()
+            scores[name].append(float(psnr_y(sr[None], hr[None], crop_border=scale)))
+    print(f"\n{folder}: {len(paths)} images, PSNR-Y against HR")
+    print("| backend | PSNR-Y (dB) | vs eager (dB) |\n|---|---|---|")
+    eager = statistics.mean(scores["torch eager"])
+    for name, values in scores.items():
+        print(f"| {name} | {statistics.mean(values):.3f} | {statistics.mean(values) - eager:+.3f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="x4", help="shipped short name or pipeline folder")
+    parser.add_argument("--size", type=int, default=96, help="LR side, pixels")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile (slow to compile)")
+    parser.add_argument("--hr", default=None, help="HR folder for the PSNR of every backend (bf16's cost in dB)")
+    args = parser.parse_args()
+    from diffusers_deltadiff.console import load_pipeline
+
+    pipe = load_pipeline(args.model)
+    print(f"# Backends ({time.strftime('%Y-%m-%d %H:%M')}), model {args.model}, torch {torch.__version__}")
+    section_backends(pipe, args.size, args.repeats, args.compile, args.hr)
+
+
+if __name__ == "__main__":
+    main()
