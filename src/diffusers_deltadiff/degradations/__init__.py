@@ -14,7 +14,8 @@ from functools import partial
 
 import torch
 
-from .bicubic import bicubic_downsample
+from .bicubic import Bicubic, bicubic_downsample
+from .contract import CheckedDegradation, check_scale
 from .jpeg import BicubicJPEG
 from .noise_blur import BicubicNoise, BlurDownsample
 
@@ -41,7 +42,7 @@ def Mixture(scale: int = 4, **kwargs) -> DegradeFn:  # noqa: N802
 
 
 DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
-    "bicubic": lambda scale: lambda hr, seed: bicubic_downsample(hr, scale),
+    "bicubic": Bicubic,
     "jpeg": BicubicJPEG,  # bicubic, then JPEG at a random quality in [30, 95] (a web image)
     "jpeg30": partial(BicubicJPEG, quality=30),
     "jpeg40": partial(BicubicJPEG, quality=40),
@@ -57,10 +58,14 @@ DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
 
 
 def Degradation(kind: str = "bicubic", scale: int = 4) -> DegradeFn:  # noqa: N802 - reads like the class it was
-    """The registered degradation `kind` at `scale`: a callable `(hr, seed) -> lr`."""
+    """
+    The registered degradation `kind` at `scale`: a callable `(hr, seed) -> lr` that checks its input and seed
+    ([`~contract.CheckedDegradation`]) and pickles (spawned data-loader workers).
+    """
     if kind not in DEGRADATIONS:
         raise ValueError(f"Unknown degradation {kind!r}: choose one of {', '.join(DEGRADATIONS)}.")
-    return DEGRADATIONS[kind](scale)
+    scale = check_scale(scale)
+    return CheckedDegradation(kind, scale, DEGRADATIONS[kind](scale))
 
 
 __all__ = ["DEGRADATIONS", "Degradation", "bicubic_downsample"]

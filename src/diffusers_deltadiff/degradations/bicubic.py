@@ -14,3 +14,13 @@ def bicubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
     size = (batched.shape[-2] // scale, batched.shape[-1] // scale)
     lr = torch.stack([bicubic_resize(image.float().cpu(), size) for image in batched]).to(hr.device)
     return lr if hr.ndim == 4 else lr[0]
+
+
+class Bicubic:
+    """`(hr, seed) -> lr`: [`bicubic_downsample`] by `scale`, the seed unused (a class, so that it pickles)."""
+
+    def __init__(self, scale: int = 4):
+        self.scale = scale
+
+    def __call__(self, hr: torch.Tensor, seed: int) -> torch.Tensor:
+        return bicubic_downsample(hr, self.scale)

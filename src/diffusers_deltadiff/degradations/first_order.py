@@ -10,10 +10,9 @@ second-order model is a worst case. Built from the same albumentations pieces as
 """
 
 import albumentations as A
-import numpy as np
-import torch
 
 from .second_order import ResizeTo
+from .seeded_pipeline import SeededPipeline
 
 
 def first_order_pipeline(height: int, width: int, scale: int) -> A.Compose:
@@ -37,19 +36,7 @@ def first_order_pipeline(height: int, width: int, scale: int) -> A.Compose:
     return A.Compose([blur, resize, noise, A.ImageCompression(quality_range=(50, 95), p=0.5)], strict=False)
 
 
-class FirstOrder:
+class FirstOrder(SeededPipeline):
     """`(hr, seed) -> lr`: [`first_order_pipeline`] at `scale`, 8-bit output."""
 
-    def __init__(self, scale: int = 4):
-        self.scale = scale
-        self._pipelines = {}
-
-    def __call__(self, hr: torch.Tensor, seed: int) -> torch.Tensor:
-        height, width = hr.shape[-2:]
-        if (height, width) not in self._pipelines:
-            self._pipelines[(height, width)] = first_order_pipeline(height, width, self.scale)
-        pipeline = self._pipelines[(height, width)]
-        pipeline.set_random_seed(int(seed) % (2**32))
-        image = np.ascontiguousarray(hr.permute(1, 2, 0).float().numpy())
-        lr = np.clip(pipeline(image=image)["image"], 0, 1)
-        return torch.from_numpy((lr * 255).round().astype(np.float32) / 255).permute(2, 0, 1).contiguous()
+    build = staticmethod(first_order_pipeline)

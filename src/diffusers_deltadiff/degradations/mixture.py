@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from .bicubic import bicubic_downsample
+from .bicubic import Bicubic
 from .first_order import FirstOrder
 from .jpeg import BicubicJPEG
 from .second_order import SecondOrder
@@ -21,7 +21,7 @@ class Mixture:
         self.scale = scale
         self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.branches = [
-            lambda hr, seed: bicubic_downsample(hr, scale),
+            Bicubic(scale),
             BicubicJPEG(scale),
             FirstOrder(scale),
             SecondOrder(scale),

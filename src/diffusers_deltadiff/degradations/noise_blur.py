@@ -5,6 +5,7 @@ import torch
 
 from ..image_utils import to_pil, to_unit_tensor
 from .bicubic import bicubic_downsample
+from .contract import fold_seed
 
 
 class BicubicNoise:
@@ -15,7 +16,8 @@ class BicubicNoise:
 
     def __call__(self, hr: torch.Tensor, seed: int) -> torch.Tensor:
         lr = bicubic_downsample(hr, self.scale)
-        noise = torch.randn(lr.shape, generator=torch.Generator().manual_seed(int(seed))) * (self.sigma / 255)
+        generator = torch.Generator().manual_seed(fold_seed(seed))  # the CPU generator keeps 32 bits
+        noise = torch.randn(lr.shape, generator=generator) * (self.sigma / 255)
         return ((lr + noise).clamp(0, 1) * 255).round() / 255
 
 

@@ -19,7 +19,8 @@ import math
 import albumentations as A
 import cv2
 import numpy as np
-import torch
+
+from .seeded_pipeline import SeededPipeline
 
 
 INTERPOLATIONS = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)
@@ -171,19 +172,7 @@ def second_order_pipeline(height: int, width: int, scale: int) -> A.Compose:
     return A.Compose([*first, *second, last], strict=False)
 
 
-class SecondOrder:
+class SecondOrder(SeededPipeline):
     """`(hr, seed) -> lr`: [`second_order_pipeline`] at `scale`, 8-bit output."""
 
-    def __init__(self, scale: int = 4):
-        self.scale = scale
-        self._pipelines = {}
-
-    def __call__(self, hr: torch.Tensor, seed: int) -> torch.Tensor:
-        height, width = hr.shape[-2:]
-        if (height, width) not in self._pipelines:
-            self._pipelines[(height, width)] = second_order_pipeline(height, width, self.scale)
-        pipeline = self._pipelines[(height, width)]
-        pipeline.set_random_seed(int(seed) % (2**32))
-        image = np.ascontiguousarray(hr.permute(1, 2, 0).float().numpy())
-        lr = np.clip(pipeline(image=image)["image"], 0, 1)
-        return torch.from_numpy((lr * 255).round().astype(np.float32) / 255).permute(2, 0, 1).contiguous()
+    build = staticmethod(second_order_pipeline)
