@@ -192,3 +192,28 @@ class TestEvaluate:
         assert code == 0, err
         table = (tmp_path / "table.md").read_text()
         assert table.count("\n| 0.0") == 4  # 2 eta_1 x 1 eta_T x 2 step counts
+
+
+def test_tile_flags_and_their_deprecated_spellings(tmp_path, model_dir, capsys):
+    """
+    `--tile-context` and `--tile-batch-size` carry the Python API's names; `--tile-overlap` and `--batch-size` still
+    work, with a warning naming the new flag, and give the same file.
+    """
+    source = write(tmp_path / "a.png", 20, 24)
+    runs = {
+        "new": ["--tile-size", "8", "--tile-context", "4", "--tile-batch-size", "3"],
+        "old": ["--tile-size", "8", "--tile-overlap", "4", "--batch-size", "3"],
+        "no-context": ["--tile-size", "8", "--tile-context", "0"],
+    }
+    images, errors = {}, {}
+    for name, flags in runs.items():
+        code, _, errors[name] = run(
+            capsys, "upscale", source, "-o", tmp_path / f"{name}.png", "--model", model_dir, *flags
+        )
+        assert code == 0, errors[name]
+        images[name] = np.asarray(PIL.Image.open(tmp_path / f"{name}.png"))
+    assert "deprecated" not in errors["new"]
+    assert "--tile-overlap is deprecated" in errors["old"] and "use --tile-context" in errors["old"]
+    assert "--batch-size is deprecated" in errors["old"] and "use --tile-batch-size" in errors["old"]
+    np.testing.assert_array_equal(images["old"], images["new"])
+    assert not np.array_equal(images["no-context"], images["new"])  # the context does reach the pipeline

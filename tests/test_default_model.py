@@ -118,5 +118,5 @@ def test_tiles_equal_the_whole_image(scale):
     assert np.abs(whole - tiled).max() < 1 / 255
     assert 10 * np.log10(1 / np.mean((whole.astype(np.float64) - tiled) ** 2)) > 70
     # and a context of 0 is told apart (the seams show): the check can fail
-    seams = pipe(image, output_type="np", tile_size=16, tile_overlap=0).images
+    seams = pipe(image, output_type="np", tile_size=16, tile_context=0).images
     assert 10 * np.log10(1 / np.mean((whole.astype(np.float64) - seams) ** 2)) < 70

@@ -10,7 +10,7 @@ PACKAGE = Path(diffusers_deltadiff.__file__).parent
 # rooms, lowest first: a module may import from its own room or a lower one, never a higher one
 LAYERS = [
     {"arguments", "config_checks", "metrics", "pipeline_code", "tiling", "image_utils", "scheduling_delta_shift",
-     "unet_local_norm", "autoencoder_space_to_depth", "degradations", "blending", "call_state", "canvas", "tiled_execution",
+     "unet_local_norm", "autoencoder_space_to_depth", "degradations", "blending", "encoding", "pipeline_output", "canvas", "tiled_execution",
      "upscaler", "baselines", "atomic_files"},
     {"pipeline_deltadiff", "pretrained", "outscale", "data", "testing_utils", "model_card"},
     {"evaluation", "training_utils", "console", "onnx_export", "onnx_backend"},
@@ -18,7 +18,7 @@ LAYERS = [
     {"demo", "cli"},
 ]  # fmt: skip
 INFERENCE = {"pipeline_deltadiff", "scheduling_delta_shift", "unet_local_norm", "autoencoder_space_to_depth", "tiling",
-             "call_state", "canvas", "tiled_execution",
+             "encoding", "pipeline_output", "canvas", "tiled_execution",
              "image_utils", "pipeline_code", "config_checks"}  # fmt: skip
 
 

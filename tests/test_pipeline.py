@@ -383,3 +383,36 @@ def test_an_interrupt_stops_only_its_own_call():
         np.testing.assert_array_equal(result, reference)
     assert all(np.abs(result - reference).max() > 1e-3 for result in results["stopped"])
     assert not pipe.interrupt  # outside a call
+
+
+def test_the_reverse_chain_reads_in_one_method():
+    """
+    `__call__` runs `_upscale_batch`, whose loop over the timesteps holds the UNet call and `scheduler.step`
+    themselves: the chain reads like eq. 5/6 in `pipeline_deltadiff.py`, not in a closure in another file.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    def method(name):
+        return ast.parse(textwrap.dedent(inspect.getsource(getattr(DeltaDiffPipeline, name))))
+
+    def calls(tree):
+        return {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+
+    assert "call._upscale_batch" in calls(method("__call__"))
+    loops = [node for node in ast.walk(method("_upscale_batch")) if isinstance(node, ast.For)]
+    (timestep_loop,) = [loop for loop in loops if ast.unparse(loop.iter) == "enumerate(timesteps)"]
+    assert {"self.unet", "self.scheduler.step", "self.scheduler.scale_model_input"} <= calls(timestep_loop)
+    assert {"self.encode_lr", "self.decode_latents"} <= calls(method("_upscale_batch"))
+
+
+def test_no_class_has_more_than_two_bases():
+    """Pipelines and helpers are composed, not stacked from mixins that call back into their host."""
+    import ast
+
+    package = Path(diffusers_deltadiff.__file__).parent
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                assert len(node.bases) <= 2, f"{path.name}: {node.name} has {len(node.bases)} bases"

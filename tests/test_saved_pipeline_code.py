@@ -28,12 +28,14 @@ PACKAGE_DIR = Path(diffusers_deltadiff.__file__).parent
 # the files a saved lossless pipeline carries, and the package module each one is a copy of
 CODE_FILES = {
     "pipeline.py": "pipeline_deltadiff.py",
+    "pipeline_output.py": "pipeline_output.py",
+    "encoding.py": "encoding.py",
     "image_utils.py": "image_utils.py",
+    "config_checks.py": "config_checks.py",
     "pipeline_code.py": "pipeline_code.py",
     "tiling.py": "tiling.py",
     "tiled_execution.py": "tiled_execution.py",
     "canvas.py": "canvas.py",
-    "call_state.py": "call_state.py",
     "scheduler/scheduling_delta_shift.py": "scheduling_delta_shift.py",
     "unet/unet_local_norm.py": "unet_local_norm.py",
     "vqvae/autoencoder_space_to_depth.py": "autoencoder_space_to_depth.py",
@@ -125,9 +127,18 @@ def saved(tmp_path_factory):
     return folder
 
 
+def test_the_pipeline_imports_every_module_it_carries_itself():
+    """diffusers copies into its module cache the modules `pipeline.py` imports, not the modules those import."""
+    from diffusers.utils.dynamic_modules_utils import get_relative_import_files, get_relative_imports
+
+    source = PACKAGE_DIR / "pipeline_deltadiff.py"
+    carried = {Path(path).stem for path in get_relative_import_files(str(source))}
+    assert carried <= set(get_relative_imports(str(source)))
+
+
 class TestSavedFolder:
     def test_code_files_are_the_package_modules(self, saved):
-        assert set(CODE_FILES) <= saved_files(saved)
+        assert {name for name in saved_files(saved) if name.endswith(".py")} == set(CODE_FILES)
         for saved_name, module in CODE_FILES.items():
             assert (saved / saved_name).read_bytes() == (PACKAGE_DIR / module).read_bytes(), saved_name
 

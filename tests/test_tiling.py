@@ -113,7 +113,7 @@ def test_local_model_tiles_equal_the_whole_image(factor_pipe, tile_size, tile_ba
         image,
         output_type="np",
         tile_size=tile_size,
-        tile_overlap=32,
+        tile_context=32,
         tile_batch_size=tile_batch_size,
         return_intermediates=True,
     )
@@ -135,7 +135,7 @@ def test_no_seams_on_a_flat_gradient(local_pipe):
     jumps = np.abs(np.diff(difference, axis=1))
     assert jumps.max() < 1 / 255 and np.abs(difference).max() < 1 / 255
     # and a model that ignored the context would show them: tiles without context differ visibly at their edges
-    no_context = local_pipe(image, output_type="np", tile_size=8, tile_overlap=0).images[0]
+    no_context = local_pipe(image, output_type="np", tile_size=8, tile_context=0).images[0]
     assert np.abs(np.diff((no_context - whole).mean(axis=2), axis=1))[:, 31::32].max() > 1 / 255
 
 
@@ -152,17 +152,17 @@ def test_tiled_global_model_runs(local_pipe):
     pipe.set_progress_bar_config(disable=True)
     image = smooth_image(40, 52, seed=1)
     whole = pipe(image, output_type="np", tile_size=0).images
-    tiled = pipe(image, output_type="np", tile_size=24, tile_overlap=8).images
+    tiled = pipe(image, output_type="np", tile_size=24, tile_context=8).images
     assert tiled.shape == whole.shape == (1, 160, 208, 3) and np.isfinite(tiled).all()
-    latents = pipe(image, output_type="latent", tile_size=24, tile_overlap=8).images
+    latents = pipe(image, output_type="latent", tile_size=24, tile_context=8).images
     assert latents.shape == (1, 3, 40, 52)
 
 
 def test_auto_tiling_and_deterministic(local_pipe, monkeypatch):
     configure(monkeypatch, local_pipe, auto_tile_threshold=32, default_tile_size=16)
     plans = []
-    original = local_pipe._plan
-    monkeypatch.setattr(local_pipe, "_plan", lambda *a, **k: plans.append(original(*a, **k)) or plans[-1])
+    original = pipeline_module.TiledExecutor.plan
+    monkeypatch.setattr(pipeline_module.TiledExecutor, "plan", lambda *a: plans.append(original(*a)) or plans[-1])
     image = smooth_image(36, 20)
     a = local_pipe(image, output_type="pt").images
     assert len(plans[-1]) == 3 * 2  # 36 x 20 latent pixels in 16-pixel tiles
@@ -177,7 +177,9 @@ def test_auto_tiling_and_deterministic(local_pipe, monkeypatch):
     [
         ({"tile_size": -1}, "tile_size"),
         ({"tile_size": 2.5}, "tile_size"),
+        ({"tile_context": -4}, "tile_context"),
         ({"tile_overlap": -4}, "tile_overlap"),
+        ({"tile_context": 4, "tile_overlap": 4}, "tile_context` only"),
         ({"tile_batch_size": 0}, "tile_batch_size"),
         ({"tile_batch_size": -2}, "tile_batch_size"),
     ],
@@ -185,6 +187,21 @@ def test_auto_tiling_and_deterministic(local_pipe, monkeypatch):
 def test_invalid_tile_arguments(local_pipe, kwargs, name):
     with pytest.raises(ValueError, match=name):
         local_pipe(smooth_image(8, 8), **kwargs)
+
+
+def test_tile_overlap_is_a_deprecated_spelling_of_tile_context(local_pipe):
+    """Scripts written for `tile_overlap` keep working, with a `FutureWarning`; unknown keywords stay a `TypeError`."""
+    image = smooth_image(20, 28, seed=7)
+    expected = local_pipe(image, output_type="np", tile_size=8, tile_context=4).images
+    default = local_pipe(image, output_type="np", tile_size=8).images  # the pipeline's own context (32)
+    assert np.abs(expected - default).max() > 1e-4  # the value passed does matter
+    with pytest.warns(FutureWarning, match="tile_context"):
+        old = local_pipe(image, output_type="np", tile_size=8, tile_overlap=4).images
+    np.testing.assert_array_equal(old, expected)
+    with pytest.warns(FutureWarning, match="tile_context"):
+        assert local_pipe.unet_pixels((20, 28), 8, tile_overlap=4) == local_pipe.unet_pixels((20, 28), 8, 4)
+    with pytest.raises(TypeError, match="tile_overlapp"):
+        local_pipe(image, tile_overlapp=4)
 
 
 @pytest.mark.parametrize("output_type", ["np", "pil", "pt"])
@@ -228,7 +245,7 @@ def test_streaming_holds_a_few_rows_of_a_strip(local_pipe, monkeypatch):
     monkeypatch.setattr(RowWindow, "append", recording_append)
     configure(monkeypatch, local_pipe, stream_width=16)
     image = smooth_image(120, 160, seed=5)  # a 120 x 160 latent canvas in tiles of 8: 15 rows, 20 columns
-    local_pipe(image, tile_size=8, tile_overlap=8)
+    local_pipe(image, tile_size=8, tile_context=8)
     steps, tile, context = 4, 8, 8
     halo = (steps + 2) * context
     rows, columns = zip(*held)
@@ -262,7 +279,7 @@ def test_progress_total_counts_every_unet_call(local_pipe, monkeypatch, tile_bat
         smooth_image(30, 70, seed=6),
         output_type="np",
         tile_size=8,
-        tile_overlap=8,
+        tile_context=8,
         tile_batch_size=tile_batch_size,
         return_intermediates=return_intermediates,
     )

@@ -55,7 +55,7 @@ MIN_TILE_SIZE, MAX_TILE_SIZE, MAX_TILE_CONTEXT = 16, 512, 64
 _open_lock = threading.Lock()
 
 
-def check_cost(pipe, image: PIL.Image.Image, max_pixels: int | None, name: str, tile_size=None, tile_overlap=None):
+def check_cost(pipe, image: PIL.Image.Image, max_pixels: int | None, name: str, tile_size=None, tile_context=None):
     """
     Refuse a request whose work, the UNet pixels one step runs with the request's own tile settings (every tile with
     its context: [`DeltaDiffPipeline.unet_pixels`]), exceeds a fixed budget: the work of the largest square the pixel
@@ -65,11 +65,11 @@ def check_cost(pipe, image: PIL.Image.Image, max_pixels: int | None, name: str, 
     if not max_pixels:
         return
     tile_size = int(tile_size) if tile_size is not None else None
-    tile_overlap = int(tile_overlap) if tile_overlap is not None else None
+    tile_context = int(tile_context) if tile_context is not None else None
     side = int(max_pixels**0.5)
     default = (pipe.config.default_tile_size, pipe.config.tile_context)  # what the page starts with
     budget = max(pipe.unet_pixels((side, side)), pipe.unet_pixels((side, side), *default))  # not the request's
-    work = pipe.unet_pixels((image.height, image.width), tile_size, tile_overlap)
+    work = pipe.unet_pixels((image.height, image.width), tile_size, tile_context)
     if work > budget:
         raise gr.Error(
             f"{name}: a {image.width}x{image.height} image costs as much as {work / budget:.1f} times the largest "
@@ -246,13 +246,13 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             None,
         )
 
-    def upscale(path, steps, tile_size, tile_overlap, factor=None, progress=gr.Progress()):
+    def upscale(path, steps, tile_size, tile_context, factor=None, progress=gr.Progress()):
         pipe = chosen(factor)
-        steps, tile_size, tile_overlap = checked_controls(pipe, steps, tile_size, tile_overlap)
+        steps, tile_size, tile_context = checked_controls(pipe, steps, tile_size, tile_context)
         scale = pipe.upscale_factor
         progress(0, desc="reading the image")
         image = read_upload(path, max_pixels)
-        check_cost(pipe, image, max_pixels, Path(path).name, tile_size, tile_overlap)
+        check_cost(pipe, image, max_pixels, Path(path).name, tile_size, tile_context)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             gr.Warning(f"{Path(path).name}: {frames} frames, only the first one is upscaled")
@@ -270,7 +270,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                 output_type="pt",
                 return_intermediates=True,
                 tile_size=int(tile_size),
-                tile_overlap=int(tile_overlap),
+                tile_context=int(tile_context),
                 callback_on_step_end=on_step,
             )
         except (ValueError, TypeError) as err:
@@ -316,13 +316,13 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                     info="Sets memory and speed; with the shipped model the output is the same.",
                     elem_id="tile-size",
                 )
-                tile_overlap = gr.Slider(
+                tile_context = gr.Slider(
                     0,
                     MAX_TILE_CONTEXT,
                     value=first.config.tile_context,
                     step=1,
-                    label="Tile overlap (context around each tile, latent pixels)",
-                    elem_id="tile-overlap",
+                    label="Tile context (around each tile, latent pixels)",
+                    elem_id="tile-context",
                 )
                 run = gr.Button(f"Upscale x{factors[0]}", variant="primary", elem_id="run")
             with gr.Column(scale=2):
@@ -346,9 +346,9 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         upload.clear(
             lambda: (None, None, None, None), None, [shown, comparison, result, strip], api_visibility="private"
         )
-        factor.change(switch, factor, [steps, tile_overlap, run, comparison, result, strip], api_visibility="private")
+        factor.change(switch, factor, [steps, tile_context, run, comparison, result, strip], api_visibility="private")
         run.click(
-            upscale, [upload, steps, tile_size, tile_overlap, factor], [comparison, result, strip], api_name="upscale"
+            upscale, [upload, steps, tile_size, tile_context, factor], [comparison, result, strip], api_name="upscale"
         )
     return demo
 

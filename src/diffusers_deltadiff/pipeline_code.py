@@ -18,7 +18,8 @@ A saved folder loads with diffusers alone (`trust_remote_code=True`), from a loc
 
     model_index.json            "scheduler": ["scheduling_delta_shift", "DeltaShiftScheduler"], ...
     pipeline.py                 the pipeline module itself, with the modules it imports relatively:
-    call_state.py, canvas.py, config_checks.py, image_utils.py, pipeline_code.py, tiled_execution.py, tiling.py
+    canvas.py, config_checks.py, encoding.py, image_utils.py, pipeline_code.py, pipeline_output.py,
+    tiled_execution.py, tiling.py
     scheduler/scheduling_delta_shift.py, unet/unet_local_norm.py, vqvae/autoencoder_space_to_depth.py
 
 diffusers finds a component's class in `<component>/<module>.py` when `model_index.json` names the bare module, and

@@ -16,7 +16,6 @@
 import copy
 import math
 import os
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -27,17 +26,18 @@ from diffusers.models import UNet2DModel
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput, replace_example_docstring
+from diffusers.utils import replace_example_docstring
 
-# relative imports only of modules that go with saved pipelines (see `pipeline_code`); the component classes
-# (`DeltaShiftScheduler`, `LocalUNet2DModel`, `SpaceToDepthAutoencoder`) travel in their own folders instead
-from .call_state import PerCallState
-from .canvas import CANVASES, assemble, crop_border
+# relative imports only of modules that go with saved pipelines (see `pipeline_code`), each imported here: diffusers
+# copies only the modules `pipeline.py` imports itself; the component classes travel in their own folders instead
+from .canvas import assemble, crop_border
 from .config_checks import PIPELINE, check_pipeline_folder, check_values
-from .image_utils import bicubic_upsample, pad_border, pad_to_multiple, resize_to, split_images, to_unit_tensor
+from .encoding import autoencoder_downsampling_factor, encode_lr
+from .image_utils import pad_border, pad_to_multiple, split_images, to_unit_tensor
 from .pipeline_code import CarriesCode
-from .tiled_execution import TiledExecution, _Batch
-from .tiling import Box, RowWindow, Wavefront
+from .pipeline_output import DeltaDiffPipelineOutput
+from .tiled_execution import ChainStrip, TiledBatch, TiledExecutor, deprecated_tile_overlap
+from .tiling import Tile  # noqa: F401 - imported by `tiled_execution`
 
 
 EXAMPLE_DOC_STRING = """
@@ -58,43 +58,7 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-def autoencoder_downsampling_factor(autoencoder: ModelMixin) -> int:
-    """How many image pixels one latent pixel spans: `downsampling_factor`, or `2^(blocks - 1)` for a `VQModel`."""
-    factor = getattr(autoencoder.config, "downsampling_factor", None)
-    return int(factor) if factor else 2 ** (len(autoencoder.config.block_out_channels) - 1)
-
-
-def encode_lr(autoencoder, lr: torch.Tensor, upscale_factor: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """
-    The two views of LR images `(B, 3, h, w)` in `[-1, 1]` that the chain needs: the latent `y` of their bicubic
-    upsampling, and the LR images resized to the latent size (the UNet's extra input channels). The pipeline and the
-    trainer both call this, so the `y` a model is trained on is the `y` it is run on.
-    """
-    upsampled = bicubic_upsample(lr, upscale_factor)
-    lr_latents = autoencoder.encode(upsampled.to(autoencoder.dtype)).latents
-    lr_condition = resize_to(lr, tuple(lr_latents.shape[-2:]))
-    return lr_latents, lr_condition
-
-
-@dataclass
-class DeltaDiffPipelineOutput(BaseOutput):
-    """
-    Output class for the DeltaDiff pipeline.
-
-    Args:
-        images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
-            The upscaled images, `upscale_factor` times the size of each input. A NumPy array `(B, H, W, 3)` or a
-            tensor `(B, 3, H, W)` when all inputs have one size, otherwise a list with one entry per input.
-        intermediate_images (`list`, *optional*):
-            With `return_intermediates=True`: for every reverse step, the decoded `x_{t-1}` of every input, in the
-            same format as `images`. The last entry equals `images`.
-    """
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
-    intermediate_images: list | None = None
-
-
-class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipeline):
+class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
     r"""
     Pipeline for image super-resolution with DeltaDiff (a residual-guided, noise-free diffusion in the latent space of
     an autoencoder), or ResShift when the scheduler has `kappa > 0`.
@@ -109,11 +73,8 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
     the models accept and the result is cropped, never resized. A gray input (all three channels equal) comes out
     gray: the model sees no colour in it, so any colour in its output would be invented.
 
-    Large images are processed in tiles ([`~tiled_execution.TiledExecution`]): at every reverse step the UNet runs
-    tile by tile, each tile seen with `tile_context` latent pixels of its neighbours, and only the tile's own pixels
-    are kept and stepped; encoding and decoding are tiled the same way, into the output. The deterministic chain runs
-    as a wavefront down the tile rows, in column strips ([`~tiling.Wavefront`]), so that only a few tile rows of latents
-    are held; callbacks, intermediates, `output_type="latent"` and noisy chains keep whole latent canvases. With the
+    Large images are processed in tiles by a [`~tiled_execution.TiledExecutor`] built for every call: at every stage
+    each tile is seen with `tile_context` latent pixels of its neighbours and only its own pixels are kept. With the
     shipped model (a lossless [`SpaceToDepthAutoencoder`] and a [`LocalUNet2DModel`]: no image-wide statistics) this
     is the whole-image computation itself: `tile_size` and `tile_batch_size` set memory and speed, not the output.
     Models with image-wide statistics (`GroupNorm`, attention, a learned `VQModel`) come out close to, not equal to,
@@ -135,7 +96,7 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
             The super-resolution factor. Defaults to the downsampling factor of `vqvae`.
         tile_context (`int`, *optional*, defaults to 16):
             The margin (latent pixels) each tile sees around itself: part of the model, as wide as its receptive
-            field needs (see the pipeline's model card for the measured choice).
+            field needs (see the pipeline's model card for the measured choice). A call's `tile_context` overrides it.
         border_padding (`int`, *optional*, defaults to 0):
             LR pixels added by reflection around every input before the chain, and cropped from the output after it,
             so that the UNet never sees its zero padding where the image ends (which leaves a band along the borders).
@@ -183,6 +144,7 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
         check_values({"upscale_factor": upscale_factor, **knobs}, PIPELINE, type(self).__name__)
         self.register_to_config(upscale_factor=int(upscale_factor or self.vae_scale_factor), **knobs)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
+        self._interrupt, self._num_timesteps = False, None
 
         latent_channels = vqvae.config.latent_channels
         if unet.config.in_channels != latent_channels + 3 or unet.config.out_channels != latent_channels:
@@ -214,6 +176,23 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
         hr_multiple = self.vae_scale_factor * unet_factor
         return hr_multiple // math.gcd(self.upscale_factor, hr_multiple)
 
+    @property
+    def latent_tile_multiple(self) -> int:
+        """Tile edges (latent pixels) fall on multiples of this: the UNet's downsampling grid, and whole LR pixels."""
+        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        latents_per_lr_step = self.upscale_factor // math.gcd(self.upscale_factor, self.vae_scale_factor)
+        return math.lcm(unet_factor, latents_per_lr_step)
+
+    @property
+    def interrupt(self) -> bool:
+        """diffusers' interrupt flag: a callback's `pipeline._interrupt = True` stops the call it was passed by."""
+        return self._interrupt
+
+    @property
+    def num_timesteps(self) -> int | None:
+        """The steps of the running call (for the pipeline a callback is passed), else of the last call."""
+        return self._num_timesteps
+
     def encode_lr(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[`encode_lr`] with this pipeline's autoencoder and factor."""
         return encode_lr(self.vqvae, lr, self.upscale_factor)
@@ -222,70 +201,99 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
         """Decode (and quantize) latents to images in `[-1, 1]`."""
         return self.vqvae.decode(latents.to(self.vqvae.dtype)).sample.clamp(-1.0, 1.0)
 
-    def _upscale_batch(self, lr: torch.Tensor, batch: _Batch):
+    def tiled_executor(self, tile_size: int | None = None, tile_context: int | None = None, **call) -> TiledExecutor:
         """
-        LR images `(B, 3, h, w)` in `[-1, 1]` of one size: pad, encode, reverse chain, decode, on the latent canvas
-        cut into `batch.tiles`, as a [`~tiling.Wavefront`] down column strips or step by step on whole canvases.
-        Returns the output of `batch.output_type` (a canvas' `result()`, or latents) and one for every step.
+        The [`~tiled_execution.TiledExecutor`] of a call with these tiling arguments: this pipeline's geometry and
+        tiling config, and what the call needs (`call`: `tile_batch_size`, `num_steps`, `output_type`, ...).
         """
-        height, width = lr.shape[-2:]
-        scale, f = self.upscale_factor, self.vae_scale_factor
-        lr = pad_to_multiple(lr, self.lr_size_multiple)
-        gray = (lr[:, 0] == lr[:, 1]).flatten(1).all(1) & (lr[:, 1] == lr[:, 2]).flatten(1).all(1)
-        batch.gray = gray.cpu()
-        output_size = (height * scale, width * scale)
-        latent = batch.output_type == "latent"
-        canvas = None if latent else CANVASES[batch.output_type](lr.shape[0], output_size)
-        whole = Box(0, lr.shape[-2] * scale // f, 0, lr.shape[-1] * scale // f)
-        strips = self._strips(batch.tiles) if batch.streamed else [(None, whole, batch.tiles)]
-        scheduler, steps = self._scheduler, []
-        timesteps = scheduler.timesteps.tolist()  # Python ints: one device sync per call, not one per tile
-        for own, region, tiles in strips:
-            start_is_y = scheduler.config.kappa == 0  # x_T = y: no copy
-            wave = Wavefront(tiles, region, len(timesteps), not batch.streamed, start_is_y)
-            for j in wave.output_rows():
-                # 1. The LR's latent y (x_T = y, plus noise for ResShift) and the UNet's LR condition
-                for k in wave.advance(0, j):
-                    y, condition = self._encode_band(lr, wave.rows[k], wave.bands[k], batch)
-                    wave.y.append(y)
-                    wave.condition.append(condition)
-                    if not start_is_y:
-                        wave.x[0].append(scheduler.init_latents(y, generator=batch.generator))
-                # 2. The reverse chain (eq. 5/6): each step computes the tile rows the next one needs
+        config = ("border_padding", "default_tile_size", "auto_tile_threshold", "stream_tiles", "stream_width")
+        return TiledExecutor(
+            upscale_factor=self.upscale_factor,
+            vae_scale_factor=self.vae_scale_factor,
+            lr_size_multiple=self.lr_size_multiple,
+            latent_tile_multiple=self.latent_tile_multiple,
+            tile_size=tile_size,
+            tile_context=self.config.tile_context if tile_context is None else tile_context,
+            latent_dtype=self.unet.dtype,
+            **{key: self.config[key] for key in config},
+            **call,
+        )
+
+    def unet_pixels(
+        self, size: tuple[int, int], tile_size: int | None = None, tile_context: int | None = None, **kwargs
+    ):
+        """
+        The latent pixels one reverse step feeds the UNet for an LR image of `size` `(height, width)`: the canvas
+        after border and size padding, every tile with its context. The cost of an image in work, not in its own
+        pixels: a 1 x 30000 strip costs far more than its 30000 pixels (services bound requests by this).
+        """
+        tile_context = deprecated_tile_overlap(tile_context, kwargs, "DeltaDiffPipeline.unet_pixels")
+        return self.tiled_executor(tile_size, tile_context).unet_pixels(size)
+
+    def _for_one_call(self) -> "DeltaDiffPipeline":
+        """This pipeline as one call sees it: the same models and config, its own scheduler, step count and interrupt
+        flag. Threads share no schedule; a callback's `pipeline._interrupt = True` stops its own call only."""
+        call = copy.copy(self)
+        # not `setattr`: `DiffusionPipeline` would register the copy's scheduler in its config again
+        call.__dict__.update(scheduler=copy.deepcopy(self.scheduler), _interrupt=False)
+        return call
+
+    def _upscale_batch(self, lr: torch.Tensor, batch: TiledBatch, generator, progress_bar, **step_end) -> tuple:
+        """
+        The reverse chain (eq. 5/6) for LR images `(B, 3, h, w)` in `[-1, 1]` of one size: encode `y`, then for each
+        timestep the UNet's prediction and the scheduler's step, then decode. `batch`
+        ([`~tiled_execution.TiledBatch`]) hands out the work tile by tile, on whole latent canvases or as a wavefront
+        down column strips, and keeps what is computed. `step_end`: [`_step_end`]'s arguments. Returns the output of
+        the call's `output_type` and, on whole canvases, one for every step.
+        """
+        batch.start(pad_to_multiple(lr, self.lr_size_multiple))
+        timesteps = self.scheduler.timesteps.tolist()  # Python ints: one device sync per call, not one per tile
+        deterministic, steps = self.scheduler.is_deterministic, []
+        for strip in batch.strips():
+            for row in strip.output_rows():
+                # 1. Encode, tile by tile: y = E(bicubic(LR)) and the UNet's LR condition; x_T = y (ResShift: + noise)
+                for band in strip.to_encode(row):
+                    for tile in band.tiles:
+                        band.put(tile, *self.encode_lr(band.lr(tile)))
+                    band.x_T = band.y if deterministic else self.scheduler.init_latents(band.y, generator=generator)
+                # 2. Denoise (eq. 5/6): x_{t-1} = step(UNet(x_t, LR, t), x_t, y), on the rows the next step needs
                 for i, t in enumerate(timesteps):
                     if self.interrupt:
                         continue
-                    for k in wave.advance(i + 1, j):
-                        wave.x[i + 1].append(self._denoise_band(wave, i + 1, t, k, batch))
+                    for band in strip.to_denoise(i, row):
+                        for tiles in band.unet_batches():
+                            latents, lr_condition = band.model_input(tiles)  # each tile with its context
+                            latents = self.scheduler.scale_model_input(latents, t)
+                            model_input = torch.cat([latents, lr_condition], dim=1)
+                            timestep = torch.full((len(model_input),), t, device=latents.device, dtype=torch.long)
+                            model_output = self.unet(model_input, timestep).sample
+                            progress_bar.update()
+                            for x_t, y, prediction, x_prev in band.to_step(tiles, model_output):
+                                step = self.scheduler.step(prediction, t, x_t, generator=generator, lr_sample=y)
+                                x_prev.copy_(step.prev_sample)
                     if not batch.streamed:
-                        steps += self._step_end(wave, i, batch, output_size)
-                # 3. Decode the output rows the chain has finished
-                if latent:
-                    latent_size = (math.ceil(height * scale / f), math.ceil(width * scale / f))
-                    result = wave.latest().crop(whole)[..., : latent_size[0], : latent_size[1]].float().cpu()
-                else:
-                    self._decode_band(canvas, wave.latest(), wave.rows[j], batch, own and (own.left, own.right))
-                wave.decoded_row()
-        return (result if latent else canvas.result()), steps
+                        steps += self._step_end(strip, i, **step_end)
+                # 3. Decode the output row the chain has finished, tile by tile, into the output
+                for band in strip.to_decode(row):
+                    for tile in band.tiles:
+                        band.put(tile, self.decode_latents(band.latents(tile)))
+        return batch.result(), steps
 
-    def _step_end(self, wave: Wavefront, i: int, batch: _Batch, output_size: tuple[int, int]) -> list:
-        """After step `i` on a whole canvas: `callback_on_step_end` (which may replace the latents), the decoded
-        step for `return_intermediates`."""
-        region = wave.bands[0]
-        if batch.callback is not None:
-            tensors = {"latents": wave.x[i + 1].crop(region), "lr_latents": wave.y.crop(region)}
-            tensors["lr_condition"] = wave.condition.crop(region)
-            timestep = self._scheduler.timesteps[i]
-            outputs = batch.callback(self, i, timestep, {k: tensors[k] for k in batch.callback_inputs})
+    def _step_end(self, strip: ChainStrip, i: int, callback, callback_inputs, return_intermediates) -> list:
+        """After step `i` on a whole canvas: the callback (which may replace the latents), the decoded intermediate."""
+        if callback is not None:
+            tensors = strip.step_tensors(i)
+            outputs = callback(self, i, self.scheduler.timesteps[i], {k: tensors[k] for k in callback_inputs})
             if "latents" in outputs:
-                wave.x[i + 1] = RowWindow(outputs.pop("latents"), region.top, region.left)
-        if not batch.return_intermediates:
+                strip.replace_latents(i, outputs.pop("latents"))
+        if not return_intermediates:
             return []
-        step_type = "pt" if batch.output_type == "latent" else batch.output_type
-        canvas = CANVASES[step_type](wave.x[i + 1].crop(region).shape[0], output_size)
-        return [self._decode_band(canvas, wave.x[i + 1], wave.rows[0], batch).result()]
+        band = strip.to_decode_step(i)
+        for tile in band.tiles:
+            band.put(tile, self.decode_latents(band.latents(tile)))
+        return [band.output.result()]
 
-    def check_inputs(self, output_type, callback_inputs, tile_size, tile_overlap, tile_batch_size, steps):
+    def check_inputs(self, output_type, callback_inputs, tile_size, tile_context, tile_batch_size, steps):
         """The call's arguments, each checked before any work: a `ValueError` naming the argument."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
@@ -296,7 +304,7 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
             )
         checks = {
             "tile_size": (tile_size, 0, "positive, 0 (never tile) or None (automatic)"),
-            "tile_overlap": (tile_overlap, 0, "0 or more latent pixels, or None"),
+            "tile_context` (formerly `tile_overlap": (tile_context, 0, "0 or more latent pixels, or None"),
             "tile_batch_size": (tile_batch_size, 1, "a positive integer"),
             "num_inference_steps": (steps, 1, "a positive integer or None"),
         }
@@ -319,8 +327,9 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         tile_size: int | None = None,
-        tile_overlap: int | None = None,
+        tile_context: int | None = None,
         tile_batch_size: int | None = None,
+        **kwargs,
     ) -> DeltaDiffPipelineOutput | tuple:
         r"""
         The call function to the pipeline for super-resolution.
@@ -345,9 +354,10 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
             return_intermediates (`bool`, *optional*, defaults to `False`):
                 Also decode the latent after every reverse step (the strip of the paper's Fig. 4).
             callback_on_step_end (`Callable`, *optional*):
-                A function called at the end of each reverse step as `callback_on_step_end(self, step, timestep,
+                A function called at the end of each reverse step as `callback_on_step_end(pipeline, step, timestep,
                 callback_kwargs)`, `callback_kwargs` holding the tensors named in
                 `callback_on_step_end_tensor_inputs`. It returns a dict; a `"latents"` entry replaces the latents.
+                `pipeline` is this pipeline as the call sees it (its own scheduler, `num_timesteps` and `_interrupt`).
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 Tensor inputs for `callback_on_step_end`, among `latents`, `lr_latents` and `lr_condition`.
             tile_size (`int`, *optional*):
@@ -356,14 +366,15 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
                 larger than `auto_tile_threshold` (256) on a side, with tiles of `default_tile_size` (128); `0` never
                 tiles. With a local model (the default one) the output does not depend on it; see the class
                 documentation for what it does to other models.
-            tile_overlap (`int`, *optional*):
-                The context each tile sees around itself, in latent pixels. Defaults to the pipeline's
-                `tile_context`, which is wide enough for its model; smaller values are faster and less exact.
+            tile_context (`int`, *optional*):
+                The context each tile sees around itself, in latent pixels. Defaults to the pipeline's `tile_context`,
+                which is wide enough for its model; smaller values are faster and less exact. `tile_overlap` is its
+                deprecated spelling.
             tile_batch_size (`int`, *optional*):
                 The UNet's batch: how many tiles (of all the images of one size in the call together) run through
                 it at once; a call with more images runs them in several batches, so memory is bounded by this
                 however many images are passed. Defaults to 1 on the CPU (measured fastest there, with the least
-                memory: LR 1024² in 51 s and 1.36 GiB against 61 s and 1.72 GiB with 4) and 4 on accelerators.
+                memory, see `docs/performance.md`) and 4 on accelerators.
 
         Examples:
 
@@ -374,71 +385,65 @@ class DeltaDiffPipeline(PerCallState, TiledExecution, CarriesCode, DiffusionPipe
         """
         # 1. Check inputs
         device = self._execution_device
+        tile_context = deprecated_tile_overlap(tile_context, kwargs, "DeltaDiffPipeline.__call__", stacklevel=5)
         tile_batch_size = (1 if device.type == "cpu" else 4) if tile_batch_size is None else tile_batch_size
         callback_inputs = callback_on_step_end_tensor_inputs
-        self.check_inputs(output_type, callback_inputs, tile_size, tile_overlap, tile_batch_size, num_inference_steps)
+        self.check_inputs(output_type, callback_inputs, tile_size, tile_context, tile_batch_size, num_inference_steps)
         images = [pad_border(to_unit_tensor(im), self.config.border_padding) for im in split_images(image)]
         if not images:
             raise ValueError("`image` is empty: pass at least one image.")
         if isinstance(generator, list) and len(generator) != len(images):
             raise ValueError(f"Got {len(generator)} generators for {len(images)} images: pass one per image.")
 
-        # 2. Set timesteps, on this call's own copy of the scheduler: calls from several threads never share a schedule
-        scheduler = copy.deepcopy(self.scheduler)
-        with self._call_state(scheduler):
-            scheduler.set_timesteps(None if num_inference_steps is None else int(num_inference_steps), device=device)
-            self._num_timesteps = len(scheduler.timesteps)
+        # 2. Set timesteps, on this call's own view of the pipeline (its scheduler copy, step count, interrupt flag)
+        call = self._for_one_call()
+        call.scheduler.set_timesteps(None if num_inference_steps is None else int(num_inference_steps), device=device)
+        self._num_timesteps = call._num_timesteps = len(call.scheduler.timesteps)
 
-            # 3. Batch images by size, at most `tile_batch_size` images a batch, each UNet call `tile_batch_size //
-            # images` of its tiles: the UNet batch (images x tiles) never exceeds `tile_batch_size`
-            by_size: dict[tuple[int, int], list[int]] = {}
-            for index, im in enumerate(images):
-                by_size.setdefault(tuple(im.shape[-2:]), []).append(index)
-            groups = [
-                (size, indices[start : start + tile_batch_size])
-                for size, indices in by_size.items()
-                for start in range(0, len(indices), tile_batch_size)
-            ]
-            context = self.config.tile_context if tile_overlap is None else tile_overlap
-            plans = {size: self._plan(self._latent_canvas_size(size), tile_size, context) for size in by_size}
-            needs_steps = return_intermediates or callback_on_step_end is not None
-            batches = []
-            for size, indices in groups:
-                streamed = self._streams(plans[size], output_type, needs_steps)
-                batch = _Batch(plans[size], streamed, max(1, tile_batch_size // len(indices)), output_type)
-                batch.generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
-                batch.return_intermediates = return_intermediates
-                batch.callback, batch.callback_inputs = callback_on_step_end, tuple(callback_inputs)
-                batches.append(batch)
-            num_unet_calls = sum(self._unet_calls(b.tiles, b.streamed, b.tiles_per_call) for b in batches)
+        # 3. The call's tiles: images batched by size (`tile_batch_size` at most), cut into tiles of `tile_size`
+        executor = self.tiled_executor(
+            tile_size,
+            tile_context,
+            tile_batch_size=tile_batch_size,
+            deterministic=call.scheduler.is_deterministic,
+            num_steps=call.num_timesteps,
+            output_type=output_type,
+            keeps_steps=return_intermediates or callback_on_step_end is not None,
+        )
+        batches = executor.batches([tuple(im.shape[-2:]) for im in images])
 
-            # 4. Upscale each batch: encode, reverse chain, decode ([`_upscale_batch`])
-            outputs, steps = [], []
-            with self.progress_bar(total=num_unet_calls * self._num_timesteps) as progress_bar:
-                for (_, indices), batch in zip(groups, batches):
-                    lr = torch.stack([images[i] for i in indices]).to(device=device, dtype=self.vqvae.dtype) * 2 - 1
-                    batch.progress_bar = progress_bar
-                    output, batch_steps = self._upscale_batch(lr, batch)
-                    outputs.append(output)
-                    steps.append(batch_steps)
+        # 4. Upscale each batch: encode, reverse chain, decode ([`_upscale_batch`])
+        outputs, steps = [], []
+        step_end = {
+            "callback": callback_on_step_end,
+            "callback_inputs": tuple(callback_inputs),
+            "return_intermediates": return_intermediates,
+        }
+        with self.progress_bar(total=sum(b.unet_calls() for b in batches) * call.num_timesteps) as progress_bar:
+            for batch in batches:
+                lr = torch.stack([images[i] for i in batch.indices]).to(device=device, dtype=self.vqvae.dtype) * 2 - 1
+                batch_generator = [generator[i] for i in batch.indices] if isinstance(generator, list) else generator
+                output, batch_steps = call._upscale_batch(lr, batch, batch_generator, progress_bar, **step_end)
+                outputs.append(output)
+                steps.append(batch_steps)
 
-            # 5. Post-process: back to input order, the border padding cropped
-            order = [i for _, indices in groups for i in indices]
+        # 5. Post-process: back to input order, the border padding cropped
+        order = [i for batch in batches for i in batch.indices]
+        pad = self.config.border_padding * self.upscale_factor
+        pad = pad // self.vae_scale_factor if output_type == "latent" else pad
+        one_size = len({batch.size for batch in batches}) == 1
+        output = crop_border(assemble(outputs, output_type, order, one_size), pad, output_type)
+        intermediate_images = None
+        if return_intermediates:
+            step_type = "pt" if output_type == "latent" else output_type
             pad = self.config.border_padding * self.upscale_factor
-            pad = pad // self.vae_scale_factor if output_type == "latent" else pad
-            one_size = len(by_size) == 1
-            output = crop_border(assemble(outputs, output_type, order, one_size), pad, output_type)
-            intermediate_images = None
-            if return_intermediates:
-                step_type = "pt" if output_type == "latent" else output_type
-                pad = self.config.border_padding * self.upscale_factor
-                intermediate_images = [
-                    crop_border(assemble([s[i] for s in steps], step_type, order, one_size), pad, step_type)
-                    for i in range(min(map(len, steps)))
-                ]
+            intermediate_images = [
+                crop_border(assemble([s[i] for s in steps], step_type, order, one_size), pad, step_type)
+                for i in range(min(map(len, steps)))
+            ]
 
-            self.maybe_free_model_hooks()
+        self.maybe_free_model_hooks()
 
-            if not return_dict:
-                return (output, intermediate_images)
-            return DeltaDiffPipelineOutput(images=output, intermediate_images=intermediate_images)
+        if not return_dict:
+            return (output, intermediate_images)
+        return DeltaDiffPipelineOutput(images=output, intermediate_images=intermediate_images)

@@ -55,33 +55,33 @@ class Tile:
     outer: Box
 
 
-def spans(length: int, tile: int) -> list[tuple[int, int]]:
-    """`[start, stop)` spans of `tile` cutting `[0, length)`, the last one shorter when `tile` does not divide it."""
-    return [(start, min(start + tile, length)) for start in range(0, length, tile)]
+def spans(length: int, size: int) -> list[tuple[int, int]]:
+    """`[start, stop)` spans of `size` cutting `[0, length)`, the last one shorter when `size` does not divide it."""
+    return [(start, min(start + size, length)) for start in range(0, length, size)]
 
 
-def plan_tiles(height: int, width: int, tile: int, context: int, multiple: int = 1) -> list[Tile]:
+def plan_tiles(height: int, width: int, tile_size: int, tile_context: int, multiple: int = 1) -> list[Tile]:
     """
-    Cut a `height` x `width` canvas into tiles of `tile` x `tile` (fewer at the bottom and right), each seen with
-    `context` pixels on every side that has a neighbour. Tile edges and context are rounded up to multiples of
-    `multiple` (a UNet's downsampling grid), so that every crop sees the same grid as the whole canvas. A tile at least
-    as large as the canvas gives one tile: the whole canvas.
+    The plan of a `height` x `width` canvas: tiles of `tile_size` x `tile_size` (smaller at the bottom and right),
+    each seen with `tile_context` pixels on every side that has a neighbour. Tile edges and context are rounded up to
+    multiples of `multiple` (a UNet's downsampling grid), so that every crop sees the same grid as the whole canvas. A
+    tile at least as large as the canvas gives one tile: the whole canvas.
     """
-    if tile <= 0:
-        raise ValueError(f"The tile size must be positive, got {tile}.")
-    if context < 0:
-        raise ValueError(f"The tile context must be zero or positive, got {context}.")
-    tile = -(-tile // multiple) * multiple
-    context = -(-context // multiple) * multiple
+    if tile_size <= 0:
+        raise ValueError(f"The tile size must be positive, got {tile_size}.")
+    if tile_context < 0:
+        raise ValueError(f"The tile context must be zero or positive, got {tile_context}.")
+    tile_size = -(-tile_size // multiple) * multiple
+    tile_context = -(-tile_context // multiple) * multiple
     tiles = []
-    for top, bottom in spans(height, tile):
-        for left, right in spans(width, tile):
+    for top, bottom in spans(height, tile_size):
+        for left, right in spans(width, tile_size):
             inner = Box(top, bottom, left, right)
             outer = Box(
-                max(top - context, 0),
-                min(bottom + context, height),
-                max(left - context, 0),
-                min(right + context, width),
+                max(top - tile_context, 0),
+                min(bottom + tile_context, height),
+                max(left - tile_context, 0),
+                min(right + tile_context, width),
             )
             tiles.append(Tile(inner, outer))
     return tiles

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from ..arguments import float_list, int_at_least, int_list
-from ..console import DTYPES, CLIError, error
+from ..console import DTYPES, CLIError, error, warning
 from ..degradations import DEGRADATIONS
 from .paths import is_inside
 
@@ -32,6 +32,26 @@ def add_model_options(parser):
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument(
         "--tile-size", type=int_at_least(0), default=None, help="latent pixels; 0 never tiles (default: auto)"
+    )
+
+
+class DeprecatedFlag(argparse.Action):
+    """The old spelling of a flag: stores into the new flag's `dest`, with a warning naming the new spelling."""
+
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warning(f"{option_string} is deprecated and will be removed in version 1.0.0: use {self.new_flag}")
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_flag(parser, old: str, new: str, **kwargs):
+    """`old` as a hidden, deprecated spelling of the flag `new` (its `dest`; `kwargs` as for `new`: `type`...)."""
+    hidden = {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+    parser.add_argument(
+        old, dest=new.lstrip("-").replace("-", "_"), action=DeprecatedFlag, new_flag=new, **hidden, **kwargs
     )
 
 

@@ -7,7 +7,7 @@ from ..console import resolve_device
 from ..image_io import FORMATS
 from .backend import add_backend_option
 from .distributed import cmd_upscale_distributed
-from .options import add_model_options, path_text
+from .options import add_deprecated_flag, add_model_options, path_text
 from .outscale import add_outscale_options
 from .paths import remove_empty
 from .upscaling import UpscaleReport, launched_processes, plan_upscale, upscale_jobs, upscale_summary
@@ -39,14 +39,19 @@ def add_parser(sub):
     )
     up.add_argument("--steps", type=int_at_least(1), default=None, help="reverse steps (default: the model's)")
     up.add_argument(
-        "--tile-overlap",
+        "--tile-context",
         type=int_at_least(0),
         default=None,
         help="context each tile sees around itself, latent pixels (default: the model's tile_context)",
     )
     up.add_argument(
-        "--batch-size", type=int_at_least(1), default=None, help="tiles per UNet batch (default: 1 on CPU, 4 on GPU)"
+        "--tile-batch-size",
+        type=int_at_least(1),
+        default=None,
+        help="tiles per UNet batch, all images of a size together (default: 1 on CPU, 4 on GPU)",
     )
+    add_deprecated_flag(up, "--tile-overlap", "--tile-context", type=int_at_least(0))
+    add_deprecated_flag(up, "--batch-size", "--tile-batch-size", type=int_at_least(1))
     up.add_argument("--format", choices=list(FORMATS), default=None, help="output format (default: the input's)")
     up.add_argument("--quality", type=int_at_least(0, 100), default=95, help="JPEG / WebP quality, 0 to 100")
     up.add_argument("--save-steps", action="store_true", help="also write the strip of every reverse step")

@@ -126,8 +126,8 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
         output_type="pt" if as_tensor else "pil",
         return_intermediates=strip_path in outputs,
         tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        tile_batch_size=args.batch_size,
+        tile_context=args.tile_context,
+        tile_batch_size=args.tile_batch_size,
         generator=torch.Generator().manual_seed(args.seed),
     )
     written = []
