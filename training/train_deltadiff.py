@@ -43,7 +43,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNet2DModel, SpaceToDepthAutoencoder
-from diffusers_deltadiff.arguments import RecipeArgumentParser, int_list
+from diffusers_deltadiff.arguments import RecipeArgumentParser, int_list, sha256_hex
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import DEGRADATIONS, Degradation
 from diffusers_deltadiff.image_utils import image_grid
@@ -98,7 +98,7 @@ def parse_args(input_args=None):
     )
     parser.add_argument(
         "--start_sha256",
-        type=str,
+        type=sha256_hex,
         default=None,
         help="The SHA-256 of the start's UNet weights (`unet/diffusion_pytorch_model.safetensors` of "
         "--pretrained_model_name_or_path or --unet_init_from): a recipe names its start immutably, and a start that has "
@@ -246,6 +246,8 @@ def parse_args(input_args=None):
         parser.error("--train_through_chain unrolls the deterministic chain: it needs --kappa 0.")
     if args.unet_init_from and args.pretrained_model_name_or_path:
         parser.error("--unet_init_from and --pretrained_model_name_or_path are two ways to start the UNet: give one.")
+    if args.start_sha256 and not (args.pretrained_model_name_or_path or args.unet_init_from):
+        parser.error("--start_sha256 pins a start: pass --pretrained_model_name_or_path or --unet_init_from too.")
     if args.chain_steps and not all(1 <= n <= args.num_train_timesteps for n in args.chain_steps):
         parser.error(f"--chain_steps must lie in 1..{args.num_train_timesteps}, got {args.chain_steps}.")
     return args
@@ -277,9 +279,9 @@ def check_start(args):
             f"error: {weights}: no such file; --start_sha256 needs a local start with safetensors weights"
         )
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    if digest != args.start_sha256.lower():
+    if digest != args.start_sha256:
         raise SystemExit(
-            f"error: {weights}: SHA-256 {digest[:12]}..., the recipe names {args.start_sha256[:12]}...: the start has "
+            f"error: {weights}: SHA-256 {digest}, --start_sha256 names {args.start_sha256}: the start has "
             "changed since the recipe was written (check out the commit the recipe names, or update the recipe)"
         )
 

@@ -2,6 +2,10 @@
 
 import argparse
 import math
+import os
+import shlex
+import sys
+from pathlib import Path
 
 
 def int_at_least(minimum: int, maximum: int | None = None):
@@ -66,18 +70,70 @@ def int_list(text: str, minimum: int = 1, allow_empty: bool = False) -> list[int
     return values
 
 
+def sha256_hex(text: str) -> str:
+    """An argparse `type`: a SHA-256 as 64 hexadecimal digits (either case, surrounding spaces ignored), lower-cased."""
+    value = text.strip().lower()
+    if len(value) != 64 or any(ch not in "0123456789abcdef" for ch in value):
+        raise argparse.ArgumentTypeError(f"expected a SHA-256 (64 hexadecimal digits), got {text!r}")
+    return value
+
+
+def without_comment(line: str) -> str:
+    """`line` up to a `#` that starts a word outside quotes, where a shell's comment starts (`out#2` is one word)."""
+    quote, escaped, word_start = None, False, True
+    for index, ch in enumerate(line):
+        if escaped:
+            escaped, word_start = False, False
+        elif ch == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote, word_start = ch, False
+        elif ch.isspace():
+            word_start = True
+        elif ch == "#" and word_start:
+            return line[:index]
+        else:
+            word_start = False
+    return line
+
+
 class RecipeArgumentParser(argparse.ArgumentParser):
     """
     An `ArgumentParser` that also reads arguments from recipe files, `@path` on the command line: one or more
-    arguments per line, shell-quoted, `#` starting a comment. Later arguments override earlier ones, so
-    `@recipe.args --max_train_steps 2` runs a recipe with one flag changed.
+    arguments per line, shell-quoted, `#` starting a comment as in a shell; UTF-8 (a byte-order mark and CRLF line
+    ends are fine); a recipe may name another with `@path` (paths relative to the working folder, as every path in a
+    recipe). Later arguments override earlier ones, so `@recipe.args --max_train_steps 2` runs a recipe with one flag
+    changed. A recipe that cannot be read, is not UTF-8, has an unclosed quote or includes itself is a flag error
+    naming the file (and line).
     """
 
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("fromfile_prefix_chars", "@")
-        super().__init__(*args, **kwargs)
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(self.expand_recipes(args, ()), namespace)
 
-    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
-        import shlex
+    def expand_recipes(self, args: list[str], including: tuple[str, ...]) -> list[str]:
+        """`args` with every `@path` replaced by that recipe's arguments; `including` are the recipes being read."""
+        expanded = []
+        for arg in args:
+            expanded += self.read_recipe(arg[1:], including) if arg.startswith("@") else [arg]
+        return expanded
 
-        return shlex.split(arg_line, comments=True)
+    def read_recipe(self, path: str, including: tuple[str, ...]) -> list[str]:
+        resolved = os.path.realpath(path)
+        if resolved in including:
+            self.error(f"@{path}: the recipe includes itself")
+        try:
+            text = Path(path).read_bytes().decode("utf-8-sig")
+        except OSError as err:
+            self.error(f"@{path}: cannot read the recipe ({err.strerror or err})")
+        except UnicodeDecodeError as err:
+            self.error(f"@{path}: the recipe is not UTF-8 text (byte {err.start})")
+        args = []
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                args += shlex.split(without_comment(line))
+            except ValueError as err:
+                self.error(f"@{path}, line {number}: {err}")
+        return self.expand_recipes(args, (*including, resolved))
