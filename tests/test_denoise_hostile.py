@@ -203,3 +203,28 @@ def test_denoise_reaches_the_multi_process_path(shipped, tmp_path, monkeypatch):
     code, out = upscale(tmp_path, "group", "--denoise", "0.5")
     assert code == 0
     assert np.array_equal(out, expected) and not np.array_equal(out, clean)
+
+
+def test_denoise_reruns_into_one_folder(shipped, tmp_path, capsys):
+    """A second `--denoise` run into the same folder refuses to replace the first's output, `--skip-existing` keeps
+    it, `--overwrite` with another strength replaces it."""
+    first = upscale(tmp_path, "out", "--denoise", "0.25")[1]
+    code, out = upscale(tmp_path, "out", "--denoise", "0.75")
+    assert code != 0 and np.array_equal(out, first)
+    assert "already exists" in capsys.readouterr().err
+    code, out = upscale(tmp_path, "out", "--denoise", "0.75", "--skip-existing")
+    assert code == 0 and np.array_equal(out, first)
+    code, out = upscale(tmp_path, "out", "--denoise", "0.75", "--overwrite")
+    assert code == 0 and np.array_equal(out, upscale(tmp_path, "reference", "--denoise", "0.75")[1])
+
+
+def test_denoise_on_onnx_runtime_runs_the_blended_weights(shipped, tmp_path, monkeypatch):
+    """The ONNX Runtime backend exports the blended UNet (its cache is keyed by the weights), not the clean one."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("diffusers_deltadiff.cli.backend")
+    monkeypatch.setenv("DELTADIFF_CACHE", str(tmp_path / "cache"))
+    clean = upscale(tmp_path, "clean", "--model", "x4", "--backend", "onnxruntime")[1]
+    code, out = upscale(tmp_path, "ort", "--denoise", "0.5", "--backend", "onnxruntime")
+    assert code == 0
+    torch_out = upscale(tmp_path, "torch", "--denoise", "0.5", "--backend", "torch")[1]
+    assert np.abs(out.astype(int) - torch_out.astype(int)).max() <= 1 and not np.array_equal(out, clean)
