@@ -96,6 +96,13 @@ AUTOENCODER = {
     "block_out_channels": lambda v: integer_list(v, 1, 4096, 8),
 }
 COMPONENTS = {"scheduler": SCHEDULER, "unet": UNET, "vqvae": AUTOENCODER}
+# the classes the pipeline runs, per component: it calls what only these have (another class named in
+# `model_index.json` loads with warnings and random weights, then fails on every image)
+CLASSES = {
+    "scheduler": ("DeltaShiftScheduler",),
+    "unet": ("UNet2DModel", "LocalUNet2DModel"),
+    "vqvae": ("VQModel", "SpaceToDepthAutoencoder"),
+}
 CONFIG_NAMES = {"scheduler": "scheduler_config.json", "unet": "config.json", "vqvae": "config.json"}
 
 
@@ -118,6 +125,21 @@ def read_json(path: Path) -> dict:
     return config
 
 
+def check_class(index: dict, component: str, config: dict, index_path: Path, path: Path):
+    """
+    The class `model_index.json` names for `component` (`[library, class]`) must be one the pipeline runs, and the one
+    the component's own config (`path`) was saved from.
+    """
+    entry = index[component]
+    if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], str)):
+        return  # not a component entry: left to the loader
+    named, saved, where = entry[1], config.get("_class_name"), f"{index_path}: `{component}`"
+    if named not in CLASSES[component]:
+        raise ValueError(f"{where} names {named}, a DeltaDiff pipeline takes {' or '.join(CLASSES[component])}")
+    if isinstance(saved, str) and saved != named:
+        raise ValueError(f"{where} names {named}, but {path} was saved from {saved}")
+
+
 def check_pipeline_folder(folder: str | Path):
     """
     Check `model_index.json` and the configs of the components it names in a local pipeline folder, before any
@@ -133,6 +155,7 @@ def check_pipeline_folder(folder: str | Path):
         path = folder / component / CONFIG_NAMES[component]
         if component in index and path.is_file():
             config = read_json(path)
+            check_class(index, component, config, index_path, path)
             check_values(config, rules, str(path))
             if component == "scheduler" and config.get("eta_start", 0.0) > config.get("eta_end", 1.0):
                 raise ValueError(
