@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -232,6 +233,23 @@ def install_folder(partial: Path, final: Path, stale: Path):
         final.rename(stale)
     partial.rename(final)
     shutil.rmtree(stale, ignore_errors=True)
+
+
+def install_entries(partial: Path, final: Path):
+    """
+    Move every entry of the complete folder `partial` into the existing folder `final`, each replacing the entry of its
+    name there (folders by [`install_folder`]'s renames); what else `final` holds (a run's checkpoints) is kept.
+    """
+    for entry in sorted(partial.iterdir()):
+        target = final / entry.name
+        if target.is_symlink():
+            target.unlink()
+        if entry.is_dir():
+            install_folder(entry, target, final / f".{entry.name}.replaced")
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
 
 
 def save_checkpoint(accelerator, output_dir: str, total_limit: int | None, global_step: int) -> str:
