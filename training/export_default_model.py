@@ -12,9 +12,16 @@ storage holds quality: the float32 and the float16-stored pipeline upscale the s
 outputs is printed (and must exceed `--min_psnr`). The model card (`README.md`, with `comparison.png`) is `--card`
 (default `training/cards/deltadiff-x<factor>.md`) with its metadata (metrics from `--results`), usage and figure
 filled in.
+
+Everything is checked before anything is built (the pipeline, the card text, `--method`'s rows in every
+`--results/<benchmark>/per_image.csv`, the check images, that the target is an exported model folder); the new folder,
+card included, is built next to the target and swapped in only when complete: a failure leaves the shipped model as
+it was.
 """
 
 import argparse
+import csv
+import os
 import shutil
 import sys
 import tempfile
@@ -23,9 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffusers_deltadiff.console import one_line
 from diffusers_deltadiff.data import list_images, open_image
-from diffusers_deltadiff.model_card import write_model_card
+from diffusers_deltadiff.model_card import card_body, eval_results, write_model_card
 from diffusers_deltadiff.pretrained import DEFAULT_SCALE, default_model_dir, from_pretrained
+from diffusers_deltadiff.training_utils import install_folder
 
 
 def parse_args(input_args=None):
@@ -85,15 +94,44 @@ def card_template(args, scale: int) -> Path:
     return path
 
 
-def write_card(args, folder: Path):
-    pipe = from_pretrained(str(folder))
+def checked_card(args, scale: int) -> str:
+    """
+    Everything the card needs, checked before anything is built or replaced: its text (with both markers) and the
+    metrics of `--method` in every `--results/<benchmark>/per_image.csv`. The card text; a one-line error otherwise.
+    """
+    path = card_template(args, scale)
+    try:
+        template = path.read_text(encoding="utf-8")
+        card_body(template, "", "")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        sys.exit(f"error: {path}: {one_line(err)}")
+    if not Path(args.results).is_dir():
+        sys.exit(f"error: --results {args.results}: no such folder (the output folder of benchmarks/quality.py)")
+    try:
+        eval_results(args.results, args.method, scale)
+    except (OSError, ValueError, KeyError, csv.Error) as err:
+        reason = f"no column {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        sys.exit(f"error: --results {args.results}: {reason} (--method names this model's label there)")
+    return template
+
+
+def load(path: str, flag: str):
+    """A pipeline folder, or a one-line error naming the flag."""
+    if not (Path(path) / "model_index.json").is_file():
+        sys.exit(f"error: {flag} {path}: not a pipeline folder (no model_index.json)")
+    try:
+        pipe = from_pretrained(path)
+    except Exception as err:  # noqa: BLE001 - any loading failure becomes one line
+        sys.exit(f"error: {flag} {path}: cannot load the pipeline ({one_line(err)})")
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_card(args, pipe, folder: Path, template: str):
+    """`README.md` and `comparison.png` of `pipe` into `folder` (whose name is the model's)."""
     datasets = [name for name in args.datasets.split(",") if name]
-    name = f"deltadiff-x{pipe.upscale_factor}"
-    template = card_template(args, pipe.upscale_factor).read_text()
-    repo_id = args.repo_id or name
+    repo_id = args.repo_id or f"deltadiff-x{pipe.upscale_factor}"
     write_model_card(pipe, folder, template, args.results, method=args.method, repo_id=repo_id, datasets=datasets)
-    print(f"wrote {folder / 'README.md'} and {folder / 'comparison.png'}")
 
 
 def configured(pipe, args):
@@ -102,46 +140,98 @@ def configured(pipe, args):
         if getattr(args, key) is not None:
             pipe.register_to_config(**{key: getattr(args, key)})
     if args.default_inference_steps is not None:
-        pipe.scheduler = type(pipe.scheduler).from_config(
-            pipe.scheduler.config, default_inference_steps=args.default_inference_steps
-        )  # checked against the schedule's length
+        try:  # checked against the schedule's length
+            pipe.scheduler = type(pipe.scheduler).from_config(
+                pipe.scheduler.config, default_inference_steps=args.default_inference_steps
+            )
+        except ValueError as err:
+            sys.exit(f"error: --default_inference_steps {args.default_inference_steps}: {str(err).splitlines()[0]}")
     return pipe
 
 
-def main(args):
-    if args.card_only:
-        folder = Path(args.output_dir or default_model_dir(args.scale or DEFAULT_SCALE))
-        if not (folder / "model_index.json").is_file():
-            sys.exit(f"error: {folder}: no exported model there to write the card of")
-        write_card(args, folder)
-        return
-    reference = configured(from_pretrained(args.pipeline), args)
-    scale = reference.upscale_factor
-    card_template(args, scale)  # before anything is replaced
-    with tempfile.TemporaryDirectory() as tmp:
-        reference.to(torch.float16).save_pretrained(tmp)
-        half = from_pretrained(tmp)  # float16 on disk, float32 in memory
-        reference = configured(from_pretrained(args.pipeline), args)
-        for pipe in (reference, half):
-            pipe.set_progress_bar_config(disable=True)
-        psnrs = []
-        for path in list_images(args.check_images)[:5]:
-            image = open_image(path)[0].convert("RGB")
-            image = image.resize((image.width // scale, image.height // scale))
-            a = reference(image, output_type="np").images
-            b = half(image, output_type="np").images
-            psnrs.append(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
-        print(f"float16 storage vs float32: output PSNR min {min(psnrs):.2f} dB over {len(psnrs)} images")
-        if min(psnrs) < args.min_psnr:
-            sys.exit(f"error: float16 storage changes outputs too much ({min(psnrs):.2f} dB < {args.min_psnr} dB)")
+def check_images(folder: str) -> list[str]:
+    images = list_images(folder)[:5] if Path(folder).is_dir() else []
+    if not images:
+        sys.exit(f"error: --check_images {folder}: no images there for the float16 check")
+    return images
 
-        out = Path(args.output_dir or default_model_dir(scale))
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(tmp, out, ignore=shutil.ignore_patterns("*.bin", "*.py"))  # the package is the code
-    write_card(args, out)
+
+def check_target(out: Path):
+    """The folder an export replaces must be an exported model (or not exist): never another folder."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        sys.exit(f"error: {out}: exists and is not a model folder: refusing to replace it")
+    if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
+        sys.exit(f"error: {out}: a folder that holds no exported model (no model_index.json): refusing to replace it")
+
+
+def staging_folder(out: Path) -> Path:
+    """A new private folder next to `out`, for building its replacement (renamed into place, same file system)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+
+
+def float16_psnr(reference, half, images: list[str], scale: int) -> float:
+    """The smallest PSNR between the float32 and the float16-stored pipeline's outputs on `images`."""
+    psnrs = []
+    for path in images:
+        image = open_image(path)[0].convert("RGB")
+        image = image.resize((max(image.width // scale, 1), max(image.height // scale, 1)))
+        a = reference(image, output_type="np").images
+        b = half(image, output_type="np").images
+        psnrs.append(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
+    print(f"float16 storage vs float32: output PSNR min {min(psnrs):.2f} dB over {len(psnrs)} images")
+    return min(psnrs)
+
+
+def card_only(args):
+    """Rewrite the card of an exported model: both files made aside, then each renamed into place."""
+    folder = Path(args.output_dir or default_model_dir(args.scale or DEFAULT_SCALE))
+    if not (folder / "model_index.json").is_file():
+        sys.exit(f"error: {folder}: no exported model there to write the card of")
+    pipe = load(str(folder), "--output_dir")
+    template = checked_card(args, pipe.upscale_factor)
+    staging = staging_folder(folder)
+    try:
+        (staging / folder.name).mkdir()
+        write_card(args, pipe, staging / folder.name, template)
+        for name in ("comparison.png", "README.md"):
+            os.replace(staging / folder.name / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote {folder / 'README.md'} and {folder / 'comparison.png'}")
+
+
+def main(args):
+    """
+    Check everything first (pipeline, card text, results, check images, target folder); build the whole model
+    folder, card included, next to the target; swap it in only when it is complete and holds quality.
+    """
+    if args.card_only:
+        return card_only(args)
+    reference = configured(load(args.pipeline, "--pipeline"), args)
+    scale = reference.upscale_factor
+    out = Path(args.output_dir or default_model_dir(scale))
+    template = checked_card(args, scale)
+    images = check_images(args.check_images)
+    check_target(out)
+    staging = staging_folder(out)
+    try:
+        partial = staging / out.name  # the card names the model after its folder
+        reference.to(torch.float16).save_pretrained(partial)
+        for path in list(partial.rglob("*")):
+            if path.suffix in (".bin", ".py"):  # the package is the code
+                path.unlink()
+        half = load(str(partial), "the float16 copy")  # float16 on disk, float32 in memory
+        reference = configured(load(args.pipeline, "--pipeline"), args)
+        psnr = float16_psnr(reference, half, images, scale)
+        if psnr < args.min_psnr:
+            sys.exit(f"error: float16 storage changes outputs too much ({psnr:.2f} dB < {args.min_psnr} dB)")
+        write_card(args, half, partial, template)
+        install_folder(partial, out, out.parent / f".{out.name}.old")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"exported to {out}: {size / 2**20:.1f} MiB")
+    print(f"exported to {out} (card {out / 'README.md'}): {size / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":
