@@ -80,7 +80,7 @@ class RunsCode:
 
 
 def test_a_crafted_ema_pickle_is_refused_not_run(run, tmp_path):
-    """Before: `torch.load(..., weights_only=False)` ran the shell command."""
+    """Before: the EMA file was read with `torch.load` allowing any object, and it ran the shell command."""
     marker = tmp_path / "pwned"
     torch.save({"shadow_params": [], "decay": RunsCode(marker)}, run / "checkpoint-2" / "custom_checkpoint_0.pkl")
     message = convert("--run", run, "--checkpoint", 2, "--output", tmp_path / "best")

@@ -88,7 +88,7 @@ def main():
             group["lr"] = args.learning_rate * 0.5 * (1 + math.cos(math.pi * progress()))
 
     if (out / "state.pt").exists():
-        saved = torch.load(out / "state.pt", weights_only=False)
+        saved = torch.load(out / "state.pt", weights_only=True)  # tensors, numbers and lists: nothing to run
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
