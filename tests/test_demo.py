@@ -153,10 +153,11 @@ def test_the_factor_choice(client, pipe_x2, tmp_path):
 def test_switching_the_factor_sets_its_model_s_controls(pipe, pipe_x2):
     demo = build_demo({2: pipe_x2, 4: pipe})
     (switch,) = [f.fn for f in demo.fns.values() if f.fn.__name__ == "switch"]
-    steps, size, overlap, run, comparison, result, strip = switch("x2")
+    steps, size, overlap, run, comparison, result, strip, denoise = switch("x2")
     assert (steps.maximum, steps.value) == (4, 1)  # the x2 model runs 1 of its 4 steps by default
     assert size.value == pipe_x2.config.default_tile_size and overlap.value == pipe_x2.config.tile_context
     assert run.value == "Upscale x2" and comparison.value is None and result is None and strip is None
+    assert not denoise.visible  # no x4 / x4-real pair to blend
     steps, *_ = switch("x4")
     assert (steps.maximum, steps.value) == (4, pipe.scheduler.config.default_inference_steps or 4)
 
@@ -171,6 +172,37 @@ def test_switching_the_factor_sets_its_model_s_controls(pipe, pipe_x2):
         build_demo({})
     with pytest.raises(ValueError, match="x2 upscales x4"):
         build_demo({2: pipe})
+
+
+def test_the_model_choice_and_the_denoise_slider(tmp_path):
+    """Models by name; where x4 and x4-real are both offered, denoise 0 and 1 run exactly them, 0.5 a blend."""
+    clean, real = (tiny_lossless_pipeline(seed=seed) for seed in (0, 1))
+    for each in (clean, real):
+        each.set_progress_bar_config(disable=True)
+    demo = build_demo({"x4": clean, "x4-real": real})
+    fns = {f.fn.__name__: f.fn for f in demo.fns.values()}
+    *_, denoise = fns["switch"]("x4-real")
+    assert denoise.visible and denoise.value == 1.0
+    *_, denoise = fns["switch"]("x4")
+    assert denoise.visible and denoise.value == 0.0
+    path = tmp_path / "p.png"
+    picture(12).save(path)
+    quiet = lambda *args, **kwargs: None  # noqa: E731 - no Gradio progress outside a request
+
+    def run(model, strength):
+        _, file, _ = fns["upscale"](str(path), 1, 0, 16, model, strength, progress=quiet)
+        return np.asarray(PIL.Image.open(file))
+
+    expected = {
+        name: np.asarray(each(PIL.Image.open(path), num_inference_steps=1, output_type="pil").images[0])
+        for name, each in {"x4": clean, "x4-real": real}.items()
+    }
+    assert np.array_equal(run("x4", 0), expected["x4"]) and np.array_equal(run("x4", 1), expected["x4-real"])
+    assert np.array_equal(run("x4-real", None), expected["x4-real"])
+    middle = run("x4", 0.5)
+    assert not np.array_equal(middle, expected["x4"]) and not np.array_equal(middle, expected["x4-real"])
+    with pytest.raises(gr.Error, match="between 0 and 1"):
+        run("x4", 1.5)
 
 
 def test_progress_tracks_the_reverse_steps(pipe, tmp_path):

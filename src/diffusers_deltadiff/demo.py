@@ -39,7 +39,7 @@ from .arguments import int_at_least
 from .console import CLIError, load_pipeline, one_line, resolve_device
 from .image_io import open_input, save_atomic, steps_strip, to_output_image
 from .image_utils import bicubic_resize, resize_to, to_pil, to_unit_tensor
-from .pretrained import shipped_scales
+from .pretrained import DENOISE_MODELS, shipped_models, shipped_scales
 
 
 # inputs with more pixels are refused: 1024 x 1024 LR pixels (a 4096 x 4096 output, about a minute on 2 CPU cores)
@@ -183,43 +183,54 @@ def remove_on_sigterm():
 
 def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Blocks":
     """
-    The demo as a `gr.Blocks`, on `pipe` (default: the shipped models, one per factor, with a factor choice).
+    The demo as a `gr.Blocks`, on `pipe` (default: the shipped models, with a model choice).
 
     Args:
-        pipe (`DeltaDiffPipeline` or `dict[int, DeltaDiffPipeline]`, *optional*):
-            The pipeline to run, on the device it is on; or one pipeline per upscale factor, offered as a choice
-            (x4 first where there is one). Default: every model shipped with the package
-            (`pretrained.load_default_pipeline(scale=...)` for each of `pretrained.shipped_scales()`).
+        pipe (`DeltaDiffPipeline` or `dict[int | str, DeltaDiffPipeline]`, *optional*):
+            The pipeline to run, on the device it is on; or several, offered as a choice: keyed by upscale factor
+            (shown as `x2`, `x4`, x4 first) or by name (`x4`, `x4-real`, `x2`, in the order given). Default: every
+            model shipped with the package (`pretrained.load_default_pipeline(model=...)` for each of
+            `pretrained.shipped_models()`, the default x4 model first). Where both `x4` and `x4-real` are offered,
+            a *Denoise* slider blends them (0: `x4`, 1: `x4-real`; [`~blending.blend_pipelines`]).
         max_pixels (`int`, *optional*, defaults to `DEFAULT_MAX_PIXELS`):
             Uploads with more pixels are refused (also against decompression bombs); `0` or `None`: no limit.
 
-    The upscale event is also an API endpoint, `/upscale`: `(image file, steps, tile size, tile overlap, factor)` to
-    `((bicubic, DeltaDiff), result PNG, steps strip)`. The factor is `"x2"`, `"x4"`...; `gradio_client` fills in the
-    page's default (the first factor offered) when it is left out, Gradio's REST API needs all five values.
+    The upscale event is also an API endpoint, `/upscale`: `(image file, steps, tile size, tile context, model,
+    denoise)` to `((bicubic, DeltaDiff), result PNG, steps strip)`. The model is `"x4"`, `"x4-real"`, `"x2"`...;
+    denoise (0 to 1) applies to the x4 pair only. `gradio_client` fills in the page's defaults for left-out values
+    (the first model offered, its denoise end); Gradio's REST API needs all six values.
     """
     if pipe is None:
         from .pretrained import load_default_pipeline
 
-        pipe = {scale: load_default_pipeline(scale=scale) for scale in shipped_scales()}
+        pipe = {name: load_default_pipeline(model=name) for name in shipped_models()}
         for each in pipe.values():
             each.set_progress_bar_config(disable=True)
-    pipes = dict(pipe) if isinstance(pipe, dict) else {pipe.upscale_factor: pipe}
-    if not pipes:
-        raise ValueError("build_demo needs at least one pipeline")
-    for scale, each in pipes.items():
-        if scale != each.upscale_factor:
-            raise ValueError(f"build_demo: the pipeline given for x{scale} upscales x{each.upscale_factor}")
-    factors = sorted(pipes, key=lambda scale: (scale != 4, scale))  # x4 first: the default everywhere
-    names = {f"x{scale}": pipes[scale] for scale in factors}
-    first = pipes[factors[0]]
+    names = named_pipelines(pipe)
+    first_name = next(iter(names))
+    first = names[first_name]
+    blendable = all(name in names for name in DENOISE_MODELS)
+    blends = {}  # the last blend asked for, by strength
     results = ResultFolder()
 
-    def chosen(factor: str | None):
+    def chosen(factor: str | None, denoise=None):
         if factor is None:
-            return first
+            factor = first_name
         if factor not in names:
-            raise gr.Error(f"factor {factor!r}: this demo offers {', '.join(names)}")
-        return names[factor]
+            raise gr.Error(f"model {factor!r}: this demo offers {', '.join(names)}")
+        if not blendable or factor not in DENOISE_MODELS or denoise is None:
+            return names[factor]
+        strength = float(denoise)
+        if not 0 <= strength <= 1:  # also NaN
+            raise gr.Error(f"denoise must be between 0 and 1, got {denoise}")
+        if strength in (0.0, 1.0):
+            return names[DENOISE_MODELS[int(strength)]]
+        if strength not in blends:
+            from .blending import blend_pipelines
+
+            blends.clear()
+            blends[strength] = blend_pipelines(*(names[name] for name in DENOISE_MODELS), strength)
+        return blends[strength]
 
     def step_counts(pipe) -> tuple[int, int]:
         """The most reverse steps the model runs, and the number it runs by default."""
@@ -232,9 +243,10 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         return to_pil(to_unit_tensor(read_upload(path, max_pixels))), None, None, None  # any mode, 16-bit too
 
     def switch(factor):
-        """The controls of the chosen factor's model (and the last result cleared: it was another factor's)."""
+        """The controls of the chosen model (and the last result cleared: it was another model's)."""
         pipe = chosen(factor)
         most, default = step_counts(pipe)
+        in_pair = blendable and factor in DENOISE_MODELS
         label = f"Bicubic (left) | DeltaDiff {factor} (right)"
         return (
             gr.Slider(maximum=most, value=default),
@@ -244,10 +256,11 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             gr.ImageSlider(value=None, label=label),
             None,
             None,
+            gr.Slider(value=float(DENOISE_MODELS.index(factor)) if in_pair else 0.0, visible=in_pair),
         )
 
-    def upscale(path, steps, tile_size, tile_context, factor=None, progress=gr.Progress()):
-        pipe = chosen(factor)
+    def upscale(path, steps, tile_size, tile_context, factor=None, denoise=None, progress=gr.Progress()):
+        pipe = chosen(factor, denoise)
         steps, tile_size, tile_context = checked_controls(pipe, steps, tile_size, tile_context)
         scale = pipe.upscale_factor
         progress(0, desc="reading the image")
@@ -304,7 +317,16 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                 upload = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
                 shown = gr.Image(label="Input", format="png", interactive=False, elem_id="input-preview")
                 factor = gr.Radio(
-                    list(names), value=f"x{factors[0]}", label="Factor", visible=len(names) > 1, elem_id="factor"
+                    list(names), value=first_name, label="Model", visible=len(names) > 1, elem_id="factor"
+                )
+                denoise = gr.Slider(
+                    0,
+                    1,
+                    value=float(DENOISE_MODELS.index(first_name)) if first_name in DENOISE_MODELS else 0.0,
+                    step=0.05,
+                    label="Denoise (0: x4, for clean inputs; 1: x4-real, for noisy, blurred or JPEG inputs)",
+                    visible=blendable and first_name in DENOISE_MODELS,
+                    elem_id="denoise",
                 )
                 steps = gr.Slider(1, max_steps, value=default_steps, step=1, label="Reverse steps", elem_id="steps")
                 tile_size = gr.Slider(
@@ -324,10 +346,10 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                     label="Tile context (around each tile, latent pixels)",
                     elem_id="tile-context",
                 )
-                run = gr.Button(f"Upscale x{factors[0]}", variant="primary", elem_id="run")
+                run = gr.Button(f"Upscale {first_name}", variant="primary", elem_id="run")
             with gr.Column(scale=2):
                 comparison = gr.ImageSlider(
-                    label=f"Bicubic (left) | DeltaDiff x{factors[0]} (right)",
+                    label=f"Bicubic (left) | DeltaDiff {first_name} (right)",
                     type="pil",
                     format="png",
                     interactive=False,
@@ -346,11 +368,33 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         upload.clear(
             lambda: (None, None, None, None), None, [shown, comparison, result, strip], api_visibility="private"
         )
-        factor.change(switch, factor, [steps, tile_context, run, comparison, result, strip], api_visibility="private")
+        factor.change(
+            switch,
+            factor,
+            [steps, tile_size, tile_context, run, comparison, result, strip, denoise],
+            api_visibility="private",
+        )
         run.click(
-            upscale, [upload, steps, tile_size, tile_context, factor], [comparison, result, strip], api_name="upscale"
+            upscale,
+            [upload, steps, tile_size, tile_context, factor, denoise],
+            [comparison, result, strip],
+            api_name="upscale",
         )
     return demo
+
+
+def named_pipelines(pipe) -> dict:
+    """`pipe` (one pipeline, or a dict keyed by factor or by name) as `{name: pipeline}`, in the order offered."""
+    if not isinstance(pipe, dict):
+        return {f"x{pipe.upscale_factor}": pipe}
+    if not pipe:
+        raise ValueError("build_demo needs at least one pipeline")
+    names = {}
+    for key in sorted(pipe, key=lambda k: (k != 4, k)) if all(isinstance(k, int) for k in pipe) else pipe:
+        if isinstance(key, int) and key != pipe[key].upscale_factor:
+            raise ValueError(f"build_demo: the pipeline given for x{key} upscales x{pipe[key].upscale_factor}")
+        names[f"x{key}" if isinstance(key, int) else str(key)] = pipe[key]
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,9 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale",
         type=int_at_least(2),
         default=None,
-        help="only this factor's shipped model (default: every shipped factor, x4 first)",
+        help="only this factor's shipped model (default: every shipped model, the default x4 one first)",
     )
-    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped model of --scale)")
+    parser.add_argument(
+        "--model", default=None, help="shipped model (x4, x4-real, x2) or pipeline folder (default: every shipped one)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument(
         "--max-pixels",
@@ -388,8 +434,8 @@ def main(argv=None) -> int:
         device = resolve_device(args.device)
         if args.model or args.scale or not shipped_scales():  # one model (or the error saying none is shipped)
             pipe = load_pipeline(args.model, device, scale=args.scale)
-        else:  # every shipped factor, to choose from
-            pipe = {scale: load_pipeline(None, device, scale=scale) for scale in shipped_scales()}
+        else:  # every shipped model, to choose from, the default x4 one first
+            pipe = {name: load_pipeline(name, device) for name in shipped_models()}
     except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code

@@ -39,8 +39,9 @@ def model_path(name: str) -> str | None:
 
 
 def shipped_models() -> list[str]:
-    """The short names of the models this installation carries."""
-    return [name for name in SHIPPED_MODELS if model_path(name)]
+    """The short names of the models this installation carries, the default x4 model first."""
+    names = [name for name in SHIPPED_MODELS if model_path(name)]
+    return sorted(names, key=lambda name: name != DEFAULT_MODELS[DEFAULT_SCALE])  # stable: the rest in table order
 
 
 def default_model_dir(scale: int = DEFAULT_SCALE) -> Path:
@@ -79,7 +80,8 @@ def default_model_path(scale: int = DEFAULT_SCALE) -> str | None:
 def from_pretrained(path: str, dtype=None, **kwargs):
     """
     `DeltaDiffPipeline.from_pretrained(path)` with its weights cast to `dtype` (default float32: the shipped model
-    is stored in float16 to keep the package small), under whichever name this diffusers takes the dtype.
+    is stored in float16 to keep the package small), under whichever name this diffusers takes the dtype; safetensors
+    weights only.
     """
     import torch
     from diffusers.pipelines import pipeline_utils
@@ -87,6 +89,7 @@ def from_pretrained(path: str, dtype=None, **kwargs):
     from .pipeline_deltadiff import DeltaDiffPipeline
 
     dtype = dtype or torch.float32
+    kwargs.setdefault("use_safetensors", True)  # never a pickled `.bin` (nor diffusers' fallback to one)
     key = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
     return DeltaDiffPipeline.from_pretrained(path, **{key: dtype}, **kwargs)
 
