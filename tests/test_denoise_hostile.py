@@ -160,13 +160,34 @@ def test_cli_denoise_blends_the_shipped_models_whatever_the_working_folder_holds
 
 
 @pytest.mark.parametrize("missing", ["model_index.json", "unet/diffusion_pytorch_model.safetensors"])
-def test_cli_denoise_with_a_half_shipped_pair(shipped, tmp_path, capsys, missing):
+def test_cli_denoise_with_a_half_shipped_pair(shipped, tmp_path, capfd, missing):
     """An x4-real folder without its index or its weights: an error line naming it, exit 2, nothing written."""
     (shipped / "deltadiff-x4-real" / missing).unlink()
     code, out = upscale(tmp_path, "out", "--denoise", "0.5")
     assert code == 2 and out is None and not (tmp_path / "out").exists()
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "x4-real" in errors[0]
+    lines = capfd.readouterr().err.strip().splitlines()  # before: diffusers' own log line about the file too
+    assert len(lines) == 1 and lines[0].startswith("error:") and "x4-real" in lines[0], lines
+
+
+def test_a_model_without_its_weights_is_one_line_on_the_real_stderr(shipped, tmp_path):
+    """As a user's terminal sees it (a fresh process, diffusers' own logging): before, diffusers added 'An error
+    occurred while trying to fetch ...' and 'Defaulting to unsafe serialization' (a fallback to pickled `.bin`
+    weights) to the error line, which named the `.bin` file it then missed."""
+    import subprocess
+    import sys
+
+    (shipped / "deltadiff-x4-real" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    write_image(tmp_path / "in.png", 9, 11)
+    script = (
+        "import sys; from pathlib import Path; from diffusers_deltadiff import pretrained; "
+        f"pretrained.PRETRAINED_DIR = Path({str(shipped)!r}); from diffusers_deltadiff.cli import main; "
+        f"sys.exit(main(['upscale', {str(tmp_path / 'in.png')!r}, '-o', {str(tmp_path / 'out')!r}, '--denoise', '0.5']))"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "diffusion_pytorch_model.safetensors" in lines[0]
 
 
 def test_cli_denoise_steps_are_checked(shipped, tmp_path, capsys):

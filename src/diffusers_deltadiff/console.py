@@ -2,6 +2,8 @@
 that only a terminal sees, the device, and the pipeline with its `--steps` checked.
 """
 
+import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -95,6 +97,24 @@ def warn_dtype(device: str, dtype: str):
         warning("--dtype fp16 on the CPU is slow and some layers may not support it; fp32 is the CPU's choice")
 
 
+class DropErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def diffusers_errors_unlogged():
+    """diffusers' own error log lines left out (a missing weights file is logged, then raised): warnings stay."""
+    logger, drop = logging.getLogger("diffusers"), DropErrors()
+    for handler in logger.handlers:
+        handler.addFilter(drop)
+    try:
+        yield
+    finally:
+        for handler in logger.handlers:
+            handler.removeFilter(drop)
+
+
 def load_pipeline(
     model: str | None, device: str = "cpu", dtype: str = "fp32", scale: int | None = None, denoise: float | None = None
 ):
@@ -129,7 +149,8 @@ def load_pipeline(
         if not (path / "model_index.json").is_file():
             raise CLIError(f"{model}: not a pipeline folder (no model_index.json)")
     try:
-        pipe = from_pretrained(model, dtype=DTYPES[dtype])
+        with diffusers_errors_unlogged():  # a failure is said once, in the error line below
+            pipe = from_pretrained(model, dtype=DTYPES[dtype])
     except Exception as err:  # noqa: BLE001 - any loading failure becomes one line
         raise CLIError(f"{model}: cannot load the model ({one_line(err)})") from err
     if scale is not None and pipe.upscale_factor != scale:
