@@ -1,0 +1,78 @@
+"""The shipped real-world x4 model (`x4-real`): files, JPEG blocks not amplified, the denoise ends, tiles."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from safetensors import safe_open
+
+from diffusers_deltadiff.blending import blend_pipelines
+from diffusers_deltadiff.image_utils import bicubic_resize, to_unit_tensor
+from diffusers_deltadiff.metrics import block_edge_energy
+from diffusers_deltadiff.pretrained import load_default_pipeline, model_path
+
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(model_path("x4-real") is None, reason="no shipped x4-real model")
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    pipes = {name: load_default_pipeline(model=name) for name in ("x4", "x4-real")}
+    for pipe in pipes.values():
+        pipe.set_progress_bar_config(disable=True)
+    return pipes
+
+
+def jpeg(image: PIL.Image.Image, quality: int) -> PIL.Image.Image:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    return PIL.Image.open(buffer).convert("RGB")
+
+
+def test_shipped_files():
+    folder = Path(model_path("x4-real"))
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 30 * 2**20
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert {p.parent.name for p in weights} == {"unet", "vqvae"}
+    for file in weights:
+        with safe_open(file, "pt") as handle:
+            assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"F16"}
+    card = (folder / "README.md").read_text()
+    assert "RealSR" in card and "licen" in card.lower() and "bsds400" in card
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "coffee.png"])
+def test_no_amplified_jpeg_blocks(pipes, name):
+    """On a JPEG-40 input the 8x8 block-edge energy of the output is no higher than bicubic's."""
+    lr = jpeg(PIL.Image.open(REPO / "examples" / "images" / name), 40)
+    source = to_unit_tensor(lr)
+    size = (source.shape[1] * 4, source.shape[2] * 4)
+    bicubic = block_edge_energy(bicubic_resize(source, size), 32)
+    real = block_edge_energy(pipes["x4-real"](lr, output_type="pt").images[0], 32)
+    clean = block_edge_energy(pipes["x4"](lr, output_type="pt").images[0], 32)
+    assert real <= bicubic, (real, bicubic)
+    assert clean > bicubic  # the check can fail: the clean model sharpens the blocks
+
+
+def test_denoise_ends_are_the_two_models(pipes):
+    lr = PIL.Image.open(REPO / "examples" / "images" / "chelsea.png").convert("RGB").crop((0, 0, 40, 32))
+    ends = {name: pipe(lr, output_type="np").images for name, pipe in pipes.items()}
+    assert np.array_equal(load_default_pipeline(denoise=0)(lr, output_type="np").images, ends["x4"])
+    assert np.array_equal(load_default_pipeline(denoise=1)(lr, output_type="np").images, ends["x4-real"])
+    half = blend_pipelines(load_default_pipeline(model="x4"), load_default_pipeline(model="x4-real"), 0.5)
+    middle = half(lr, output_type="np").images
+    assert not np.array_equal(middle, ends["x4"]) and not np.array_equal(middle, ends["x4-real"])
+
+
+def test_tiles_equal_the_whole_image(pipes):
+    pipe = pipes["x4-real"]
+    lr = to_unit_tensor(PIL.Image.open(REPO / "examples" / "images" / "rocket.png").convert("RGB"))[:, :72, :88]
+    whole = pipe(lr, output_type="pt", tile_size=0).images
+    tiled = pipe(lr, output_type="pt", tile_size=16).images
+    assert torch.equal(whole, tiled)
