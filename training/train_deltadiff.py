@@ -50,6 +50,7 @@ from diffusers_deltadiff.image_utils import image_grid
 from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_factor, encode_lr
 from diffusers_deltadiff.training_utils import (
     add_data_arguments,
+    check_method,
     epoch_loader,
     install_folder,
     load_center_crops,
@@ -250,7 +251,63 @@ def parse_args(input_args=None):
         parser.error("--start_sha256 pins a start: pass --pretrained_model_name_or_path or --unet_init_from too.")
     if args.chain_steps and not all(1 <= n <= args.num_train_timesteps for n in args.chain_steps):
         parser.error(f"--chain_steps must lie in 1..{args.num_train_timesteps}, got {args.chain_steps}.")
+    problem = unet_size_problem(args) or start_problem(args)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def unet_size_problem(args) -> str | None:
+    """The UNet size flags (used when no start is given), checked: every channel count splits into the norm groups."""
+    if args.pretrained_model_name_or_path or args.unet_init_from:
+        return None
+    groups, channels = args.unet_norm_num_groups, args.unet_block_out_channels
+    if groups < 1:
+        return f"--unet_norm_num_groups must be at least 1, got {groups}."
+    uneven = [c for c in channels if c % groups]
+    if uneven:
+        return (
+            f"--unet_block_out_channels {','.join(map(str, channels))}: every count must be a multiple of "
+            f"--unet_norm_num_groups {groups} (the norm layers split the channels into that many groups); "
+            f"{','.join(map(str, uneven))} is not."
+        )
+    return None
+
+
+def start_problem(args) -> str | None:
+    """A local start (`--pretrained_model_name_or_path`, `--unet_init_from`) must be a pipeline folder."""
+    for flag in ("pretrained_model_name_or_path", "unet_init_from"):
+        start = getattr(args, flag)
+        if start is None:
+            continue
+        path = Path(start)
+        local = path.exists() or start.startswith((".", "/", "~")) or start.count("/") != 1  # else a Hub id
+        if local and not (path / "model_index.json").is_file():
+            return (
+                f"--{flag} {start}: not a DeltaDiffPipeline folder (no model_index.json; a training run saves its "
+                "pipeline there at the end, its checkpoint-N folders hold none)."
+            )
+    return None
+
+
+def load_start(start: str, flag: str) -> DeltaDiffPipeline:
+    """The pipeline a run starts from, with a one-line error when it cannot be loaded."""
+    try:
+        return DeltaDiffPipeline.from_pretrained(start)
+    except Exception as err:  # noqa: BLE001 - any loading failure becomes one line
+        first = str(err).strip().splitlines()
+        raise SystemExit(
+            f"error: --{flag} {start}: cannot load the pipeline ({type(err).__name__}: {first[0] if first else ''})"
+        ) from None
+
+
+def method_record(args) -> dict:
+    """
+    What a checkpoint records of the method (flag name -> value): a resume that changes any of it is refused
+    ([`training_utils.check_method`]), as a change of the model's shape already is.
+    """
+    keys = ("prediction_type", "kappa", "eta_start", "eta_end", "power", "num_train_timesteps", "scale")
+    return {**{key: getattr(args, key) for key in keys}, "lossless_latent": bool(args.lossless_latent)}
 
 
 def use_deterministic_algorithms():
@@ -288,10 +345,9 @@ def check_start(args):
 
 def build_unet(args, latent_channels: int) -> UNet2DModel:
     if args.pretrained_model_name_or_path:
-        pipeline = DeltaDiffPipeline.from_pretrained(args.pretrained_model_name_or_path)
-        return pipeline.unet
+        return load_start(args.pretrained_model_name_or_path, "pretrained_model_name_or_path").unet
     if args.unet_init_from:
-        return unet_transplanted(args, DeltaDiffPipeline.from_pretrained(args.unet_init_from).unet, latent_channels)
+        return unet_transplanted(args, load_start(args.unet_init_from, "unet_init_from").unet, latent_channels)
     channels = args.unet_block_out_channels
     attention = set(args.unet_attention_levels)
     down = tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(len(channels)))
@@ -496,7 +552,9 @@ def main(args):
     set_seed(args.seed)
     if args.deterministic:
         use_deterministic_algorithms()
-    resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)  # a wrong path fails before anything is written
+    # a wrong path, or a resume with another method than the run's, fails before anything is written
+    checkpoint, _ = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    check_method(checkpoint, method_record(args))
 
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
@@ -703,7 +761,9 @@ def main(args):
                 accelerator.log({"train/" + k: v for k, v in logs.items()}, step=global_step)
 
                 if global_step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, args.output_dir, args.checkpoints_total_limit, global_step)
+                    save_checkpoint(
+                        accelerator, args.output_dir, args.checkpoints_total_limit, global_step, method_record(args)
+                    )
                 if validation_images and global_step % args.validation_steps == 0:
                     metrics = run_validation(
                         accelerator, args, unet, ema_unet, vqvae, scheduler, validation_images, global_step

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -171,6 +172,55 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> t
     return str(path), step
 
 
+def recorded_method(path: Path) -> dict | None:
+    """The method configuration a checkpoint's marker records; `None` for checkpoints that record none."""
+    try:
+        method = json.loads((Path(path) / CHECKPOINT_MARKER).read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return method if isinstance(method, dict) else None
+
+
+def check_method(checkpoint: str | None, method: dict):
+    """
+    Refuse to resume `checkpoint` with another method configuration than it was trained with (`method`: flag name ->
+    value, as [`save_checkpoint`] records it): a changed prediction type, kappa, eta schedule, power, step count,
+    latent or factor would train on from weights made for something else, and the saved scheduler would contradict
+    the first part of the run. A checkpoint that records nothing (saved before records existed) is warned about.
+    """
+    if checkpoint is None:
+        return
+    recorded = recorded_method(Path(checkpoint))
+    if recorded is None:
+        logger.warning(f"{checkpoint} records no method configuration (an older checkpoint): resuming unchecked")
+        return
+    changed = [key for key in sorted(set(recorded) | set(method)) if recorded.get(key) != method.get(key)]
+    if changed:
+        run = " ".join(f"--{key} {recorded.get(key)}" for key in changed)
+        now = " ".join(f"--{key} {method.get(key)}" for key in changed)
+        raise SystemExit(
+            f"error: --resume_from_checkpoint {checkpoint}: the run was trained with {run}, this resume asks for {now}; "
+            "resume with the run's flags, or start a new --output_dir"
+        )
+
+
+def check_custom_states(path: Path):
+    """
+    `accelerate` unpickles a checkpoint's `custom_checkpoint_<n>.pkl` (the EMA state) allowing any object: each
+    is read first with `weights_only=True` (tensors, numbers, containers), and a file that needs more is refused.
+    """
+    for state in sorted(Path(path).glob("custom_checkpoint_*.pkl")):
+        try:
+            torch.load(state, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise SystemExit(
+                f"error: --resume_from_checkpoint {path}: {state.name} holds objects that unpickling would run "
+                f"(refused; {str(err).splitlines()[0][:200]})"
+            ) from None
+        except (OSError, RuntimeError, EOFError) as err:
+            raise SystemExit(f"error: --resume_from_checkpoint {path}: {state.name} is unreadable ({err})") from None
+
+
 def resume(
     accelerator,
     resume_from_checkpoint: str | None,
@@ -192,6 +242,7 @@ def resume(
         remove_partial_checkpoints(output_dir)
     if path is not None:
         accelerator.print(f"Resuming from checkpoint {path}")
+        check_custom_states(Path(path))
         try:
             accelerator.load_state(path)
         except (RuntimeError, KeyError, ValueError) as err:  # e.g. size mismatches: another model's checkpoint
@@ -252,11 +303,14 @@ def install_entries(partial: Path, final: Path):
             os.replace(entry, target)
 
 
-def save_checkpoint(accelerator, output_dir: str, total_limit: int | None, global_step: int) -> str:
+def save_checkpoint(
+    accelerator, output_dir: str, total_limit: int | None, global_step: int, method: dict | None = None
+) -> str:
     """
     `accelerator.save_state` into `output_dir/.checkpoint-<step>.partial`, then a marker, then one rename to
     `checkpoint-<step>`; only then are the oldest checkpoints pruned. An interrupted save (Ctrl-C, a crash, a full
     disk) leaves every earlier checkpoint as it was, and the half-written folder is never taken for a checkpoint.
+    The marker records the step and `method`, the configuration a resume must keep ([`check_method`]).
     """
     final = Path(output_dir) / f"checkpoint-{global_step}"
     partial = Path(output_dir) / f".checkpoint-{global_step}.partial"
@@ -267,7 +321,8 @@ def save_checkpoint(accelerator, output_dir: str, total_limit: int | None, globa
         accelerator.save_state(str(partial))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (partial / CHECKPOINT_MARKER).write_text(json.dumps({"step": global_step}))
+            record = {"step": global_step, **({"method": method} if method is not None else {})}
+            (partial / CHECKPOINT_MARKER).write_text(json.dumps(record))
             # a checkpoint of this step from an earlier attempt is replaced whole
             install_folder(partial, final, Path(output_dir) / f".checkpoint-{global_step}.replaced")
     except BaseException:
