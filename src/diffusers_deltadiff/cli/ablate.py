@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from ..arguments import int_list
+from ..atomic_files import write_file_atomic
 from ..console import CLIError, check_steps, load_pipeline, resolve_device, warn_dtype
 from .options import add_eval_data_options, add_model_options, eta_list, load_eval_pairs, path_text
 
@@ -38,6 +39,7 @@ def cmd_ablate(args) -> int:
     from ..evaluation import ablate
 
     pairs, errors = load_eval_pairs(args)
+    check_table_output(args.output)  # before the sweep, not after it
     device = resolve_device(args.device)
     warn_dtype(device, args.dtype)
     pipe = load_pipeline(args.model, device, args.dtype, scale=args.scale)
@@ -48,8 +50,19 @@ def cmd_ablate(args) -> int:
     header = f"Schedule ablation on {Path(args.hr).name} (x{args.scale}, sampling only, model not retrained)\n\n"
     if args.output:
         try:
-            Path(args.output).write_text(header + table)
+            write_file_atomic(Path(args.output), (header + table).encode(), replace=True)
         except OSError as err:
             raise CLIError(f"{args.output}: cannot write the table ({err.strerror})") from err
     print(header + table)
     return 1 if errors else 0
+
+
+def check_table_output(output: str | None):
+    """`--output` names a file that can be written in an existing folder (the table comes at the end of the sweep)."""
+    if not output:
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise CLIError(f"--output {output}: a folder: name the markdown file to write")
+    if not path.parent.is_dir():
+        raise CLIError(f"--output {output}: {path.parent} is not a folder")
