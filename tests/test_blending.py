@@ -64,7 +64,7 @@ def shipped(tmp_path, monkeypatch):
 
 
 def test_models_by_short_name(shipped):
-    assert pretrained.shipped_models() == ["x4", "x4-real"]
+    assert pretrained.shipped_models() == ["x4-real", "x4"]  # the default x4 model first
     assert pretrained.shipped_scales() == [4]
     real = pretrained.load_default_pipeline(model="x4-real")
     reference = tiny_lossless_pipeline(seed=1)

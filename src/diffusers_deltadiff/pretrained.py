@@ -19,10 +19,9 @@ SHIPPED_MODELS = {"x4": "deltadiff-x4", "x2": "deltadiff-x2", "x4-real": "deltad
 DEFAULT_SCALE = 4
 # the model each factor runs by default: x4-real's worst gain over bicubic, across the clean benchmarks and the
 # real-world sets, is the larger (the table in docs/performance.md, "Which model by default")
-DEFAULT_MODELS = {4: "x4", 2: "x2"}
+DEFAULT_MODELS = {4: "x4-real", 2: "x2"}
 DENOISE_MODELS = ("x4", "x4-real")  # denoise 0 and 1
 DENOISE_SCALE = 4
-DEFAULT_MODEL_DIR = PRETRAINED_DIR / SHIPPED_MODELS[DEFAULT_MODELS[DEFAULT_SCALE]]
 
 
 def model_dir(name: str) -> Path:
@@ -41,18 +40,30 @@ def model_path(name: str) -> str | None:
 def shipped_models() -> list[str]:
     """The short names of the models this installation carries, the default x4 model first."""
     names = [name for name in SHIPPED_MODELS if model_path(name)]
-    return sorted(names, key=lambda name: name != DEFAULT_MODELS[DEFAULT_SCALE])  # stable: the rest in table order
+    return sorted(names, key=lambda name: name != default_model_name(DEFAULT_SCALE))  # the rest in table order
+
+
+def default_model_name(scale: int = DEFAULT_SCALE) -> str | None:
+    """
+    The short name of the model factor `scale` runs by default: `DEFAULT_MODELS[scale]` where this installation
+    carries it, else another shipped model of that factor (`x4` where only it is shipped), else `None`.
+    """
+    preferred = DEFAULT_MODELS.get(scale)
+    if preferred and model_path(preferred):
+        return preferred
+    same_factor = [name for name in SHIPPED_MODELS if name.split("-")[0] == f"x{scale}" and model_path(name)]
+    return same_factor[0] if same_factor else None
 
 
 def default_model_dir(scale: int = DEFAULT_SCALE) -> Path:
-    """Where the default model of factor `scale` lives (`pretrained/deltadiff-x<scale>` unless named otherwise)."""
-    name = DEFAULT_MODELS.get(scale)
+    """Where the default model of factor `scale` lives (or would: `DEFAULT_MODELS`, else `deltadiff-x<scale>`)."""
+    name = default_model_name(scale) or DEFAULT_MODELS.get(scale)
     return model_dir(name) if name else PRETRAINED_DIR / f"deltadiff-x{scale}"
 
 
 def shipped_scales() -> list[int]:
     """The factors this installation ships a default model for."""
-    return sorted(scale for scale in DEFAULT_MODELS if default_model_path(scale))
+    return sorted(scale for scale in DEFAULT_MODELS if default_model_name(scale))
 
 
 def custom_pipeline_path() -> str:
