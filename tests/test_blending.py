@@ -70,7 +70,7 @@ def test_models_by_short_name(shipped):
     reference = tiny_lossless_pipeline(seed=1)
     for key, value in real.unet.state_dict().items():
         assert torch.equal(value, reference.unet.state_dict()[key])
-    with pytest.raises(FileNotFoundError, match="the x2 model is not shipped.*shipped: x4, x4-real"):
+    with pytest.raises(FileNotFoundError, match="the x2 model is not shipped.*shipped: x4-real, x4"):
         pretrained.load_default_pipeline(model="x2")
     with pytest.raises(ValueError, match="unknown shipped model 'x8'"):
         pretrained.load_default_pipeline(model="x8")
