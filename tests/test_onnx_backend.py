@@ -69,19 +69,19 @@ def test_streaming_equals_the_canvas_path_on_onnxruntime(factor_pipes, output_ty
     test_tiling.test_streaming_equals_the_canvas_path(factor_pipes[1], output_type, monkeypatch)
 
 
-@pytest.mark.parametrize("scale", [4, 2])
-def test_shipped_tiles_equal_the_whole_image_on_onnxruntime(scale, monkeypatch):
+@test_default_model.SCALES  # every shipped model, as the torch test runs them
+def test_shipped_tiles_equal_the_whole_image_on_onnxruntime(name, scale, monkeypatch):
     monkeypatch.setattr(
         test_default_model, "load_default_pipeline", lambda **kwargs: on_onnxruntime(load_default_pipeline(**kwargs))
     )
-    test_default_model.test_tiles_equal_the_whole_image(scale)
+    test_default_model.test_tiles_equal_the_whole_image(name, scale)
 
 
-@pytest.mark.parametrize("scale", [4, 2])
-def test_shipped_models_match_torch(scale):
-    torch_pipe = load_default_pipeline(scale=scale)
+@test_default_model.SCALES
+def test_shipped_models_match_torch(name, scale):
+    torch_pipe = load_default_pipeline(model=name)
     torch_pipe.set_progress_bar_config(disable=True)
-    ort_pipe = on_onnxruntime(load_default_pipeline(scale=scale))
+    ort_pipe = on_onnxruntime(load_default_pipeline(model=name))
     photo = PIL.Image.open(Path(__file__).resolve().parents[1] / "examples" / "images" / "chelsea.png")
     for kwargs in ({}, {"tile_size": 16}):  # whole, and tiled with the model's own context
         expected = torch_pipe(photo, output_type="np", **kwargs).images
