@@ -58,3 +58,27 @@ def configure(monkeypatch, pipe, **values):
     from diffusers.configuration_utils import FrozenDict
 
     monkeypatch.setattr(pipe, "_internal_dict", FrozenDict({**pipe.config, **values}))
+
+
+def load_trainer():
+    """`training/train_deltadiff.py` (a script, not a package module) loaded as a module, fresh."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "training" / "train_deltadiff.py"
+    spec = importlib.util.spec_from_file_location("train_deltadiff", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """An installation whose x4 and x4-real models are two tiny random pipelines of one architecture."""
+    from diffusers_deltadiff import pretrained
+    from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
+
+    folder = tmp_path / "pretrained"
+    tiny_lossless_pipeline(seed=0).save_pretrained(folder / "deltadiff-x4")
+    tiny_lossless_pipeline(seed=1).save_pretrained(folder / "deltadiff-x4-real")
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", folder)
+    return folder

@@ -53,16 +53,6 @@ def test_different_architectures_are_refused():
         blend_pipelines(tiny_lossless_pipeline(seed=0), tiny_pipeline(seed=0), 0.5)
 
 
-@pytest.fixture
-def shipped(tmp_path, monkeypatch):
-    """An installation whose x4 and x4-real models are two tiny random pipelines."""
-    folder = tmp_path / "pretrained"
-    tiny_lossless_pipeline(seed=0).save_pretrained(folder / "deltadiff-x4")
-    tiny_lossless_pipeline(seed=1).save_pretrained(folder / "deltadiff-x4-real")
-    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", folder)
-    return folder
-
-
 def test_models_by_short_name(shipped):
     assert pretrained.shipped_models() == ["x4-real", "x4"]  # the default x4 model first
     assert pretrained.shipped_scales() == [4]

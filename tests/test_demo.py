@@ -28,7 +28,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from diffusers_deltadiff.demo import build_demo, main  # noqa: E402
 from diffusers_deltadiff.image_utils import bicubic_resize, to_pil, to_unit_tensor  # noqa: E402
 from diffusers_deltadiff.metrics import psnr_y  # noqa: E402
-from diffusers_deltadiff.pretrained import load_default_pipeline, shipped_scales  # noqa: E402
+from diffusers_deltadiff.pretrained import load_default_pipeline, shipped_models, shipped_scales  # noqa: E402
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline  # noqa: E402
 
 
@@ -308,8 +308,8 @@ def test_space_app_serves(tmp_path):
         finally:
             app.terminate()
             app.wait(30)
-    factors = sorted(shipped_scales(), key=lambda scale: (scale != 4, scale))  # every shipped factor, x4 first
-    assert config["title"] == f"DeltaDiff {' / '.join(f'x{scale}' for scale in factors)} super-resolution"
+    # every shipped model by name, the default x4 one first
+    assert config["title"] == f"DeltaDiff {' / '.join(shipped_models())} super-resolution"
 
 
 @pytest.mark.browser

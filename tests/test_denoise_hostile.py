@@ -17,16 +17,6 @@ from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 
 
-@pytest.fixture
-def shipped(tmp_path, monkeypatch):
-    """An installation whose x4 and x4-real models are two tiny random pipelines of one architecture."""
-    folder = tmp_path / "pretrained"
-    tiny_lossless_pipeline(seed=0).save_pretrained(folder / "deltadiff-x4")
-    tiny_lossless_pipeline(seed=1).save_pretrained(folder / "deltadiff-x4-real")
-    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", folder)
-    return folder
-
-
 def weights(pipe) -> dict:
     return {key: value.clone() for key, value in pipe.unet.state_dict().items()}
 

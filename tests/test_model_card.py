@@ -7,8 +7,8 @@ import PIL.Image
 import pytest
 from huggingface_hub import ModelCard
 
-from conftest import shipped_model_dir
 from diffusers_deltadiff.model_card import benchmark_means, eval_results, write_model_card
+from diffusers_deltadiff.pretrained import model_path
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 
 
@@ -105,9 +105,9 @@ def test_template_without_markers_is_refused(results, tmp_path):
         write_model_card(pipe, tmp_path, "# no markers\n<!-- comparison -->", results, method="ours", repo_id="x/y")
 
 
-@pytest.mark.parametrize("scale", [4, 2])
-def test_shipped_card(scale):
-    folder = shipped_model_dir(scale)
+@pytest.mark.parametrize("name", ["x4", "x2", "x4-real"])
+def test_shipped_card(name):
+    folder = Path(model_path(name) or pytest.skip(f"no shipped {name} model"))
     card = ModelCard.load(folder / "README.md")
     assert (card.data.library_name, card.data.pipeline_tag) == ("diffusers", "image-to-image")
     metrics = card_metrics(card)

@@ -3,11 +3,11 @@ would: missing, unreadable, not UTF-8, with a byte-order mark or CRLF, unclosed 
 including one another or themselves; SHA-256s in odd spellings, without a start, for a start that changed."""
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from conftest import load_trainer
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 
 
@@ -17,10 +17,7 @@ BASE = "--lossless_latent --train_data_dir data\n"
 
 @pytest.fixture(scope="module")
 def trainer():
-    spec = importlib.util.spec_from_file_location("train_deltadiff", ROOT / "training" / "train_deltadiff.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_trainer()
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ recipe's own flags with only the data, sizes, budget and output overridden after
 the trainer's flags; and it starts from the model it names, pinned by the SHA-256 of the UNet weights."""
 
 import hashlib
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from conftest import write_image
+from conftest import load_trainer, write_image
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,10 +22,7 @@ def recipe_id(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def trainer():
-    spec = importlib.util.spec_from_file_location("train_deltadiff", ROOT / "training" / "train_deltadiff.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_trainer()
 
 
 @pytest.fixture(scope="module")

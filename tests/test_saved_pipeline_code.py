@@ -1,8 +1,8 @@
 """Saved pipelines carry their code: they load with diffusers alone, and with the package's own classes when it is there.
 
 The "diffusers alone" runs happen in a subprocess whose import system cannot see `diffusers_deltadiff`: a finder at
-the front of `sys.meta_path` refuses it and the source folder is taken off `sys.path`, so any import of the package,
-direct or through a pickled or registered name, fails there.
+the front of `sys.meta_path` refuses it (before any other finder, the editable install's included), so any import
+of the package, direct or through a pickled or registered name, fails there.
 """
 
 import json
@@ -53,7 +53,6 @@ class RefusePackage(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, RefusePackage())
-sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "diffusers_deltadiff"))]
 try:
     import diffusers_deltadiff  # noqa: F401
 except ModuleNotFoundError:

@@ -4,7 +4,6 @@ that changes it is refused; a checkpoint's pickled EMA state is never run; UNet 
 and starts that are not pipelines, are one-line flag errors, not tracebacks.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import PIL.Image
 import pytest
 import torch
 
+from conftest import load_trainer
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 from diffusers_deltadiff.training_utils import CHECKPOINT_MARKER, check_method, recorded_method, save_checkpoint
 
@@ -33,10 +33,7 @@ def trainer():
     from accelerate import PartialState
 
     PartialState(cpu=True)
-    spec = importlib.util.spec_from_file_location("train_deltadiff", ROOT / "training" / "train_deltadiff.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_trainer()
 
 
 @pytest.fixture(scope="module")
