@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from .encoding import encode_lr
 from .image_utils import to_gray
-from .pipeline_deltadiff import DeltaDiffPipeline, encode_lr
+from .pipeline_deltadiff import DeltaDiffPipeline
 
 
 INPUT_NAME, OUTPUT_NAME = "image", "upscaled"
