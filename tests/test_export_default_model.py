@@ -86,6 +86,8 @@ def test_an_export_is_complete_and_honours_the_umask(shipped):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(shipped.stat().st_mode) == 0o777 & ~umask  # was 0700: a temporary folder's mode
+    files = [p for p in shipped.rglob("*") if p.is_file()]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o666 & ~umask}  # weights were 0600
     assert "PSNR" in (shipped / "README.md").read_text() and siblings(shipped) == ["deltadiff-x4"]
     DeltaDiffPipeline.from_pretrained(shipped)
 

@@ -170,6 +170,15 @@ def staging_folder(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
 
 
+def honour_umask(folder: Path):
+    """Give every folder and file under `folder` the umask's mode (weights saved through temporary files are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def float16_psnr(reference, half, images: list[str], scale: int) -> float:
     """The smallest PSNR between the float32 and the float16-stored pipeline's outputs on `images`."""
     psnrs = []
@@ -227,6 +236,7 @@ def main(args):
         if psnr < args.min_psnr:
             sys.exit(f"error: float16 storage changes outputs too much ({psnr:.2f} dB < {args.min_psnr} dB)")
         write_card(args, half, partial, template)
+        honour_umask(partial)
         install_folder(partial, out, out.parent / f".{out.name}.old")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
