@@ -22,7 +22,6 @@ across the upscaled 8x8 JPEG block edges minus the mean step elsewhere; the HR o
 """
 
 import argparse
-import copy
 import json
 import statistics
 from pathlib import Path
@@ -96,8 +95,8 @@ class Methods:
         if name in self.extra:
             pipe = from_pretrained(self.extra[name])
         elif name.startswith("denoise-"):
-            clean, real = copy.deepcopy(self.pipeline("x4")), self.pipeline("x4-real")
-            pipe = blend_pipelines(clean, real, float(name.removeprefix("denoise-")))
+            # blend_pipelines leaves both inputs as they are: the x4 and x4-real rows stay those models
+            pipe = blend_pipelines(self.pipeline("x4"), self.pipeline("x4-real"), float(name.removeprefix("denoise-")))
         else:
             pipe = from_pretrained(shipped_model_path(name))
         pipe.set_progress_bar_config(disable=True)

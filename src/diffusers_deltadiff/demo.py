@@ -36,6 +36,7 @@ except ImportError as err:  # pragma: no cover - depends on the installation
     raise ImportError('The demo needs Gradio: pip install -e ".[demo]"') from err
 
 from .arguments import int_at_least
+from .blending import blend_pipelines, check_strength
 from .console import CLIError, load_pipeline, one_line, resolve_device
 from .image_io import open_input, save_atomic, steps_strip, to_output_image
 from .image_utils import bicubic_resize, resize_to, to_pil, to_unit_tensor
@@ -220,14 +221,11 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             raise gr.Error(f"model {factor!r}: this demo offers {', '.join(names)}")
         if not blendable or factor not in DENOISE_MODELS or denoise is None:
             return names[factor]
-        strength = float(denoise)
-        if not 0 <= strength <= 1:  # also NaN
-            raise gr.Error(f"denoise must be between 0 and 1, got {denoise}")
-        if strength in (0.0, 1.0):
-            return names[DENOISE_MODELS[int(strength)]]
-        if strength not in blends:
-            from .blending import blend_pipelines
-
+        try:
+            strength = check_strength(denoise)
+        except (TypeError, ValueError) as err:
+            raise gr.Error(str(err)) from err
+        if strength not in blends:  # 0 and 1 are the two models themselves (blend_pipelines returns them)
             blends.clear()
             blends[strength] = blend_pipelines(*(names[name] for name in DENOISE_MODELS), strength)
         return blends[strength]

@@ -40,7 +40,8 @@ def model_path(name: str) -> str | None:
 def shipped_models() -> list[str]:
     """The short names of the models this installation carries, the default x4 model first."""
     names = [name for name in SHIPPED_MODELS if model_path(name)]
-    return sorted(names, key=lambda name: name != default_model_name(DEFAULT_SCALE))  # the rest in table order
+    default = default_model_name(DEFAULT_SCALE)
+    return sorted(names, key=lambda name: name != default)  # the rest in table order
 
 
 def default_model_name(scale: int = DEFAULT_SCALE) -> str | None:
@@ -84,8 +85,8 @@ def custom_pipeline_path() -> str:
 
 def default_model_path(scale: int = DEFAULT_SCALE) -> str | None:
     """Folder of the shipped default pipeline of factor `scale`, or `None` when this installation carries none."""
-    folder = default_model_dir(scale)
-    return str(folder) if (folder / "model_index.json").is_file() else None
+    name = default_model_name(scale)
+    return model_path(name) if name else None
 
 
 def from_pretrained(path: str, dtype=None, **kwargs):
