@@ -205,6 +205,97 @@ def test_the_model_choice_and_the_denoise_slider(tmp_path):
         run("x4", 1.5)
 
 
+def test_output_scale(client, pipe, tmp_path):
+    """Output scale 3 on the x4 model: the x4 result resized by PIL's Lanczos to exactly 3x, on the slider and in the PNG."""
+    image = picture(37, seed=4).resize((37, 23), PIL.Image.BICUBIC)  # odd sizes: 111x69 at 3x
+    path = tmp_path / "odd.png"
+    image.save(path)
+    (bicubic, deltadiff), result, strip = client.predict(
+        gradio_client.handle_file(str(path)), 1, 0, 16, factor="x4", outscale=3, api_name="/upscale"
+    )
+    out = PIL.Image.open(result)
+    assert Path(result).name == "odd_x3.png" and out.size == (111, 69) and out.mode == "RGB"
+    x4 = pipe(image, num_inference_steps=1, tile_size=0, output_type="pil").images[0]
+    assert x4.size == (148, 92)
+    assert np.array_equal(np.asarray(out), np.asarray(x4.resize((111, 69), PIL.Image.LANCZOS)))
+    assert np.array_equal(np.asarray(PIL.Image.open(deltadiff).convert("RGB")), np.asarray(out))
+    expected_bicubic = image.resize((111, 69), PIL.Image.BICUBIC)
+    assert np.array_equal(np.asarray(PIL.Image.open(bicubic).convert("RGB")), np.asarray(expected_bicubic))
+    assert PIL.Image.open(strip).size == (2 * 148, 92)  # the reverse steps, at the model's own factor
+
+    _, result, _ = client.predict(
+        gradio_client.handle_file(str(path)), 1, 0, 16, "x2", outscale=1.5, api_name="/upscale"
+    )
+    assert Path(result).name == "odd_x1.5.png" and PIL.Image.open(result).size == (
+        56,
+        34,
+    )  # 55.5, 34.5 rounded to even
+
+
+def test_output_scale_left_out_changes_nothing(client, tmp_path):
+    """Empty, 0 or the model's own factor: the same files as a call without the control (the six-value API)."""
+    path = tmp_path / "same.png"
+    picture(20, seed=5).save(path)
+
+    def run(*extra, **by_name):
+        (bicubic, deltadiff), result, _ = client.predict(
+            gradio_client.handle_file(str(path)), 1, 0, 16, *extra, api_name="/upscale", **by_name
+        )
+        return Path(result).name, [np.asarray(PIL.Image.open(f)) for f in (bicubic, deltadiff, result)]
+
+    name, without = run()
+    assert name == "same_x4.png" and without[2].shape == (80, 80, 3)
+    for value in (None, 0, 4, 4.0):
+        for other_name, other in (run(outscale=value), run("x4", 0.0, value)):  # by name, and all seven in order
+            assert other_name == name and all(np.array_equal(a, b) for a, b in zip(other, without)), value
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (-3, "`outscale` must be a positive number, got -3"),
+        (float("nan"), "`outscale` must be a positive number, got nan"),
+        (float("inf"), "`outscale` must be a positive number, got inf"),
+        ("3", "`outscale` must be a positive number, got '3'"),
+        (1000, r"p\.png: output scale 1000 makes a 16000x16000 result, larger than this demo makes"),
+    ],
+)
+def test_bad_output_scales_give_clear_errors(pipe_x2, tmp_path, value, message):
+    """target_size's own messages (and a cost bound: no more pixels than the model makes from the largest input)."""
+    demo = build_demo(pipe_x2, max_pixels=MAX_PIXELS)
+    (upscale,) = [f.fn for f in demo.fns.values() if f.api_name == "upscale"]
+    path = tmp_path / "p.png"
+    picture(16).save(path)
+    quiet = lambda *args, **kwargs: None  # noqa: E731 - no Gradio progress outside a request
+    with pytest.raises(gr.Error, match=message):
+        upscale(str(path), 1, 0, 16, None, None, value, progress=quiet)
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_bad_output_scale_through_the_api(client, tmp_path):
+    path = tmp_path / "neg.png"
+    picture(16).save(path)
+    with pytest.raises(gradio_client.exceptions.AppError, match="`outscale` must be a positive number, got -2"):
+        client.predict(gradio_client.handle_file(str(path)), 1, 0, 16, outscale=-2, api_name="/upscale")
+
+
+def test_output_scale_keeps_16_bit_results(pipe_x2, tmp_path):
+    """A 16-bit input gives a 16-bit PNG at the output scale, resized in float (antialiased bicubic), not in 8 bits."""
+    demo = build_demo(pipe_x2)
+    (upscale,) = [f.fn for f in demo.fns.values() if f.api_name == "upscale"]
+    ramp = (np.linspace(0, 65535, 14 * 10).reshape(10, 14)).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    PIL.Image.fromarray(ramp).save(path)
+    _, result, _ = upscale(str(path), 1, 0, 16, None, None, 1.5, progress=lambda *args, **kwargs: None)
+    out = PIL.Image.open(result)
+    assert out.mode in ("I;16", "I") and out.size == (21, 15)
+    sr = pipe_x2(PIL.Image.open(path), num_inference_steps=1, output_type="pt").images[0].float()
+    expected = torch.nn.functional.interpolate(sr[None], size=(15, 21), mode="bicubic", antialias=True)[0]
+    expected = (expected.clamp(0, 1).mean(0).numpy() * 65535).round()
+    assert np.abs(np.asarray(out).astype(np.float64) - expected).max() <= 1
+    assert len(np.unique(np.asarray(out))) > 256  # more levels than 8 bits hold
+
+
 def test_progress_tracks_the_reverse_steps(pipe, tmp_path):
     """The upscale event reports `(step, steps)` to `gr.Progress` after every reverse step."""
     demo = build_demo(pipe)

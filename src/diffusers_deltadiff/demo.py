@@ -5,7 +5,8 @@
 
 Upload an image, upscale it, and compare: bicubic on the left of the slider, DeltaDiff on the right; below, the
 paper's Fig. 4 strip (the bicubic start, then the decoded image after every reverse step), and the result as a PNG
-to download. It runs offline: the model is the one shipped inside the package and Gradio's analytics are off.
+to download. An *Output scale* (e.g. 3) resizes the model's result to that factor, as `deltadiff upscale --outscale`
+does. It runs offline: the model is the one shipped inside the package and Gradio's analytics are off.
 Inputs are opened as `deltadiff upscale` opens them (one-line errors for files that are not images, are unreadable
 or have more than `max_pixels` pixels); the result is written as the CLI writes a PNG (grayscale stays grayscale,
 alpha is kept, ICC profiles and EXIF too).
@@ -38,8 +39,9 @@ except ImportError as err:  # pragma: no cover - depends on the installation
 from .arguments import int_at_least
 from .blending import blend_pipelines, check_strength
 from .console import CLIError, load_pipeline, one_line, resolve_device
-from .image_io import open_input, save_atomic, steps_strip, to_output_image
+from .image_io import needs_float_output, open_input, save_atomic, steps_strip, to_output_image
 from .image_utils import bicubic_resize, resize_to, to_pil, to_unit_tensor
+from .outscale import resize_output, target_size
 from .pretrained import DENOISE_MODELS, shipped_models, shipped_scales
 
 
@@ -100,6 +102,39 @@ def checked_controls(pipe, steps, tile_size, tile_context) -> tuple[int, int, in
     if 0 < values[1] < MIN_TILE_SIZE:
         raise gr.Error(f"tile size: must be 0 (never tile) or at least {MIN_TILE_SIZE}, got {values[1]}")
     return tuple(values)
+
+
+def checked_outscale(value) -> float | None:
+    """
+    The *Output scale* control's value: `None` (the model's own factor) when empty or 0, else a positive number;
+    anything else is a `gr.Error` with [`~outscale.target_size`]'s message (`outscale` must be a positive number).
+    """
+    if value is None or value == "" or (type(value) in (int, float) and value == 0):
+        return None
+    try:
+        target_size((1, 1), value)  # its checks, and its message
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
+    return float(value)
+
+
+def output_size(image: PIL.Image.Image, outscale: float | None, scale: int, max_pixels: int | None, name: str):
+    """
+    The result's `(width, height)` for an output scale ([`~outscale.target_size`]), or `None` where it is the
+    model's own size. A result with more pixels than the model makes from the largest image admitted is refused.
+    """
+    if outscale is None:
+        return None
+    size = target_size(image.size, outscale)
+    if size == (image.width * scale, image.height * scale):
+        return None
+    if max_pixels and size[0] * size[1] > max_pixels * scale**2:
+        side = int(max_pixels**0.5) * scale
+        raise gr.Error(
+            f"{name}: output scale {outscale:g} makes a {size[0]}x{size[1]} result, larger than this demo makes "
+            f"(about {side}x{side}); use a smaller output scale, or run `deltadiff upscale --outscale` on it"
+        )
+    return size
 
 
 def read_upload(path: str | None, max_pixels: int | None) -> PIL.Image.Image:
@@ -197,9 +232,12 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             Uploads with more pixels are refused (also against decompression bombs); `0` or `None`: no limit.
 
     The upscale event is also an API endpoint, `/upscale`: `(image file, steps, tile size, tile context, model,
-    denoise)` to `((bicubic, DeltaDiff), result PNG, steps strip)`. The model is `"x4"`, `"x4-real"`, `"x2"`...;
-    denoise (0 to 1) applies to the x4 pair only. `gradio_client` fills in the page's defaults for left-out values
-    (the first model offered, its denoise end); Gradio's REST API needs all six values.
+    denoise, output scale)` to `((bicubic, DeltaDiff), result PNG, steps strip)`. The model is `"x4"`, `"x4-real"`,
+    `"x2"`...; denoise (0 to 1) applies to the x4 pair only; the output scale (`None` or 0: the model's factor)
+    resizes the model's result as `deltadiff upscale --outscale` does ([`~outscale.resize_output`]: Lanczos for 8-bit
+    images, antialiased bicubic for 16-bit ones), the slider's and the PNG's, not the strip's. `gradio_client`
+    fills in the page's defaults for left-out values (the first model offered, its denoise end, no output scale);
+    Gradio's REST API needs all seven values.
     """
     if pipe is None:
         from .pretrained import load_default_pipeline
@@ -257,13 +295,17 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             gr.Slider(value=float(DENOISE_MODELS.index(factor)) if in_pair else 0.0, visible=in_pair),
         )
 
-    def upscale(path, steps, tile_size, tile_context, factor=None, denoise=None, progress=gr.Progress()):
+    def upscale(
+        path, steps, tile_size, tile_context, factor=None, denoise=None, outscale=None, progress=gr.Progress()
+    ):
         pipe = chosen(factor, denoise)
         steps, tile_size, tile_context = checked_controls(pipe, steps, tile_size, tile_context)
+        outscale = checked_outscale(outscale)
         scale = pipe.upscale_factor
         progress(0, desc="reading the image")
         image = read_upload(path, max_pixels)
         check_cost(pipe, image, max_pixels, Path(path).name, tile_size, tile_context)
+        size = output_size(image, outscale, scale, max_pixels, Path(path).name)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             gr.Warning(f"{Path(path).name}: {frames} frames, only the first one is upscaled")
@@ -290,12 +332,15 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
             raise gr.Error(one_line(err)) from err
         sr = out.images[0].float().cpu()
         source = to_unit_tensor(image)
-        bicubic = to_pil(bicubic_resize(source, tuple(sr.shape[-2:])))
         strip = steps_strip(source, strip_frames([s[0].float().cpu() for s in out.intermediate_images]))
+        if size is not None:  # as `deltadiff upscale --outscale`: 8-bit results resized as PIL images (Lanczos)
+            sr = resize_output(sr if needs_float_output(image, "PNG") else to_pil(sr), size)
+        shown = sr if isinstance(sr, PIL.Image.Image) else to_pil(sr)
+        bicubic = to_pil(bicubic_resize(source, (shown.height, shown.width)))
 
-        dest = results.new_run() / f"{Path(path).stem}_x{scale}.png"
+        dest = results.new_run() / f"{Path(path).stem}_x{outscale if size is not None else scale:g}.png"
         save_atomic(to_output_image(sr, image, "PNG"), dest, "PNG", 100, image)
-        return (bicubic, to_pil(sr)), str(dest), strip
+        return (bicubic, shown), str(dest), strip
 
     factor_names = " / ".join(names)
     max_steps, default_steps = step_counts(first)
@@ -344,6 +389,12 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
                     label="Tile context (around each tile, latent pixels)",
                     elem_id="tile-context",
                 )
+                outscale = gr.Number(
+                    value=None,
+                    label="Output scale (empty or 0: the model's own factor)",
+                    info="e.g. 3: the model's result resized to 3x the input (Lanczos, antialiased)",
+                    elem_id="outscale",
+                )
                 run = gr.Button(f"Upscale {first_name}", variant="primary", elem_id="run")
             with gr.Column(scale=2):
                 comparison = gr.ImageSlider(
@@ -374,7 +425,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         )
         run.click(
             upscale,
-            [upload, steps, tile_size, tile_context, factor, denoise],
+            [upload, steps, tile_size, tile_context, factor, denoise, outscale],
             [comparison, result, strip],
             api_name="upscale",
         )
