@@ -4,6 +4,8 @@
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --model A --other B --other C \
         --baseline fsrcnn:outputs/abl17/fsrcnn/best --bicubic
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --backends torch,onnxruntime --bicubic
+    python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --backends torch,auto \
+        --variant "before=outputs/x4-real-before --backend torch --png-compression 6"
 
 Each repeat runs every job once (fresh processes, one after the other, the order rotated from one repeat to the
 next, so machine noise and drift hit all alike) and the
@@ -13,12 +15,15 @@ repeat. The jobs: `deltadiff upscale` with a pipeline (`--model`, each `--other`
 short for it) and PIL's bicubic (`--bicubic`, Pillow alone: no torch to import), each reading the same images and
 writing PNG files as the CLI does (the folder's images, not its subfolders), in a fresh Python process, so the rows
 compare whole jobs. `--backends` runs the first model once per `deltadiff upscale --backend` (the first, e.g. torch,
-is the reference); every pipeline job's PNGs are compared with the first job's (largest difference in 8-bit levels).
+is the reference); `--variant "LABEL=MODEL ARGS..."` runs `deltadiff upscale` with a model (short name or folder)
+and more of its flags (e.g. a copy of a model folder with an earlier config, and earlier flag values: the path of an
+earlier release, side by side); every pipeline job's PNGs are compared with the first job's (largest difference in 8-bit levels).
 One untimed run of every job comes first (it fills the onnxruntime backend's export cache, and the file cache for all).
 """
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -52,12 +57,15 @@ for path in sorted(p for p in Path({folder!r}).iterdir() if p.suffix.lower() in 
 """
 
 
-def command(kind: str, folder: str, model: str | None, out: str, scale: int, backend: str | None = None) -> list[str]:
+def command(
+    kind: str, folder: str, model: str | None, out: str, scale: int, backend: str | None = None, extra=()
+) -> list[str]:
     if kind == "pipeline":
         return (
             [sys.executable, "-m", "diffusers_deltadiff.cli", "upscale", folder, "-o", out, "--overwrite"]
             + (["--model", model] if model else ["--scale", str(scale)])
             + (["--backend", backend] if backend else [])
+            + list(extra)
         )
     code = BASELINE_JOB if kind == "baseline" else BICUBIC_JOB
     return [sys.executable, "-c", code.format(model=model, out=out, folder=folder, scale=scale)]
@@ -86,33 +94,40 @@ def main():
     parser.add_argument(
         "--backends", default=None, help="e.g. torch,onnxruntime: the first model on each (CLI --backend)"
     )
+    parser.add_argument(
+        "--variant", action="append", default=[], help='"LABEL=MODEL ARGS...": upscale with more flags (repeatable)'
+    )
     args = parser.parse_args()
     args.baseline += [f"fsrcnn:{folder}" for folder in args.fsrcnn]
     backends = args.backends.split(",") if args.backends else [None]
-    if not (args.other or args.baseline or args.bicubic or len(backends) > 1):
-        parser.error("nothing to compare with: give --other, --baseline, --fsrcnn, --bicubic or --backends")
+    if not (args.other or args.baseline or args.bicubic or args.variant or len(backends) > 1):
+        parser.error("nothing to compare with: give --other, --variant, --baseline, --fsrcnn, --bicubic or --backends")
 
     first = args.model or f"shipped default x{args.scale}"
-    jobs = [("pipeline", args.model, first + (f", --backend {b}" if b else ""), b) for b in backends]
-    jobs += [("pipeline", model, model, None) for model in args.other]
-    jobs += [("baseline", spec, spec, None) for spec in args.baseline]
-    jobs += [("bicubic", None, "PIL bicubic", None)] if args.bicubic else []
+    jobs = [("pipeline", args.model, first + (f", --backend {b}" if b else ""), b, ()) for b in backends]
+    jobs += [("pipeline", model, model, None, ()) for model in args.other]
+    for spec in args.variant:
+        label, _, words = spec.partition("=")
+        model, *extra = shlex.split(words)
+        jobs.append(("pipeline", model, f"{label} ({words})", None, tuple(extra)))
+    jobs += [("baseline", spec, spec, None, ()) for spec in args.baseline]
+    jobs += [("bicubic", None, "PIL bicubic", None, ())] if args.bicubic else []
     times = [[] for _ in jobs]
     with tempfile.TemporaryDirectory() as tmp:
-        for k, (kind, model, _, backend) in enumerate(jobs):  # untimed: caches filled
-            run(command(kind, args.folder, model, os.path.join(tmp, str(k)), args.scale, backend))
+        for k, (kind, model, _, backend, extra) in enumerate(jobs):  # untimed: caches filled
+            run(command(kind, args.folder, model, os.path.join(tmp, str(k)), args.scale, backend, extra))
         for repeat in range(args.repeats):
             for i in range(len(jobs)):
                 k = (i + repeat) % len(jobs)
-                kind, model, _, backend = jobs[k]
+                kind, model, _, backend, extra = jobs[k]
                 out = os.path.join(tmp, str(k))
-                times[k].append(run(command(kind, args.folder, model, out, args.scale, backend)))
+                times[k].append(run(command(kind, args.folder, model, out, args.scale, backend, extra)))
         differences = [output_difference(tmp, k) if job[0] == "pipeline" else None for k, job in enumerate(jobs)]
     print(
         f"| job | median s ({args.repeats} runs) | ratio to the first (per repeat) | max diff to the first "
         "(8-bit levels) |\n|---|---|---|---|"
     )
-    for (_, _, label, _), seconds, difference in zip(jobs, times, differences):
+    for (_, _, label, _, _), seconds, difference in zip(jobs, times, differences):
         ratios = [a / b for a, b in zip(seconds, times[0])]
         print(
             f"| {label} | {statistics.median(seconds):.2f} | {statistics.median(ratios):.3f} "

@@ -92,3 +92,29 @@ def test_sixteen_bit_colour_is_not_dropped_silently(tmp_path, capsys, model_dir)
     code = main(["upscale", str(source), "--model", str(model_dir), "-o", str(tmp_path / "out.png")])
     err = capsys.readouterr().err
     assert code == 0 and "16 bits per colour channel, read as 8 bits" in err
+
+
+def test_png_compression_changes_the_file_not_the_pixels(tmp_path, capsys, model_dir):
+    """`--png-compression 0` (stored) and `9`: the same pixels as the default (1); the file sizes in zlib's order."""
+    rng = np.random.default_rng(0)
+    smooth = np.linspace(0, 255, 24 * 24 * 3).reshape(24, 24, 3)
+    PIL.Image.fromarray((smooth + rng.integers(0, 3, smooth.shape)).astype(np.uint8)).save(tmp_path / "in.png")
+    pixels, sizes = {}, {}
+    for level in (None, "0", "9"):
+        out = tmp_path / f"out_{level}.png"
+        flags = [] if level is None else ["--png-compression", level]
+        assert main(["upscale", str(tmp_path / "in.png"), "--model", str(model_dir), "-o", str(out), *flags]) == 0
+        with PIL.Image.open(out) as image:
+            pixels[level] = np.asarray(image)
+        sizes[level] = out.stat().st_size
+    assert np.array_equal(pixels[None], pixels["0"]) and np.array_equal(pixels[None], pixels["9"])
+    assert sizes["0"] > sizes[None] > sizes["9"]  # 0 stores (3 bytes a pixel and more), 1 compresses, 9 the most
+    assert sizes["0"] >= pixels["0"].size
+
+
+@pytest.mark.parametrize("level", ["10", "-1", "fast"])
+def test_png_compression_out_of_range_is_a_flag_error(tmp_path, capsys, model_dir, level):
+    PIL.Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "--model", str(model_dir), "--png-compression", level]) == 2
+    assert "--png-compression" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [tmp_path / "in.png"]

@@ -101,9 +101,11 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
             LR pixels added by reflection around every input before the chain, and cropped from the output after it,
             so that the UNet never sees its zero padding where the image ends (which leaves a band along the borders).
             Part of the model: saved with it (the shipped model's value is measured, see its card).
-        default_tile_size (`int`, *optional*, defaults to 128), auto_tile_threshold (`int`, *optional*, defaults to 256):
+        default_tile_size (`int`, *optional*, defaults to 128), auto_tile_threshold (`int`, *optional*, defaults to 512):
             With `tile_size=None`, images larger than `auto_tile_threshold` latent pixels on a side are tiled in tiles
-            of about `default_tile_size`.
+            of about `default_tile_size`. Whole images are the fastest (no tile context computed twice) and tiles
+            bound the memory: 512 keeps a x4 output of 2048² whole, at about 1.5 to 1.9 GiB on the CPU
+            (docs/performance.md, "Backends").
         stream_tiles (`bool`, *optional*, defaults to `True`), stream_width (`int`, *optional*, defaults to 1024):
             Tiled deterministic chains run as a wavefront down the image, in column strips of at most `stream_width`
             latent pixels, unless the caller needs every step's latents (callbacks, intermediates, latent output);
@@ -123,7 +125,7 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         border_padding: int = 0,
         *,
         default_tile_size: int = 128,
-        auto_tile_threshold: int = 256,
+        auto_tile_threshold: int = 512,
         stream_tiles: bool = True,
         stream_width: int = 1024,
     ):
@@ -363,7 +365,7 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
             tile_size (`int`, *optional*):
                 Process the image in tiles of `tile_size` x `tile_size` latent pixels (LR pixels for x4 with an f4
                 autoencoder) so that memory stays bounded whatever the image size. `None` (default) tiles images
-                larger than `auto_tile_threshold` (256) on a side, with tiles of `default_tile_size` (128); `0` never
+                larger than `auto_tile_threshold` (512) on a side, with tiles of `default_tile_size` (128); `0` never
                 tiles. With a local model (the default one) the output does not depend on it; see the class
                 documentation for what it does to other models.
             tile_context (`int`, *optional*):

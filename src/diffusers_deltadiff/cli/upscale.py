@@ -4,7 +4,7 @@ import PIL.Image
 
 from ..arguments import float_at_least, int_at_least, unit_interval
 from ..console import resolve_device
-from ..image_io import FORMATS
+from ..image_io import FORMATS, PNG_COMPRESSION
 from .backend import add_backend_option
 from .distributed import cmd_upscale_distributed
 from .options import add_deprecated_flag, add_model_options, path_text
@@ -54,6 +54,12 @@ def add_parser(sub):
     add_deprecated_flag(up, "--batch-size", "--tile-batch-size", type=int_at_least(1))
     up.add_argument("--format", choices=list(FORMATS), default=None, help="output format (default: the input's)")
     up.add_argument("--quality", type=int_at_least(0, 100), default=95, help="JPEG / WebP quality, 0 to 100")
+    up.add_argument(
+        "--png-compression",
+        type=int_at_least(0, 9),
+        default=PNG_COMPRESSION,
+        help=f"PNG zlib level, 0 (none) to 9 (smallest, slowest); default {PNG_COMPRESSION}, the fastest that compresses",
+    )
     up.add_argument("--save-steps", action="store_true", help="also write the strip of every reverse step")
     up.add_argument("--seed", type=int, default=0, help="only used by stochastic (ResShift) models")
     existing = up.add_mutually_exclusive_group()

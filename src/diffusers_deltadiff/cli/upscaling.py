@@ -147,7 +147,16 @@ def save_output(args, image: PIL.Image.Image, dest: Path, source: PIL.Image.Imag
     """
     fmt = FORMATS[args.format] if args.format else FORMATS.get(dest.suffix.lower().lstrip("."), "PNG")
     try:
-        save_atomic(image, dest, fmt, args.quality, source, created=created, replace=args.overwrite)
+        save_atomic(
+            image,
+            dest,
+            fmt,
+            args.quality,
+            source,
+            created=created,
+            replace=args.overwrite,
+            png_compression=args.png_compression,
+        )
     except AlreadyExists:
         if args.skip_existing:
             return []
