@@ -54,6 +54,8 @@ DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
     "mild": FirstOrder,  # a first-order camera degradation: blur, downscale, light noise, light JPEG
     "realworld": Mixture,  # the real-world model's training mix: bicubic, jpeg, mild and realesrgan
     "realworld-heavy": partial(Mixture, weights=(0.2, 0.2, 0.0, 0.6)),  # the first mix, too heavy (see Mixture)
+    # the second stage's mix: more and heavier web JPEG (quality 20-80), less of the second-order worst case
+    "realworld-jpeg": partial(Mixture, weights=(0.10, 0.40, 0.30, 0.20), jpeg_qualities=(20, 80)),
 }
 
 

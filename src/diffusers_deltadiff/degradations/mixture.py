@@ -14,15 +14,21 @@ class Mixture:
     `(hr, seed) -> lr`, one of `bicubic`, `jpeg`, `mild` ([`~first_order.FirstOrder`]) and `realesrgan` drawn per
     sample with `weights`. The default, 0.15 / 0.25 / 0.30 / 0.30, replaced a first mix of 0.2 / 0.2 / 0 / 0.6
     (`realworld-heavy`) that, dominated by the worst case, learned to smooth: it fell short of the clean model on
-    real camera pairs (docs/performance.md, "Real-world inputs").
+    real camera pairs (docs/performance.md, "Real-world inputs"). `jpeg_qualities` is the quality range of the `jpeg`
+    branch (`realworld-jpeg` draws 20-80 instead of 30-95, for the second stage that targets JPEG blocks).
     """
 
-    def __init__(self, scale: int = 4, weights: tuple[float, ...] = (0.15, 0.25, 0.30, 0.30)):
+    def __init__(
+        self,
+        scale: int = 4,
+        weights: tuple[float, ...] = (0.15, 0.25, 0.30, 0.30),
+        jpeg_qualities: tuple[int, int] = (30, 95),
+    ):
         self.scale = scale
         self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.branches = [
             Bicubic(scale),
-            BicubicJPEG(scale),
+            BicubicJPEG(scale, qualities=jpeg_qualities),
             FirstOrder(scale),
             SecondOrder(scale),
         ]
