@@ -190,7 +190,7 @@ def test_the_model_choice_and_the_denoise_slider(tmp_path):
     quiet = lambda *args, **kwargs: None  # noqa: E731 - no Gradio progress outside a request
 
     def run(model, strength):
-        _, file, _ = fns["upscale"](str(path), 1, 0, 16, model, strength, progress=quiet)
+        _, file, _ = fns["upscale"](str(path), 1, 0, 16, progress=quiet, factor=model, denoise=strength)
         return np.asarray(PIL.Image.open(file))
 
     expected = {
@@ -233,7 +233,7 @@ def test_output_scale(client, pipe, tmp_path):
 
 
 def test_output_scale_left_out_changes_nothing(client, tmp_path):
-    """Empty, 0 or the model's own factor: the same files as a call without the control (the six-value API)."""
+    """Empty, 0 or the model's own factor: the same files as a call that leaves the control out."""
     path = tmp_path / "same.png"
     picture(20, seed=5).save(path)
 
@@ -268,7 +268,7 @@ def test_bad_output_scales_give_clear_errors(pipe_x2, tmp_path, value, message):
     picture(16).save(path)
     quiet = lambda *args, **kwargs: None  # noqa: E731 - no Gradio progress outside a request
     with pytest.raises(gr.Error, match=message):
-        upscale(str(path), 1, 0, 16, None, None, value, progress=quiet)
+        upscale(str(path), 1, 0, 16, progress=quiet, outscale=value)
     assert list(tmp_path.iterdir()) == [path]
 
 
@@ -286,7 +286,7 @@ def test_output_scale_keeps_16_bit_results(pipe_x2, tmp_path):
     ramp = (np.linspace(0, 65535, 14 * 10).reshape(10, 14)).astype(np.uint16)
     path = tmp_path / "deep.png"
     PIL.Image.fromarray(ramp).save(path)
-    _, result, _ = upscale(str(path), 1, 0, 16, None, None, 1.5, progress=lambda *args, **kwargs: None)
+    _, result, _ = upscale(str(path), 1, 0, 16, progress=lambda *args, **kwargs: None, outscale=1.5)
     out = PIL.Image.open(result)
     assert out.mode in ("I;16", "I") and out.size == (21, 15)
     sr = pipe_x2(PIL.Image.open(path), num_inference_steps=1, output_type="pt").images[0].float()

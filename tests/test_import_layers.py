@@ -15,7 +15,7 @@ LAYERS = [
     {"pipeline_deltadiff", "pretrained", "outscale", "data", "testing_utils", "model_card"},
     {"evaluation", "training_utils", "console", "onnx_export", "onnx_backend"},
     {"image_io"},
-    {"demo", "cli"},
+    {"demo", "demo_checks", "cli"},
 ]  # fmt: skip
 INFERENCE = {"pipeline_deltadiff", "scheduling_delta_shift", "unet_local_norm", "autoencoder_space_to_depth", "tiling",
              "encoding", "pipeline_output", "canvas", "tiled_execution",

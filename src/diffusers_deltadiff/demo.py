@@ -14,7 +14,6 @@ alpha is kept, ICC profiles and EXIF too).
 
 import argparse
 import atexit
-import math
 import os
 import secrets
 import shutil
@@ -39,9 +38,18 @@ except ImportError as err:  # pragma: no cover - depends on the installation
 from .arguments import int_at_least
 from .blending import blend_pipelines, check_strength
 from .console import CLIError, load_pipeline, one_line, resolve_device
-from .image_io import needs_float_output, open_input, save_atomic, steps_strip, to_output_image
+from .demo_checks import (
+    MAX_TILE_CONTEXT,
+    MAX_TILE_SIZE,
+    check_cost,
+    checked_controls,
+    checked_outscale,
+    output_size,
+    read_upload,
+)
+from .image_io import needs_float_output, save_atomic, steps_strip, to_output_image
 from .image_utils import bicubic_resize, resize_to, to_pil, to_unit_tensor
-from .outscale import resize_output, target_size
+from .outscale import resize_output
 from .pretrained import DENOISE_MODELS, shipped_models, shipped_scales
 
 
@@ -51,110 +59,6 @@ DEFAULT_MAX_PIXELS = 1024 * 1024
 STRIP_FRAME_SIZE = 512
 # results (and Gradio's copies of them) are deleted after this many seconds, and when the demo stops
 RESULT_LIFETIME = 3600
-# the tile controls' range (latent pixels); the API is held to it too
-MIN_TILE_SIZE, MAX_TILE_SIZE, MAX_TILE_CONTEXT = 16, 512, 64
-
-# `open_input` sets Pillow's global pixel limit while it reads; the preview and the run may read at the same time
-_open_lock = threading.Lock()
-
-
-def check_cost(pipe, image: PIL.Image.Image, max_pixels: int | None, name: str, tile_size=None, tile_context=None):
-    """
-    Refuse a request whose work, the UNet pixels one step runs with the request's own tile settings (every tile with
-    its context: [`DeltaDiffPipeline.unet_pixels`]), exceeds a fixed budget: the work of the largest square the pixel
-    limit admits, run with the model's default tiling. Thin strips, tiny tiles and wide contexts cost far more than
-    the image's pixel count says; the budget does not move with the request's settings.
-    """
-    if not max_pixels:
-        return
-    tile_size = int(tile_size) if tile_size is not None else None
-    tile_context = int(tile_context) if tile_context is not None else None
-    side = int(max_pixels**0.5)
-    default = (pipe.config.default_tile_size, pipe.config.tile_context)  # what the page starts with
-    budget = max(pipe.unet_pixels((side, side)), pipe.unet_pixels((side, side), *default))  # not the request's
-    work = pipe.unet_pixels((image.height, image.width), tile_size, tile_context)
-    if work > budget:
-        raise gr.Error(
-            f"{name}: a {image.width}x{image.height} image costs as much as {work / budget:.1f} times the largest "
-            f"image this demo takes (about {side}x{side}, default tiles) with these tile settings; use larger tiles or "
-            "less context, crop it, or run `deltadiff upscale` on it"
-        )
-
-
-def checked_controls(pipe, steps, tile_size, tile_context) -> tuple[int, int, int]:
-    """
-    The step count and tile settings as integers within what the page offers (the API takes any number): reverse
-    steps 1 to the model's most, tile size 0 (never tile) or from `MIN_TILE_SIZE`, tile context up to
-    `MAX_TILE_CONTEXT`; anything else is a `gr.Error` naming the control.
-    """
-    most = pipe.scheduler.config.num_train_timesteps
-    limits = {
-        "reverse steps": (steps, 1, most),
-        "tile size": (tile_size, 0, MAX_TILE_SIZE),
-        "tile context": (tile_context, 0, MAX_TILE_CONTEXT),
-    }
-    values = []
-    for name, (value, low, high) in limits.items():
-        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
-        if not (math.isfinite(number) and number == int(number) and low <= number <= high):
-            raise gr.Error(f"{name}: must be a whole number from {low} to {high}, got {value!r}")
-        values.append(int(number))
-    if 0 < values[1] < MIN_TILE_SIZE:
-        raise gr.Error(f"tile size: must be 0 (never tile) or at least {MIN_TILE_SIZE}, got {values[1]}")
-    return tuple(values)
-
-
-def checked_outscale(value) -> float | None:
-    """
-    The *Output scale* control's value: `None` (the model's own factor) when empty or 0, else a positive number;
-    anything else is a `gr.Error` with [`~outscale.target_size`]'s message (`outscale` must be a positive number).
-    """
-    if value is None or value == "" or (type(value) in (int, float) and value == 0):
-        return None
-    try:
-        target_size((1, 1), value)  # its checks, and its message
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
-    return float(value)
-
-
-def output_size(image: PIL.Image.Image, outscale: float | None, scale: int, max_pixels: int | None, name: str):
-    """
-    The result's `(width, height)` for an output scale ([`~outscale.target_size`]), or `None` where it is the
-    model's own size. A result with more pixels than the model makes from the largest image admitted is refused.
-    """
-    if outscale is None:
-        return None
-    size = target_size(image.size, outscale)
-    if size == (image.width * scale, image.height * scale):
-        return None
-    if max_pixels and size[0] * size[1] > max_pixels * scale**2:
-        side = int(max_pixels**0.5) * scale
-        raise gr.Error(
-            f"{name}: output scale {outscale:g} makes a {size[0]}x{size[1]} result, larger than this demo makes "
-            f"(about {side}x{side}); use a smaller output scale, or run `deltadiff upscale --outscale` on it"
-        )
-    return size
-
-
-def read_upload(path: str | None, max_pixels: int | None) -> PIL.Image.Image:
-    """Open an uploaded file like `deltadiff upscale` does; every problem is a `gr.Error` naming the file."""
-    if not path:
-        raise gr.Error("Upload an image first.")
-    name = Path(path).name
-    try:
-        with _open_lock:
-            return open_input(Path(path), max_pixels)
-    except ValueError as err:
-        if isinstance(err.__cause__, (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning)):
-            side = int(max_pixels**0.5)
-            raise gr.Error(
-                f"{name}: image too large for this demo (more than {max_pixels:,} pixels, about {side}x{side}); "
-                "downscale it or run `deltadiff upscale` on it"
-            ) from err
-        raise gr.Error(f"{name}: {str(err).splitlines()[0]}") from err
-    except OSError as err:
-        raise gr.Error(f"{name}: unreadable file ({one_line(err)})") from err
 
 
 def strip_frames(steps: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -236,8 +140,9 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
     `"x2"`...; denoise (0 to 1) applies to the x4 pair only; the output scale (`None` or 0: the model's factor)
     resizes the model's result as `deltadiff upscale --outscale` does ([`~outscale.resize_output`]: Lanczos for 8-bit
     images, antialiased bicubic for 16-bit ones), the slider's and the PNG's, not the strip's. `gradio_client`
-    fills in the page's defaults for left-out values (the first model offered, its denoise end, no output scale);
-    Gradio's REST API needs all seven values.
+    fills in the page's defaults for left-out values (the first model offered, its denoise end, no output scale)
+    and takes the last three by name too (`factor=`, `denoise=`, `outscale=`); Gradio's REST API needs all seven
+    values. The event function takes those three as keywords (Gradio's `inputs_kwargs`, 6.28 and later).
     """
     if pipe is None:
         from .pretrained import load_default_pipeline
@@ -296,7 +201,7 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         )
 
     def upscale(
-        path, steps, tile_size, tile_context, factor=None, denoise=None, outscale=None, progress=gr.Progress()
+        path, steps, tile_size, tile_context, progress=gr.Progress(), *, factor=None, denoise=None, outscale=None
     ):
         pipe = chosen(factor, denoise)
         steps, tile_size, tile_context = checked_controls(pipe, steps, tile_size, tile_context)
@@ -425,8 +330,9 @@ def build_demo(pipe=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "gr.Bl
         )
         run.click(
             upscale,
-            [upload, steps, tile_size, tile_context, factor, denoise, outscale],
+            [upload, steps, tile_size, tile_context],
             [comparison, result, strip],
+            inputs_kwargs={"factor": factor, "denoise": denoise, "outscale": outscale},  # the API's 5th to 7th values
             api_name="upscale",
         )
     return demo
