@@ -3,6 +3,9 @@
 The tiling tests of the torch path are run here again, unchanged, on pipelines whose UNet is an ONNX Runtime session.
 """
 
+import os
+import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import torch
 import test_default_model
 import test_tiling
 from conftest import write_image
+from diffusers_deltadiff import onnx_backend
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, resolve_backend, unet_cache_path, use_onnxruntime
 from diffusers_deltadiff.pretrained import load_default_pipeline
@@ -165,3 +169,46 @@ def test_cli_refuses_an_onnxruntime_backend_it_cannot_serve(tmp_path, capsys):
         == "error: --backend onnxruntime: the onnxruntime backend runs float32 on the CPU, not bfloat16 on cpu"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_cache_filled_at_once(tmp_path, monkeypatch):
+    """
+    Two stand-ins for one UNet start together on an empty cache, both exported before either writes (a barrier).
+    Before: in one process they shared the temporary name `.<file>.<pid>.tmp`, so the second rename found its file
+    taken and fell back to an uncached in-memory model. Now both get the cached file, which ONNX Runtime loads, with
+    the umask's mode, and nothing else is left in the folder.
+    """
+    real_export, lock, barrier = onnx_backend.export_unet, threading.Lock(), threading.Barrier(2, timeout=60)
+
+    def exported_together(*args, **kwargs):
+        with lock:  # one trace at a time: the exporter has global state
+            real_export(*args, **kwargs)
+        barrier.wait()
+
+    monkeypatch.setattr(onnx_backend, "export_unet", exported_together)
+    unet = tiny_lossless_pipeline(seed=2).unet
+    folder = tmp_path / "cache"
+    results = [None, None]
+
+    def start(i):
+        try:
+            results[i] = onnx_backend.unet_model(unet, folder)
+        except BaseException as err:  # noqa: BLE001 - reported to the test
+            results[i] = err
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    path = unet_cache_path(unet, folder)
+    assert results == [str(path), str(path)]
+    assert list(folder.iterdir()) == [path]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    sample = torch.randn(1, unet.config.in_channels, 8, 8)
+    with torch.no_grad():
+        expected = unet(sample, 1).sample
+    got = OnnxRuntimeUNet(unet, cache_folder=folder)(sample, 1).sample  # read from the cache
+    assert float((got - expected).abs().max()) < 1e-4

@@ -4,6 +4,11 @@ The reference is the torch pipeline itself (its padding, tiles and streaming), t
 ([`UpscalerGraph`] rewrites the padding for dynamic sizes): outputs agree within half an 8-bit level.
 """
 
+import os
+import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,7 @@ from diffusers_deltadiff.pretrained import SHIPPED_MODELS, from_pretrained, mode
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from diffusers_deltadiff import atomic_files, onnx_export  # noqa: E402
 from diffusers_deltadiff.cli import main  # noqa: E402
 from diffusers_deltadiff.onnx_export import UpscalerGraph, export_onnx  # noqa: E402
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline  # noqa: E402
@@ -145,3 +151,107 @@ def test_cli_writes_once_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["export", str(folder), "-o", str(output), "--steps", "9", "--overwrite"]) == 2
     assert output.read_bytes() == written
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp" or p.name.startswith(".")] == []
+
+
+def run_together(calls) -> list:
+    """Run `calls` in threads at once; what each returned, or the exception it raised."""
+    results = [None] * len(calls)
+
+    def run(i, call):
+        try:
+            results[i] = call()
+        except BaseException as err:  # noqa: BLE001 - reported to the test
+            results[i] = err
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+def umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_two_exports_to_one_path_at_once(tmp_path, monkeypatch, overwrite):
+    """
+    Both exports are traced before either writes (a barrier), so they always overlap. Before: both traced into the one
+    `.tiny.onnx.tmp`, and the second rename found its file taken by the first (FileNotFoundError). Now the file is one
+    export's whole graph, with the umask's mode, and no temporary file is left; without `overwrite` the later one is
+    refused (`AlreadyExists`) instead of replacing the other's.
+    """
+    real_trace, lock, barrier = onnx_export.trace_to_onnx, threading.Lock(), threading.Barrier(2, timeout=60)
+
+    def traced_together(*args, **kwargs):
+        with lock:  # one trace at a time: the exporter has global state
+            real_trace(*args, **kwargs)
+        barrier.wait()
+
+    monkeypatch.setattr(onnx_export, "trace_to_onnx", traced_together)
+    pipes = [tiny_lossless_pipeline(seed=seed, scale=2) for seed in (0, 1)]  # other weights: whose file it is shows
+    output = tmp_path / "tiny.onnx"
+    results = run_together([lambda pipe=pipe: export_onnx(pipe, output, 1, overwrite=overwrite) for pipe in pipes])
+    if overwrite:
+        assert results == [output, output]
+    else:
+        assert sorted(type(r).__name__ for r in results) == ["AlreadyExists", "PosixPath"], results
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"]
+    assert stat.S_IMODE(output.stat().st_mode) == umask_mode()
+    lr = photo("coffee.png", 9, 11)
+    got = run_onnx(session(output), [lr])[0]
+    matches = [
+        np.abs(got - pipe(lr, num_inference_steps=1, output_type="np").images[0]).max() <= HALF_LEVEL for pipe in pipes
+    ]
+    assert sorted(matches) == [False, True]
+
+
+def test_an_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
+    """An interrupt while the file is written: the previous file stays as it was, and no temporary file is left."""
+    output = tmp_path / "tiny.onnx"
+    output.write_bytes(b"the previous export")
+
+    def interrupted(fd, data):
+        os.write(fd, bytes(memoryview(data)[:100]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic_files, "write_whole", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(tiny_lossless_pipeline(scale=2), output, 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"] and output.read_bytes() == b"the previous export"
+
+
+def test_cli_export_removes_a_killed_export_s_temporary_file(tmp_path, capsys):
+    """A SIGKILLed export leaves its temporary file; the next export into that folder removes it (its process is gone)."""
+    folder = tmp_path / "tiny-x2"
+    tiny_lossless_pipeline(scale=2).save_pretrained(folder)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{atomic_files.TMP_PREFIX}{dead.pid}-0123456789ab{atomic_files.TMP_SUFFIX}"
+    stale.write_bytes(b"half an export")
+    assert main(["export", str(folder), "-o", str(tmp_path / "tiny.onnx"), "--steps", "1"]) == 0, capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-x2", "tiny.onnx"]
+    session(tmp_path / "tiny.onnx")
+
+
+def test_cli_export_keeps_a_file_another_run_wrote_meanwhile(tmp_path, capsys, monkeypatch):
+    """The output appears after the flags were checked (another export): without --overwrite it is kept, one line."""
+    folder = tmp_path / "tiny-x2"
+    tiny_lossless_pipeline(scale=2).save_pretrained(folder)
+    output = tmp_path / "tiny.onnx"
+    real_trace = onnx_export.trace_to_onnx
+
+    def and_another_run_writes(*args, **kwargs):
+        real_trace(*args, **kwargs)
+        output.write_bytes(b"the other run's export")
+
+    monkeypatch.setattr(onnx_export, "trace_to_onnx", and_another_run_writes)
+    assert main(["export", str(folder), "-o", str(output), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: -o {output}: already exists (pass --overwrite to replace it)"
+    assert output.read_bytes() == b"the other run's export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-x2", "tiny.onnx"]

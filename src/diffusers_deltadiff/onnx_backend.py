@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .atomic_files import write_file_atomic
+
 
 # what `auto` picks from, and what `--backend` takes (this module imports only torch at first: the CLI reads this)
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -102,24 +104,24 @@ def export_unet(unet: torch.nn.Module, path) -> None:
 
 
 def unet_model(unet: torch.nn.Module, folder: Path | None = None) -> str | bytes:
-    """The exported UNet: a cached file's path (exported and cached first if missing), or the model's bytes where
-    the cache folder cannot be written."""
+    """
+    The exported UNet: a cached file's path (exported and cached first if missing), or the model's bytes where the
+    cache folder cannot be written. The export is made in memory, then cached whole or not at all
+    ([`~atomic_files.write_file_atomic`]: a temporary file of this call's own, with the umask's mode, removed on any
+    error or interrupt), so processes and threads starting at once on an empty cache never share or read a partial
+    file; the last export written stays (each is the same UNet).
+    """
     path = unet_cache_path(unet, folder)
     if path.is_file():
         return str(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    buffer = io.BytesIO()
+    export_unet(unet, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_unet(unet, temporary)
-        os.replace(temporary, path)  # whole or not at all: processes exporting at once each write their own file
-        return str(path)
+        write_file_atomic(path, buffer.getbuffer(), replace=True)
     except OSError:
-        buffer = io.BytesIO()
-        export_unet(unet, buffer)
         return buffer.getvalue()
-    finally:
-        if temporary.is_file():
-            temporary.unlink()
+    return str(path)
 
 
 class OnnxRuntimeUNet(torch.nn.Module):

@@ -16,6 +16,7 @@ Needs the `onnx` extra (`pip install diffusers-deltadiff[onnx]`) for the metadat
 import copy
 import importlib.metadata
 import inspect
+import io
 import math
 import os
 import warnings
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic_files import write_file_atomic
 from .encoding import encode_lr
 from .image_utils import to_gray
 from .pipeline_deltadiff import DeltaDiffPipeline
@@ -193,10 +195,16 @@ def trace_to_onnx(module: torch.nn.Module, example: tuple, path, axes: dict[str,
         )
 
 
-def export_onnx(model, output: str | os.PathLike, num_inference_steps: int | None = None) -> Path:
+def export_onnx(
+    model, output: str | os.PathLike, num_inference_steps: int | None = None, *, overwrite: bool = True
+) -> Path:
     """
     Write `model` (a [`DeltaDiffPipeline`], a shipped model's short name such as `"x4"`, or a pipeline folder) as one
-    ONNX graph to `output` ([`UpscalerGraph`], with [`graph_metadata`]). The file is written whole or not at all.
+    ONNX graph to `output` ([`UpscalerGraph`], with [`graph_metadata`]). The graph is built in memory, then written
+    whole or not at all ([`~atomic_files.write_file_atomic`]: a temporary file of this call's own next to `output`,
+    with the umask's mode, removed on any error or interrupt), so exports to one path at once never share a file.
+    With `overwrite=False`, an `output` that exists (another export made it meanwhile) is an
+    [`~atomic_files.AlreadyExists`] error and is kept.
 
     Raises `ValueError` for a model with no exact graph (stochastic, or a factor other than its latent's).
     """
@@ -207,18 +215,14 @@ def export_onnx(model, output: str | os.PathLike, num_inference_steps: int | Non
         pipe = copy.deepcopy(pipe).to(device="cpu", dtype=torch.float32, silence_dtype_warnings=True)
     graph = UpscalerGraph(pipe, num_inference_steps).eval()
     output = Path(output)
-    temporary = output.with_name(f".{output.name}.tmp")
-    try:
-        with torch.no_grad():
-            axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
-            axes[OUTPUT_NAME] = {0: "batch", 2: "out_height", 3: "out_width"}
-            trace_to_onnx(graph, (torch.rand(1, 3, 24, 20),), temporary, axes)
-        proto = onnx.load(str(temporary))
-        metadata = graph_metadata(pipe, len(graph.timesteps), name, model_license(folder))
-        onnx.helper.set_model_props(proto, metadata)
-        proto.producer_name, proto.doc_string = "diffusers-deltadiff", f"{name}: x{pipe.upscale_factor} upscaling"
-        onnx.save(proto, str(temporary))
-        os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
+    traced = io.BytesIO()
+    with torch.no_grad():
+        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        axes[OUTPUT_NAME] = {0: "batch", 2: "out_height", 3: "out_width"}
+        trace_to_onnx(graph, (torch.rand(1, 3, 24, 20),), traced, axes)
+    proto = onnx.load_from_string(traced.getvalue())
+    metadata = graph_metadata(pipe, len(graph.timesteps), name, model_license(folder))
+    onnx.helper.set_model_props(proto, metadata)
+    proto.producer_name, proto.doc_string = "diffusers-deltadiff", f"{name}: x{pipe.upscale_factor} upscaling"
+    write_file_atomic(output, proto.SerializeToString(), replace=overwrite)
     return output

@@ -39,14 +39,19 @@ def cmd_export(args) -> int:
     missing = [name for name in ("onnx", "torch.onnx") if importlib.util.find_spec(name) is None]
     if missing:
         raise CLIError("deltadiff export needs the onnx extra: pip install 'diffusers-deltadiff[onnx]'")
+    from ..atomic_files import AlreadyExists
+    from ..image_io import remove_stale_temporaries
     from ..onnx_export import export_onnx
 
     pipe = load_pipeline(args.model, "cpu", "fp32")
     check_steps(pipe, [args.steps], args.model or f"the default x{pipe.upscale_factor} model")
+    remove_stale_temporaries([Path(args.output).parent])  # those of killed exports (their process is gone)
     try:
-        path = export_onnx(pipe, args.output, args.steps)
+        path = export_onnx(pipe, args.output, args.steps, overwrite=args.overwrite)
     except ValueError as err:
         raise CLIError(f"{args.model or 'x4'}: cannot export: {err}") from err
+    except AlreadyExists as err:  # another run wrote it since the flags were checked
+        raise CLIError(f"-o {args.output}: already exists (pass --overwrite to replace it)") from err
     except OSError as err:
         raise CLIError(f"{args.output}: cannot write ({one_line(err)})") from err
     note(f"wrote {path} (x{pipe.upscale_factor}, input 'image' float32 NCHW RGB in [0, 1], any size)")
