@@ -103,9 +103,8 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
             Part of the model: saved with it (the shipped model's value is measured, see its card).
         default_tile_size (`int`, *optional*, defaults to 128), auto_tile_threshold (`int`, *optional*, defaults to 512):
             With `tile_size=None`, images larger than `auto_tile_threshold` latent pixels on a side are tiled in tiles
-            of about `default_tile_size`. Whole images are the fastest (no tile context computed twice) and tiles
-            bound the memory: 512 keeps a x4 output of 2048² whole, at about 1.5 to 1.9 GiB on the CPU
-            (docs/performance.md, "Backends").
+            of about `default_tile_size`. Whole images are the fastest (no context computed twice), tiles bound the
+            memory: 512 keeps a x4 output of 2048² whole, at 1.5 to 1.9 GiB on the CPU (docs/performance.md).
         stream_tiles (`bool`, *optional*, defaults to `True`), stream_width (`int`, *optional*, defaults to 1024):
             Tiled deterministic chains run as a wavefront down the image, in column strips of at most `stream_width`
             latent pixels, unless the caller needs every step's latents (callbacks, intermediates, latent output);
