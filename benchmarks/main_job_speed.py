@@ -4,8 +4,8 @@
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --model A --other B --other C \
         --baseline fsrcnn:outputs/abl17/fsrcnn/best --bicubic
     python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --backends torch,onnxruntime --bicubic
-    python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --backends torch,auto \
-        --variant "before=outputs/x4-real-before --backend torch --png-compression 6"
+    python benchmarks/main_job_speed.py ../shared/data/benchmarks/Set5 --model outputs/x4-real-before \
+        --model-args "--png-compression 6" --backends torch --variant "now=x4-real --backend auto"
 
 Each repeat runs every job once (fresh processes, one after the other, the order rotated from one repeat to the
 next, so machine noise and drift hit all alike) and the
@@ -94,6 +94,7 @@ def main():
     parser.add_argument(
         "--backends", default=None, help="e.g. torch,onnxruntime: the first model on each (CLI --backend)"
     )
+    parser.add_argument("--model-args", default="", help="more `deltadiff upscale` flags for the --model jobs")
     parser.add_argument(
         "--variant", action="append", default=[], help='"LABEL=MODEL ARGS...": upscale with more flags (repeatable)'
     )
@@ -104,7 +105,9 @@ def main():
         parser.error("nothing to compare with: give --other, --variant, --baseline, --fsrcnn, --bicubic or --backends")
 
     first = args.model or f"shipped default x{args.scale}"
-    jobs = [("pipeline", args.model, first + (f", --backend {b}" if b else ""), b, ()) for b in backends]
+    first += f" {args.model_args}" if args.model_args else ""
+    model_args = tuple(shlex.split(args.model_args))
+    jobs = [("pipeline", args.model, first + (f", --backend {b}" if b else ""), b, model_args) for b in backends]
     jobs += [("pipeline", model, model, None, ()) for model in args.other]
     for spec in args.variant:
         label, _, words = spec.partition("=")

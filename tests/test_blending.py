@@ -40,6 +40,19 @@ def test_ends_are_exactly_the_two_models():
     assert not np.array_equal(middle, expected_clean) and not np.array_equal(middle, expected_real)
 
 
+def test_blend_takes_the_larger_context_and_padding():
+    """Tiles of a blend need what either model needs; the real-world model's padding keeps JPEG's grid phase."""
+    clean, real = pair()
+    clean.register_to_config(tile_context=16, border_padding=2)
+    real.register_to_config(tile_context=32, border_padding=8)
+    blended = blend_pipelines(clean, real, 0.5)
+    assert (blended.config.tile_context, blended.config.border_padding) == (32, 8)
+    assert (clean.config.tile_context, clean.config.border_padding) == (16, 2)  # the clean model is left as it was
+    real.register_to_config(tile_context=8, border_padding=0)
+    other = blend_pipelines(clean, real, 0.5)
+    assert (other.config.tile_context, other.config.border_padding) == (16, 2)
+
+
 @pytest.mark.parametrize("strength", [-0.1, 1.5, float("nan")])
 def test_strength_outside_0_1_is_refused(strength):
     with pytest.raises(ValueError, match="between 0 and 1"):

@@ -61,12 +61,13 @@ def test_blend_refuses_pipelines_of_another_method():
         blend_pipelines(clean, tiny_lossless_pipeline(seed=1, default_inference_steps=1), 0.5)
 
 
-def test_blend_in_between_keeps_the_clean_pipeline_settings(monkeypatch):
-    """Pipeline settings (tile context, border padding) are clean's in between and real's at 1, as documented."""
+def test_blend_in_between_takes_the_larger_context_and_padding(monkeypatch):
+    """Tile context and border padding are the larger of the two in between and real's own at 1, as documented."""
     clean, real = tiny_lossless_pipeline(seed=0), tiny_lossless_pipeline(seed=1)
     configure(monkeypatch, real, tile_context=8, border_padding=3)
-    assert blend_pipelines(clean, real, 0.5).config.tile_context == clean.config.tile_context
-    assert blend_pipelines(clean, real, 0.5).config.border_padding == clean.config.border_padding
+    blended = blend_pipelines(clean, real, 0.5)
+    assert blended.config.tile_context == max(clean.config.tile_context, 8)
+    assert blended.config.border_padding == max(clean.config.border_padding, 3) == 3
     assert blend_pipelines(clean, real, 1).config.tile_context == 8
 
 

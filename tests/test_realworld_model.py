@@ -64,11 +64,6 @@ def test_fewer_jpeg_blocks_than_the_clean_model(pipes, name):
     assert energies["x4"] > energies["bicubic"]  # the clean model sharpens the blocks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bar (block-edge energy on a JPEG-40 input no higher than bicubic's) is not met by the shipped "
-    "x4-real: it lowers the clean model's block energy but stays above bicubic's (docs/performance.md)",
-)
 @pytest.mark.parametrize("name", ["astronaut.png", "coffee.png"])
 def test_no_amplified_jpeg_blocks(pipes, name):
     """On a JPEG-40 input the 8x8 block-edge energy of the output is no higher than bicubic's."""

@@ -344,3 +344,16 @@ def test_the_wavefront_computes_every_row_once_per_step_in_order():
     assert max(held) < 5 * 8 * 4  # never every row of every level at once
     whole = Wavefront(tiles, region, num_steps=3, whole_canvas=True, start_is_y=False)
     assert [list(whole.advance(level, 0)) for level in range(4)] == [[0], [0], [0], [0]]  # one row: the canvas
+
+
+def test_pil_canvas_rounds_as_numpy_does():
+    """The 8-bit canvas rounds half to even, as `np.round` (and diffusers' `numpy_to_pil`) would, at every level."""
+    from diffusers_deltadiff.canvas import PILCanvas
+
+    levels = torch.arange(0, 255.001, 0.25, dtype=torch.float64) / 255  # integers, quarters and halves
+    images = torch.cat([levels, torch.rand(3 * 40 * 40 - levels.numel(), dtype=torch.float64)]).float()
+    images = images.reshape(1, 3, 40, 40)
+    canvas = PILCanvas(1, (40, 40))
+    canvas.paste(Box(0, 40, 0, 40), images)
+    expected = np.round(images[0].permute(1, 2, 0).numpy() * np.float32(255)).astype(np.uint8)
+    assert np.array_equal(np.asarray(canvas.result()[0]), expected)

@@ -62,8 +62,8 @@ def blend_pipelines(clean, real, strength: float):
     """
     A pipeline whose UNet weights lie `strength` of the way from `clean`'s to `real`'s: 0 returns `clean` and 1
     returns `real` themselves (so the two ends give exactly the two models' outputs); in between, a copy of `clean`
-    (its scheduler, autoencoder and pipeline settings such as `border_padding`; the larger `tile_context` of the two)
-    with interpolated UNet weights. Neither input is modified: `clean` can still be used, or blended again, afterwards.
+    (its scheduler, autoencoder and pipeline settings; the larger `tile_context` and `border_padding` of the two) with
+    interpolated UNet weights. Neither input is modified: `clean` can still be used, or blended again, afterwards.
     """
     strength = check_strength(strength)
     check_blendable(clean, real)
@@ -74,6 +74,10 @@ def blend_pipelines(clean, real, strength: float):
     blended = copy.deepcopy(clean)
     weights = interpolate_weights(clean.unet.state_dict(), real.unet.state_dict(), strength)
     blended.unet.load_state_dict(weights)
-    # a tile sees the larger of the two models' contexts: what either needs for tiles to equal the whole image
-    blended.register_to_config(tile_context=max(clean.config.tile_context, real.config.tile_context))
+    # a tile sees the larger of the two models' contexts: what either needs for tiles to equal the whole image; the
+    # larger padding keeps the real-world model's (8 LR pixels: JPEG's 8x8 grid where training put it)
+    blended.register_to_config(
+        tile_context=max(clean.config.tile_context, real.config.tile_context),
+        border_padding=max(clean.config.border_padding, real.config.border_padding),
+    )
     return blended

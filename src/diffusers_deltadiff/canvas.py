@@ -53,7 +53,8 @@ class PILCanvas(Canvas):
         self.images = [PIL.Image.new("RGB", size[::-1]) for _ in range(batch)]
 
     def paste(self, box, images: torch.Tensor):
-        tiles = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        # torch's threads, and rounding half to even as numpy's `round` (5x faster than numpy's one thread)
+        tiles = images.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
         for target, tile in zip(self.images, tiles):
             target.paste(PIL.Image.fromarray(tile), (box.left, box.top))
 
