@@ -11,7 +11,8 @@ The peers are the models of OpenCV's `dnn_superres` module, each run in a few li
 OpenCV 5 dropped the TensorFlow reader they need, and albumentations (the `training` extra) needs OpenCV 5, so they
 run in an interpreter of their own (`--python`, with `opencv-contrib-python-headless<5`); nothing here imports it.
 
-For every set: the LR images by the protocol's bicubic downscale, written as PNG; each job upscales that LR folder
+For every set: the LR images by the protocol's bicubic downscale (or, `--lr cv2-cubic`, OpenCV's non-antialiased one,
+which the OpenCV models were trained on), written as PNG; each job upscales that LR folder
 to PNG files in a fresh process (`deltadiff upscale` with each `--model` on each `--backends` entry, each peer, PIL
 bicubic), every job once untimed, then `--repeats` rounds with the order rotated; then every job's PNGs are scored
 against HR (Y-PSNR / SSIM, a `scale`-pixel border cropped, as `deltadiff evaluate` does). The peers and PIL get the
@@ -83,10 +84,21 @@ def scores(pairs, folder: Path, scale: int) -> tuple[float, float]:
     return statistics.mean(psnrs), statistics.mean(ssims)
 
 
+def cv2_cubic_downscale(hr, scale: int):
+    import cv2
+    import numpy as np
+
+    array = (hr.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    size = (array.shape[1] // scale, array.shape[0] // scale)
+    return to_unit_tensor(PIL.Image.fromarray(cv2.resize(array, size, interpolation=cv2.INTER_CUBIC)))
+
+
 def bench_set(args, hr_dir: str):
     pairs, errors = load_pairs(hr_dir, args.scale, None, None, "bicubic", 0)
     for error in errors:
         print(f"skipped {error}", file=sys.stderr)
+    if args.lr == "cv2-cubic":  # the downscale the OpenCV models were trained on: cv2.resize, no antialiasing
+        pairs = [(name, hr, cv2_cubic_downscale(hr, args.scale)) for name, hr, _ in pairs]
     megapixels = sum(hr.shape[1] * hr.shape[2] for _, hr, _ in pairs) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         lr_dir = Path(tmp) / "lr"
@@ -104,7 +116,7 @@ def bench_set(args, hr_dir: str):
                 times[label].append(run(jobs[label]))
         quality = {label: scores(pairs, Path(tmp) / str(k), args.scale) for k, label in enumerate(labels)}
     print(
-        f"\n{hr_dir}: {len(pairs)} images, x{args.scale}, {megapixels:.2f} output MP, "
+        f"\n{hr_dir}: {len(pairs)} images, x{args.scale}, LR by {args.lr}, {megapixels:.2f} output MP, "
         f"{os.environ.get('OMP_NUM_THREADS', 'all')} thread(s), {args.repeats} repeats\n"
     )
     print("| job | Y-PSNR (dB) | SSIM | s per output MP (median, whole job) | x the first job (per repeat) |")
@@ -126,6 +138,12 @@ def main():
     parser.add_argument("--backends", default="torch", help="comma-separated `deltadiff upscale --backend` values")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--lr",
+        choices=["pil-bicubic", "cv2-cubic"],
+        default="pil-bicubic",
+        help="the protocol's antialiased bicubic LR, or cv2.resize INTER_CUBIC (what the OpenCV models trained on)",
+    )
     args = parser.parse_args()
     args.model = args.model or ["x4"]
     for hr_dir in args.set:
