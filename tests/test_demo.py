@@ -257,6 +257,8 @@ def test_output_scale_left_out_changes_nothing(client, tmp_path):
         (float("nan"), "`outscale` must be a positive number, got nan"),
         (float("inf"), "`outscale` must be a positive number, got inf"),
         ("3", "`outscale` must be a positive number, got '3'"),
+        (True, "`outscale` must be a positive number, got True"),
+        (1e308, "`outscale` 1e\\+308 makes a result too large"),
         (1000, r"p\.png: output scale 1000 makes a 16000x16000 result, larger than this demo makes"),
     ],
 )

@@ -33,7 +33,20 @@ def test_target_size(size, kwargs, expected):
     assert target_size(size, **kwargs) == expected
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"outscale": 0}, {"outscale": float("nan")}, {"outscale": 2, "width": 9}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"outscale": 0},
+        {"outscale": float("nan")},
+        {"outscale": 2, "width": 9},
+        {"outscale": True},  # a flag, not a factor of 1
+        {"width": True},
+        {"outscale": 1e308},  # 10 x 1e308 overflows to inf
+        {"outscale": 1e30},  # finite, but no image has 1e31 pixels on a side
+        {"width": 10**40},
+    ],
+)
 def test_target_size_refuses(kwargs):
     with pytest.raises(ValueError):
         target_size((10, 10), **kwargs)

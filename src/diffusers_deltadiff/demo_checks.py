@@ -87,7 +87,10 @@ def output_size(image: PIL.Image.Image, outscale: float | None, scale: int, max_
     """
     if outscale is None:
         return None
-    size = target_size(image.size, outscale)
+    try:
+        size = target_size(image.size, outscale)
+    except ValueError as err:  # too large to be an image at all
+        raise gr.Error(f"{name}: {err}") from err
     if size == (image.width * scale, image.height * scale):
         return None
     if max_pixels and size[0] * size[1] > max_pixels * scale**2:

@@ -17,17 +17,24 @@ import torch
 import torch.nn.functional as F
 
 
+# the longest side an output can have: what Pillow's and torch's image sizes (C ints) hold
+MAX_SIDE = 2**31 - 1
+
+
 def target_size(
     size: tuple[int, int], outscale: float | None = None, width: int | None = None, height: int | None = None
 ) -> tuple[int, int]:
     """
     The output `(width, height)` for an input of `size` `(width, height)`: `outscale` times it (rounded), or `width`
-    and/or `height` (one alone keeps the aspect ratio), at least 1 x 1. A `ValueError` names what is wrong.
+    and/or `height` (one alone keeps the aspect ratio), at least 1 x 1 and at most `MAX_SIDE` on a side. A
+    `ValueError` names what is wrong (`True` is not a number here).
     """
     if outscale is not None and (width is not None or height is not None):
         raise ValueError("pass `outscale` or a target `width` / `height`, not both")
-    for name, value in (("outscale", outscale), ("width", width), ("height", height)):
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    given = [(name, value) for name, value in (("outscale", outscale), ("width", width), ("height", height))]
+    for name, value in given:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value) and value > 0):
             raise ValueError(f"`{name}` must be a positive number, got {value!r}")
     in_width, in_height = size
     if outscale is None and width is None and height is None:
@@ -38,6 +45,9 @@ def target_size(
         height = height if height is not None else in_height * ratio
     else:
         width, height = in_width * outscale, in_height * outscale
+    if not max(width, height) <= MAX_SIDE:  # also inf, where the product overflowed
+        name, value = next((name, value) for name, value in given if value is not None)
+        raise ValueError(f"`{name}` {value:g} makes a result too large (more than {MAX_SIDE} pixels on a side)")
     return max(1, round(width)), max(1, round(height))
 
 
