@@ -43,12 +43,13 @@ def test_ends_are_exactly_the_two_models():
 def test_blend_takes_the_larger_context_and_padding():
     """Tiles of a blend need what either model needs; the real-world model's padding keeps JPEG's grid phase."""
     clean, real = pair()
-    clean.register_to_config(tile_context=16, border_padding=2)
-    real.register_to_config(tile_context=32, border_padding=8)
+    clean.register_to_config(tile_context=16, border_padding=2, default_tile_size=128)
+    real.register_to_config(tile_context=48, border_padding=8, default_tile_size=256)
     blended = blend_pipelines(clean, real, 0.5)
-    assert (blended.config.tile_context, blended.config.border_padding) == (32, 8)
+    assert (blended.config.tile_context, blended.config.border_padding) == (48, 8)
+    assert blended.config.default_tile_size == 256
     assert (clean.config.tile_context, clean.config.border_padding) == (16, 2)  # the clean model is left as it was
-    real.register_to_config(tile_context=8, border_padding=0)
+    real.register_to_config(tile_context=8, border_padding=0, default_tile_size=64)
     other = blend_pipelines(clean, real, 0.5)
     assert (other.config.tile_context, other.config.border_padding) == (16, 2)
 

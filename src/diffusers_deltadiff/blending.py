@@ -62,8 +62,8 @@ def blend_pipelines(clean, real, strength: float):
     """
     A pipeline whose UNet weights lie `strength` of the way from `clean`'s to `real`'s: 0 returns `clean` and 1
     returns `real` themselves (so the two ends give exactly the two models' outputs); in between, a copy of `clean`
-    (its scheduler, autoencoder and pipeline settings; the larger `tile_context` and `border_padding` of the two) with
-    interpolated UNet weights. Neither input is modified: `clean` can still be used, or blended again, afterwards.
+    (its scheduler, autoencoder and pipeline settings; the larger `tile_context`, `default_tile_size` and
+    `border_padding` of the two) with interpolated UNet weights. Neither input is modified: `clean` can still be used, or blended again, afterwards.
     """
     strength = check_strength(strength)
     check_blendable(clean, real)
@@ -75,9 +75,11 @@ def blend_pipelines(clean, real, strength: float):
     weights = interpolate_weights(clean.unet.state_dict(), real.unet.state_dict(), strength)
     blended.unet.load_state_dict(weights)
     # a tile sees the larger of the two models' contexts: what either needs for tiles to equal the whole image; the
-    # larger padding keeps the real-world model's (8 LR pixels: JPEG's 8x8 grid where training put it)
+    # larger padding keeps the real-world model's (8 LR pixels: JPEG's 8x8 grid where training put it), the larger
+    # tiles keep that context's share of the work as the model that needs it has it
     blended.register_to_config(
         tile_context=max(clean.config.tile_context, real.config.tile_context),
+        default_tile_size=max(clean.config.default_tile_size, real.config.default_tile_size),
         border_padding=max(clean.config.border_padding, real.config.border_padding),
     )
     return blended
