@@ -128,3 +128,27 @@ def test_the_mixture_draws_each_branch_and_keeps_it_seeded():
     assert seen == {0, 1, 2, 3}
     heavy = Mixture(4, weights=(0.2, 0.2, 0.0, 0.6))
     assert not any(int(np.random.default_rng(s).choice(4, p=heavy.weights)) == 2 for s in range(40))  # no mild
+
+
+def test_aliased_nearest_samples_every_fourth_pixel():
+    """Without antialiasing, nearest at x4 keeps the pixel at 4i + 2 (the sample nearest each LR pixel's centre)."""
+    from diffusers_deltadiff.degradations.aliased import aliased_downsample
+
+    hr = torch.randint(0, 256, (3, 16, 20)).float() / 255
+    assert torch.equal(aliased_downsample(hr, 4, "nearest-exact"), hr[:, 2::4, 2::4])
+    # bicubic sampling without antialiasing keeps more of a fine pattern than the protocol's antialiased bicubic
+    stripes = torch.zeros(3, 64, 64)
+    stripes[:, :, ::3] = 1  # a period of 3 HR pixels: folded to a visible pattern, not averaged away
+    aliased = aliased_downsample(stripes, 4, "bicubic")
+    protocol = Degradation("bicubic", 4)(stripes, 0)
+    assert aliased.std() > 2 * protocol.std()
+
+
+def test_mixture_takes_four_or_five_weights():
+    from diffusers_deltadiff.degradations.mixture import Mixture
+
+    hr = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    four = Mixture(4, weights=(0, 0, 0, 0, 1))(hr, 3)  # only the aliased branch
+    assert four.shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="4 or 5 weights"):
+        Mixture(4, weights=(1, 1, 1))

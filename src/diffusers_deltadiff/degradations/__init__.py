@@ -14,6 +14,7 @@ from functools import partial
 
 import torch
 
+from .aliased import Aliased
 from .bicubic import Bicubic, bicubic_downsample
 from .contract import CheckedDegradation, check_scale
 from .jpeg import BicubicJPEG
@@ -56,6 +57,9 @@ DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
     "realworld-heavy": partial(Mixture, weights=(0.2, 0.2, 0.0, 0.6)),  # the first mix, too heavy (see Mixture)
     # the second stage's mix: more and heavier web JPEG (quality 20-80), less of the second-order worst case
     "realworld-jpeg": partial(Mixture, weights=(0.10, 0.40, 0.30, 0.20), jpeg_qualities=(20, 80)),
+    "aliased": Aliased,  # a downscale without antialiasing (nearest, bilinear or bicubic sampling), JPEG half the time
+    # a third stage's mix (experiments/x4-real-v3): realworld-jpeg with aliased thumbnails added
+    "realworld-aliased": partial(Mixture, weights=(0.10, 0.30, 0.25, 0.20, 0.15), jpeg_qualities=(20, 80)),
 }
 
 
