@@ -31,6 +31,7 @@ def main():
     parser.add_argument("--degradations", default=",".join(DEGRADATIONS))
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--resolution", type=int, default=320)
+    parser.add_argument("--seed-offset", type=int, default=0, help="LR seeds index + 1000 x this (another draw)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     crops = load_center_crops(args.heldout, args.images, args.resolution, multiple=4)
@@ -44,7 +45,7 @@ def main():
     blocks = dict.fromkeys(["bicubic", *pipes])
     for name in names:
         degrade = Degradation(name, 4)
-        pairs = [(hr, degrade(hr, seed=index)) for index, hr in enumerate(crops)]
+        pairs = [(hr, degrade(hr, seed=index + 1000 * args.seed_offset)) for index, hr in enumerate(crops)]
         base = statistics.mean(psnr_y(bicubic(lr)[None], hr[None], 4).item() for hr, lr in pairs)
         if name == "jpeg40":
             blocks["bicubic"] = statistics.mean(block_edge_energy(bicubic(lr), 32) for _, lr in pairs)
