@@ -10,18 +10,16 @@ pipeline and saves it.
 """
 
 import argparse
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
 from diffusers_deltadiff.console import one_line
 from diffusers_deltadiff.pretrained import from_pretrained
-from diffusers_deltadiff.training_utils import install_entries
+from diffusers_deltadiff.training_utils import RefusedPickle, install_entries, load_weights_only
 
 
 def parse_args(input_args=None):
@@ -79,17 +77,16 @@ def load_run(run: str):
 
 def load_ema_state(path: Path) -> dict:
     """
-    An EMA state saved by `accelerate` (`custom_checkpoint_0.pkl`), read with `weights_only=True`: tensors, numbers
+    An EMA state saved by `accelerate` (`custom_checkpoint_0.pkl`), read with `load_weights_only`: tensors, numbers
     and containers only. A file that needs anything else is refused: unpickling it could run any code.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+        return load_weights_only(path)
+    except RefusedPickle as err:
         raise SystemExit(
-            f"error: {path}: not a plain EMA state (it holds objects that unpickling would run: refused; "
-            f"{str(err).splitlines()[0][:200]})"
+            f"error: {path}: not a plain EMA state (it holds objects that unpickling would run: refused; {err})"
         ) from None
-    except (OSError, RuntimeError, EOFError) as err:
+    except OSError as err:
         raise SystemExit(f"error: {path}: unreadable EMA state ({one_line(err)})") from None
 
 

@@ -204,20 +204,38 @@ def check_method(checkpoint: str | None, method: dict):
         )
 
 
+class RefusedPickle(Exception):
+    """A file that `torch.load(weights_only=True)` refuses: it holds objects that unpickling would run."""
+
+
+def load_weights_only(path: Path):
+    """
+    `path` read with `torch.load(weights_only=True)` on the CPU: tensors, numbers and containers only. A file that
+    needs more is a [`RefusedPickle`] (torch's reason, its first line up to 200 characters), never unpickled; an
+    unreadable or truncated one an `OSError`.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RefusedPickle(str(err).splitlines()[0][:200]) from None
+    except (RuntimeError, EOFError) as err:
+        raise OSError(str(err)) from None
+
+
 def check_custom_states(path: Path):
     """
     `accelerate` unpickles a checkpoint's `custom_checkpoint_<n>.pkl` (the EMA state) allowing any object: each
-    is read first with `weights_only=True` (tensors, numbers, containers), and a file that needs more is refused.
+    is read first with [`load_weights_only`], and a file that needs more is refused.
     """
     for state in sorted(Path(path).glob("custom_checkpoint_*.pkl")):
         try:
-            torch.load(state, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
+            load_weights_only(state)
+        except RefusedPickle as err:
             raise SystemExit(
                 f"error: --resume_from_checkpoint {path}: {state.name} holds objects that unpickling would run "
-                f"(refused; {str(err).splitlines()[0][:200]})"
+                f"(refused; {err})"
             ) from None
-        except (OSError, RuntimeError, EOFError) as err:
+        except OSError as err:
             raise SystemExit(f"error: --resume_from_checkpoint {path}: {state.name} is unreadable ({err})") from None
 
 
