@@ -6,6 +6,7 @@ one place where the tests' import path is extended.
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,37 @@ def shipped(tmp_path, monkeypatch):
     tiny_lossless_pipeline(seed=1).save_pretrained(folder / "deltadiff-x4-real")
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", folder)
     return folder
+
+
+def run_together(calls) -> list:
+    """Run `calls` in threads at once; what each returned, or the exception it raised."""
+    results = [None] * len(calls)
+
+    def run(i, call):
+        try:
+            results[i] = call()
+        except BaseException as err:  # noqa: BLE001 - reported to the test
+            results[i] = err
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+def one_at_a_time_then_together(function, parties: int = 2):
+    """
+    `function` wrapped for `parties` threads: the calls run one at a time (a lock), then each waits until all have
+    run (a barrier), so what the callers do next always overlaps.
+    """
+    lock, barrier = threading.Lock(), threading.Barrier(parties, timeout=60)
+
+    def wrapped(*args, **kwargs):
+        with lock:
+            result = function(*args, **kwargs)
+        barrier.wait()
+        return result
+
+    return wrapped

@@ -5,7 +5,6 @@ The tiling tests of the torch path are run here again, unchanged, on pipelines w
 
 import os
 import stat
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 
 import test_default_model
 import test_tiling
-from conftest import write_image
+from conftest import one_at_a_time_then_together, run_together, write_image
 from diffusers_deltadiff import onnx_backend
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, resolve_backend, unet_cache_path, use_onnxruntime
@@ -178,29 +177,11 @@ def test_an_empty_cache_filled_at_once(tmp_path, monkeypatch):
     taken and fell back to an uncached in-memory model. Now both get the cached file, which ONNX Runtime loads, with
     the umask's mode, and nothing else is left in the folder.
     """
-    real_export, lock, barrier = onnx_backend.export_unet, threading.Lock(), threading.Barrier(2, timeout=60)
-
-    def exported_together(*args, **kwargs):
-        with lock:  # one trace at a time: the exporter has global state
-            real_export(*args, **kwargs)
-        barrier.wait()
-
-    monkeypatch.setattr(onnx_backend, "export_unet", exported_together)
+    # one trace at a time (the exporter has global state), then both wait until both have exported
+    monkeypatch.setattr(onnx_backend, "export_unet", one_at_a_time_then_together(onnx_backend.export_unet))
     unet = tiny_lossless_pipeline(seed=2).unet
     folder = tmp_path / "cache"
-    results = [None, None]
-
-    def start(i):
-        try:
-            results[i] = onnx_backend.unet_model(unet, folder)
-        except BaseException as err:  # noqa: BLE001 - reported to the test
-            results[i] = err
-
-    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    results = run_together([lambda: onnx_backend.unet_model(unet, folder)] * 2)
     path = unet_cache_path(unet, folder)
     assert results == [str(path), str(path)]
     assert list(folder.iterdir()) == [path]

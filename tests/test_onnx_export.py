@@ -8,7 +8,6 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from diffusers_deltadiff.pretrained import SHIPPED_MODELS, from_pretrained, mode
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from conftest import one_at_a_time_then_together, run_together  # noqa: E402
 from diffusers_deltadiff import atomic_files, onnx_export  # noqa: E402
 from diffusers_deltadiff.cli import main  # noqa: E402
 from diffusers_deltadiff.onnx_export import UpscalerGraph, export_onnx  # noqa: E402
@@ -153,24 +153,6 @@ def test_cli_writes_once_and_refuses_to_overwrite(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp" or p.name.startswith(".")] == []
 
 
-def run_together(calls) -> list:
-    """Run `calls` in threads at once; what each returned, or the exception it raised."""
-    results = [None] * len(calls)
-
-    def run(i, call):
-        try:
-            results[i] = call()
-        except BaseException as err:  # noqa: BLE001 - reported to the test
-            results[i] = err
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    return results
-
-
 def umask_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -185,14 +167,8 @@ def test_two_exports_to_one_path_at_once(tmp_path, monkeypatch, overwrite):
     export's whole graph, with the umask's mode, and no temporary file is left; without `overwrite` the later one is
     refused (`AlreadyExists`) instead of replacing the other's.
     """
-    real_trace, lock, barrier = onnx_export.trace_to_onnx, threading.Lock(), threading.Barrier(2, timeout=60)
-
-    def traced_together(*args, **kwargs):
-        with lock:  # one trace at a time: the exporter has global state
-            real_trace(*args, **kwargs)
-        barrier.wait()
-
-    monkeypatch.setattr(onnx_export, "trace_to_onnx", traced_together)
+    # one trace at a time (the exporter has global state), then both wait until both have traced
+    monkeypatch.setattr(onnx_export, "trace_to_onnx", one_at_a_time_then_together(onnx_export.trace_to_onnx))
     pipes = [tiny_lossless_pipeline(seed=seed, scale=2) for seed in (0, 1)]  # other weights: whose file it is shows
     output = tmp_path / "tiny.onnx"
     results = run_together([lambda pipe=pipe: export_onnx(pipe, output, 1, overwrite=overwrite) for pipe in pipes])
