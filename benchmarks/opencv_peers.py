@@ -51,13 +51,11 @@ for path in sorted(pathlib.Path({folder!r}).glob("*.png")):
 
 def jobs_for(args, folder: str, out: str) -> dict[str, list[str]]:
     """`{label: argv}` of every job on the LR `folder`, each writing to `out/<index>`."""
-    jobs = {}
+    argv = {}
     for model in args.model:
         for backend in args.backends.split(","):
-            jobs[f"DeltaDiff {model} ({backend})"] = (model, backend)
-    argv = {}
-    for k, (label, (model, backend)) in enumerate(jobs.items()):
-        argv[label] = command("pipeline", folder, model, os.path.join(out, str(k)), args.scale, backend)
+            job = command("pipeline", folder, model, os.path.join(out, str(len(argv))), args.scale, backend)
+            argv[f"DeltaDiff {model} ({backend})"] = job
     for spec in args.peer:
         algorithm, _, weights = spec.partition(":")
         code = PEER_JOB.format(
