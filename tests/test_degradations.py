@@ -144,11 +144,47 @@ def test_aliased_nearest_samples_every_fourth_pixel():
     assert aliased.std() > 2 * protocol.std()
 
 
-def test_mixture_takes_four_or_five_weights():
+def test_mixture_takes_four_to_six_weights():
     from diffusers_deltadiff.degradations.mixture import Mixture
 
     hr = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
-    four = Mixture(4, weights=(0, 0, 0, 0, 1))(hr, 3)  # only the aliased branch
-    assert four.shape == (3, 16, 16)
-    with pytest.raises(ValueError, match="4 or 5 weights"):
+    five = Mixture(4, weights=(0, 0, 0, 0, 1))(hr, 3)  # only the aliased branch
+    assert five.shape == (3, 16, 16)
+    six = Mixture(4, weights=(0, 0, 0, 0, 0, 1))(hr, 3)  # only the camera branch
+    assert six.shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="4 to 6 weights"):
         Mixture(4, weights=(1, 1, 1))
+    with pytest.raises(ValueError, match="4 to 6 weights"):
+        Mixture(4, weights=(1,) * 7)
+
+
+def test_camera_kernel_is_the_product_of_two_gaussians():
+    """Isotropic, and anisotropic at a right angle, the 2-D kernel is the outer product of 1-D Gaussians."""
+    import numpy as np
+
+    from diffusers_deltadiff.degradations.camera import gaussian_kernel
+
+    def gauss(sigma, radius):
+        x = np.arange(-radius, radius + 1)
+        g = np.exp(-(x**2) / (2 * sigma**2))
+        return g / g.sum()
+
+    iso = gaussian_kernel(1.3, 1.3, 0.0).numpy()
+    assert np.allclose(iso, np.outer(gauss(1.3, 4), gauss(1.3, 4)), atol=1e-12)
+    aniso = gaussian_kernel(2.0, 0.7, np.pi / 2).numpy()  # sigma 2 along y, 0.7 along x
+    assert np.allclose(aniso, np.outer(gauss(2.0, 6), gauss(0.7, 6)), atol=1e-12)
+
+
+def test_camera_is_a_softer_clean_lr():
+    """Near the protocol's LR (no blocks, little noise) but with less detail: what RealSR's LR measures."""
+    from diffusers_deltadiff.degradations.camera import Camera
+
+    hr = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    hr = torch.nn.functional.interpolate(hr[None], size=(128, 128), mode="bicubic")[0].clamp(0, 1)
+    clean = bicubic_downsample(hr, 4)
+    detail = lambda x: (x[:, 1:] - x[:, :-1]).abs().mean() + (x[:, :, 1:] - x[:, :, :-1]).abs().mean()  # noqa: E731
+    for seed in range(8):
+        lr = Camera(4)(hr, seed)
+        assert lr.shape == clean.shape
+        assert detail(lr) < detail(clean)
+        assert 10 * torch.log10(1 / ((lr - clean) ** 2).mean()) > 25

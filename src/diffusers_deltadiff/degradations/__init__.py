@@ -16,6 +16,7 @@ import torch
 
 from .aliased import Aliased
 from .bicubic import Bicubic, bicubic_downsample
+from .camera import Camera
 from .contract import CheckedDegradation, check_scale
 from .jpeg import BicubicJPEG
 from .noise_blur import BicubicNoise, BlurDownsample
@@ -58,8 +59,11 @@ DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
     # the second stage's mix: more and heavier web JPEG (quality 20-80), less of the second-order worst case
     "realworld-jpeg": partial(Mixture, weights=(0.10, 0.40, 0.30, 0.20), jpeg_qualities=(20, 80)),
     "aliased": Aliased,  # a downscale without antialiasing (nearest, bilinear or bicubic sampling), JPEG half the time
-    # a third stage's mix (experiments/x4-real-v3): realworld-jpeg with aliased thumbnails added
+    # a third stage's mix (training/recipes/deltadiff-x4-real-stage3.args, x4-real v0.3): realworld-jpeg with aliased thumbnails added
     "realworld-aliased": partial(Mixture, weights=(0.10, 0.30, 0.25, 0.20, 0.15), jpeg_qualities=(20, 80)),
+    "camera": Camera,  # a lens's blur, the antialiased downscale, light sensor noise: a camera's own small image
+    # a fourth stage's mix (experiments/x4-real-camera): realworld-aliased with camera images added
+    "realworld-camera": partial(Mixture, weights=(0.10, 0.25, 0.20, 0.15, 0.10, 0.20), jpeg_qualities=(20, 80)),
 }
 
 
