@@ -117,6 +117,26 @@ def test_bad_size_flags_are_refused_before_anything(tmp_path, capsys, flags):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_size_too_large_fails_the_input_before_the_model_runs(tmp_path, capsys, monkeypatch):
+    """`--outscale 1e30` is finite, so the flag parser takes it; each input fails at once, with its name, and the
+    model never runs (it would upscale for nothing); nothing is written."""
+    from diffusers_deltadiff import DeltaDiffPipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(DeltaDiffPipeline, "__call__", refuse)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sources = [write_image(folder / f"{name}.png", 8, 8) for name in ("a", "b")]
+    code, _, err = run(capsys, "upscale", folder, "-o", tmp_path / "out", "--outscale", "1e30", "--backend", "torch")
+    assert code == 1
+    lines = err.strip().splitlines()
+    for source in sources:
+        assert any(str(source) in line and "too large" in line for line in lines), err
+    assert not any((tmp_path / "out").glob("*.png"))
+
+
 def test_python_api(tmp_path):
     image = PIL.Image.open(write_image(tmp_path / "in.png", 23, 37))
     assert upscale(image, 3).size == (111, 69)

@@ -40,11 +40,24 @@ def outscale_model_factor(args) -> int | None:
     return model_factor(args.outscale, shipped_scales() or [4])
 
 
-def resize_to_target(sr, source, args):
-    """The model's output `sr` (PIL image or `(3, H, W)` tensor) resized to the size the flags ask for, if any."""
+def requested_size(source, args) -> tuple[int, int] | None:
+    """
+    The output `(width, height)` the flags ask for, for the input image `source`, or `None` (no size flag). Worked out
+    before the model runs, so that a size no image can have (`--outscale 1e30`) fails the input at once: a
+    `ValueError` naming the flag.
+    """
     outscale, width, height = (getattr(args, name, None) for name in ("outscale", "width", "height"))
     if outscale is None and width is None and height is None:
-        return sr
-    from ..outscale import resize_output, target_size
+        return None
+    from ..outscale import target_size
 
-    return resize_output(sr, target_size(source.size, outscale, width, height))
+    return target_size(source.size, outscale, width, height)
+
+
+def resize_to_target(sr, size: tuple[int, int] | None):
+    """The model's output `sr` (PIL image or `(3, H, W)` tensor) resized to `size` ([`requested_size`]), if any."""
+    if size is None:
+        return sr
+    from ..outscale import resize_output
+
+    return resize_output(sr, size)

@@ -22,7 +22,7 @@ from ..image_io import (
 )
 from ..image_utils import to_unit_tensor
 from .backend import apply_backend, check_backend
-from .outscale import outscale_model_factor, resize_to_target
+from .outscale import outscale_model_factor, requested_size, resize_to_target
 from .paths import (
     check_output_flags,
     check_output_folder,
@@ -116,6 +116,7 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
     if frames > 1:
         warning(f"{source_path}: {frames} frames, only the first one is upscaled")
     image = flattened_for(image, fmt, source_path)
+    size = requested_size(image, args)  # before the model runs: a size no image can have fails at once
     strip_path = steps_path(dest)
     # 8-bit outputs come from the pipeline's uint8 canvas, with no float copy of the whole image; 16-bit outputs and
     # the steps strip (every step is kept for it anyway) from float tensors
@@ -132,7 +133,7 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
     )
     written = []
     if dest in outputs:
-        sr = resize_to_target(out.images[0].float().cpu() if as_tensor else out.images[0], image, args)
+        sr = resize_to_target(out.images[0].float().cpu() if as_tensor else out.images[0], size)
         written += save_output(args, to_output_image(sr, image, fmt), dest, image, created)
     if strip_path in outputs:
         strip = steps_strip(to_unit_tensor(image), [s[0].float().cpu() for s in out.intermediate_images])
