@@ -1,7 +1,7 @@
 """Held-out gains over bicubic, per degradation, of pipeline folders: how the x4-real-jpeg stage is selected.
 
     python experiments/x4-real-jpeg/heldout.py outputs/data/heldout40 \
-        --model start=src/diffusers_deltadiff/pretrained/deltadiff-x4-real --model best=outputs/x4-real-jpeg/main/best
+        --model start=training/starts/deltadiff-x4-real-v0.1 --model best=outputs/x4-real-jpeg/main/best
 
 The 40 held-out bsds400 photos (every 10th, never trained on; `training/prepare_train_data.py`), centre crops of 320
 pixels as the trainer's validation takes them, LR made with each degradation at fixed seeds (the image's index).

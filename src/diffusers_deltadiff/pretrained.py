@@ -6,7 +6,7 @@ custom-pipeline entry point that saved pipelines carry.
 |---|---|---|
 | `x4` | `pretrained/deltadiff-x4` | x4, clean inputs (bicubic downscales, camera-sharp photos) |
 | `x2` | `pretrained/deltadiff-x2` | x2, clean inputs |
-| `x4-real` | `pretrained/deltadiff-x4-real` | x4, real inputs: blur, sensor noise, JPEG (the `realworld` degradation) |
+| `x4-real` | `pretrained/deltadiff-x4-real` | x4, real inputs: blur, noise, JPEG, aliased thumbnails (`realworld` mixes) |
 
 `DEFAULT_MODELS` says which one a factor picks by default; `denoise` blends `x4` (0) into `x4-real` (1).
 """
