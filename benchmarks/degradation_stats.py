@@ -91,6 +91,7 @@ def main():
     parser.add_argument("--realsr", default=None, help="RealSR folder (test_HR, test_LR), the real reference")
     parser.add_argument("--samples", type=int, default=400)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--also", default="", help="more registered degradations to measure, comma-separated")
     args = parser.parse_args()
 
     photos = [to_unit_tensor(open_image(p)[0]) for p in list_images(args.crops)]
@@ -105,6 +106,7 @@ def main():
         "earlier realesrgan": earlier_second_order(args.size),
         "realesrgan (now)": Degradation("realesrgan"),
         "realworld (the x4-real training mix)": Degradation("realworld"),
+        **{name: Degradation(name) for name in args.also.split(",") if name},
     }
     lines = [
         "| LR images | n | " + " | ".join(stats(crops[0][:, ::4, ::4], crops[0][:, ::4, ::4]).keys()) + " |",
