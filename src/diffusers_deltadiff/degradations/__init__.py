@@ -62,7 +62,7 @@ DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
     # a third stage's mix (training/recipes/deltadiff-x4-real-stage3.args, x4-real v0.3): realworld-jpeg with aliased thumbnails added
     "realworld-aliased": partial(Mixture, weights=(0.10, 0.30, 0.25, 0.20, 0.15), jpeg_qualities=(20, 80)),
     "camera": Camera,  # a lens's blur, the antialiased downscale, light sensor noise: a camera's own small image
-    # a fourth stage's mix (experiments/x4-real-camera): realworld-aliased with camera images added
+    # a fourth stage's mix (training/recipes/deltadiff-x4-real-stage4.args, x4-real v0.4): realworld-aliased with camera images added
     "realworld-camera": partial(Mixture, weights=(0.10, 0.25, 0.20, 0.15, 0.10, 0.20), jpeg_qualities=(20, 80)),
 }
 
