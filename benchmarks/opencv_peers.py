@@ -28,6 +28,7 @@ from pathlib import Path
 
 import PIL.Image
 
+from diffusers_deltadiff.degradations.cv2_cubic import cv2_cubic_downsample
 from diffusers_deltadiff.evaluation import load_pairs
 from diffusers_deltadiff.image_utils import to_pil, to_unit_tensor
 from diffusers_deltadiff.metrics import psnr_y, ssim_y
@@ -82,21 +83,12 @@ def scores(pairs, folder: Path, scale: int) -> tuple[float, float]:
     return statistics.mean(psnrs), statistics.mean(ssims)
 
 
-def cv2_cubic_downscale(hr, scale: int):
-    import cv2
-    import numpy as np
-
-    array = (hr.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    size = (array.shape[1] // scale, array.shape[0] // scale)
-    return to_unit_tensor(PIL.Image.fromarray(cv2.resize(array, size, interpolation=cv2.INTER_CUBIC)))
-
-
 def bench_set(args, hr_dir: str):
     pairs, errors = load_pairs(hr_dir, args.scale, None, None, "bicubic", 0)
     for error in errors:
         print(f"skipped {error}", file=sys.stderr)
     if args.lr == "cv2-cubic":  # the downscale the OpenCV models were trained on: cv2.resize, no antialiasing
-        pairs = [(name, hr, cv2_cubic_downscale(hr, args.scale)) for name, hr, _ in pairs]
+        pairs = [(name, hr, cv2_cubic_downsample(hr, args.scale)) for name, hr, _ in pairs]
     megapixels = sum(hr.shape[1] * hr.shape[2] for _, hr, _ in pairs) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         lr_dir = Path(tmp) / "lr"

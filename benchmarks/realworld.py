@@ -13,7 +13,8 @@ Sets (x4):
 - `SunHays80-2nd`: the 80 `sun_hays80` photos (never trained on), centre 512 crop shrunk to 256 (which hides their
   own JPEG blocks), LR by Real-ESRGAN's second-order degradation at fixed seeds (the image's index), crop 4;
 - `Set14-noise15`, `BSD68-noise15`: bicubic LR with Gaussian noise of 15 levels; `Set14-blur`, `BSD68-blur`: a
-  Gaussian blur of 1.6 HR pixels before the bicubic downscale (crop 4);
+  Gaussian blur of 1.6 HR pixels before the bicubic downscale; `Set5-cv2-cubic`, `Set14-cv2-cubic`: the LR made by
+  `cv2.resize(INTER_CUBIC)`, without antialiasing (crop 4);
 - `Set5`, `Set14`, `BSD68`: clean bicubic LR, crop 4.
 
 Methods: `bicubic` (PIL), `x4`, `x4-real`, `denoise-0.5` (and 0.25 / 0.75 with `--curve`), or any `label=folder`.
@@ -40,7 +41,8 @@ from diffusers_deltadiff.pretrained import from_pretrained, shipped_model_path
 
 SCALE = 4
 JPEG_SETS = [f"{name}-jpeg{q}" for name in ("Set14", "BSD68") for q in (30, 40, 50, 70)]
-OTHER_SETS = ["Set14-noise15", "BSD68-noise15", "Set14-blur", "BSD68-blur"]  # real-world sets the bar does not name
+# real-world sets the bar does not name; cv2-cubic: thumbnails made by OpenCV's resize, without antialiasing
+OTHER_SETS = ["Set14-noise15", "BSD68-noise15", "Set14-blur", "BSD68-blur", "Set5-cv2-cubic", "Set14-cv2-cubic"]
 MAIN_SETS = ["RealSR", *JPEG_SETS, "SunHays80-2nd", *OTHER_SETS, "Set5", "Set14", "BSD68"]
 CURVE_SETS = ["RealSR", "Set14-jpeg40", "SunHays80-2nd", "Set14", "BSD68"]
 PUBLISHED = {"RealSR": {"OSEDiff (published, one-step diffusion, GAN-like detail)": (25.15, 0.7341)}}

@@ -188,3 +188,19 @@ def test_camera_is_a_softer_clean_lr():
         assert lr.shape == clean.shape
         assert detail(lr) < detail(clean)
         assert 10 * torch.log10(1 / ((lr - clean) ** 2).mean()) > 25
+
+
+def test_cv2_cubic_is_the_cubic_kernel_sampled_between_pixels():
+    """At x4, OpenCV's INTER_CUBIC samples each output pixel halfway between source pixels 4i+1 and 4i+2 with the
+    cubic kernel (a = -0.75): weights -0.09375, 0.59375, 0.59375, -0.09375 on pixels 4i..4i+3, per axis, no
+    antialiasing; computed here with NumPy."""
+    import numpy as np
+
+    pytest.importorskip("cv2")
+    image = np.random.default_rng(0).integers(0, 256, (32, 40, 3)).astype(np.uint8)
+    lr = Degradation("cv2-cubic", 4)(torch.from_numpy(image).permute(2, 0, 1).float() / 255, 0)
+    weights = np.array([-0.09375, 0.59375, 0.59375, -0.09375])
+    rows = np.stack([np.tensordot(image[4 * i : 4 * i + 4].astype(float), weights, (0, 0)) for i in range(8)])
+    both = np.stack([np.tensordot(rows[:, 4 * j : 4 * j + 4], weights, (1, 0)) for j in range(10)], 1)
+    expected = np.clip(np.round(both), 0, 255)
+    np.testing.assert_array_equal((lr.permute(1, 2, 0).numpy() * 255).round(), expected)

@@ -18,6 +18,7 @@ from .aliased import Aliased
 from .bicubic import Bicubic, bicubic_downsample
 from .camera import Camera
 from .contract import CheckedDegradation, check_scale
+from .cv2_cubic import CV2Cubic
 from .jpeg import BicubicJPEG
 from .noise_blur import BicubicNoise, BlurDownsample
 
@@ -61,6 +62,7 @@ DEGRADATIONS: dict[str, Callable[[int], DegradeFn]] = {
     "aliased": Aliased,  # a downscale without antialiasing (nearest, bilinear or bicubic sampling), JPEG half the time
     # a third stage's mix (training/recipes/deltadiff-x4-real-stage3.args, x4-real v0.3): realworld-jpeg with aliased thumbnails added
     "realworld-aliased": partial(Mixture, weights=(0.10, 0.30, 0.25, 0.20, 0.15), jpeg_qualities=(20, 80)),
+    "cv2-cubic": CV2Cubic,  # OpenCV's resize INTER_CUBIC, no antialiasing: an evaluation set (thumbnails, OpenCV's SR models)
     "camera": Camera,  # a lens's blur, the antialiased downscale, light sensor noise: a camera's own small image
     # a fourth stage's mix (training/recipes/deltadiff-x4-real-stage4.args, x4-real v0.4): realworld-aliased with camera images added
     "realworld-camera": partial(Mixture, weights=(0.10, 0.25, 0.20, 0.15, 0.10, 0.20), jpeg_qualities=(20, 80)),
