@@ -58,7 +58,8 @@ def main():
         print(
             f"{name}: bicubic {base:.2f} dB, " + ", ".join(f"{k} {v[name]:+.2f}" for k, v in gains.items()), flush=True
         )
-    print(f"\n| model | {' | '.join(names)} | worst | JPEG-40 blocks (bicubic {blocks['bicubic']:.2f}) |")
+    bicubic_blocks = f"{blocks['bicubic']:.2f}" if blocks["bicubic"] is not None else "not run"
+    print(f"\n| model | {' | '.join(names)} | worst | JPEG-40 blocks (bicubic {bicubic_blocks}) |")
     print("|---|" + "---|" * (len(names) + 2))
     for label, row in gains.items():
         cells = " | ".join(f"{row[name]:+.2f}" for name in names)
