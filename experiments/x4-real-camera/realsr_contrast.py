@@ -1,6 +1,6 @@
 """Why RealSR's PSNR does not move: how much of each model's error a per-image gain and offset on Y would remove.
 
-    python experiments/x4-real-camera/realsr_contrast.py ../shared/data/benchmarks/RealSR
+    python experiments/x4-real-camera/realsr_contrast.py ../shared/data
 
 For bicubic and the shipped x4 models on the 100 RealSR pairs: Y-PSNR as `benchmarks/realworld.py` scores it (8-bit
 output, no border crop), with the mean level matched to the HR's, and with the least-squares gain `a` and offset
@@ -11,15 +11,17 @@ fit needs the HR image).
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffusers_deltadiff.data import list_images, open_image
-from diffusers_deltadiff.image_utils import bicubic_resize, to_unit_tensor
 from diffusers_deltadiff.metrics import rgb_to_y
-from diffusers_deltadiff.pretrained import load_default_pipeline
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from realworld import Methods, realsr_pairs  # noqa: E402 - the pairs and outputs as realworld.py scores them
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -28,21 +30,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("realsr", help="the RealSR folder (test_HR, test_LR)")
+    parser.add_argument("data", help="../shared/data (its benchmarks/RealSR), as realworld.py's --data")
     parser.add_argument("--models", default="x4,x4-real")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    pipes = {name: load_default_pipeline(model=name) for name in args.models.split(",")}
-    for pipe in pipes.values():
-        pipe.set_progress_bar_config(disable=True)
+    methods = Methods({})
+    names = ["bicubic", *args.models.split(",")]
     rows = {}
-    for path in list_images(str(Path(args.realsr) / "test_HR")):
-        hr = to_unit_tensor(open_image(path)[0])
-        lr = to_unit_tensor(open_image(str(Path(args.realsr) / "test_LR" / Path(path).name))[0])
+    for _, hr, lr in realsr_pairs(Path(args.data)):
         target = rgb_to_y(hr[None].double())[0, 0].numpy().ravel()
-        outputs = {"bicubic": bicubic_resize(lr, tuple(hr.shape[-2:]))}
-        for name, pipe in pipes.items():
-            outputs[name] = (pipe(lr, output_type="pt").images[0].float().clamp(0, 1) * 255).round() / 255
+        outputs = {name: methods.upscale(name, lr, tuple(hr.shape[-2:])) for name in names}
         for name, image in outputs.items():
             y = rgb_to_y(image[None].double())[0, 0].numpy().ravel()
             (gain, offset), *_ = np.linalg.lstsq(np.stack([y, np.ones_like(y)], 1), target, rcond=None)

@@ -8,14 +8,14 @@ others.
 import numpy as np
 import torch
 
-from ..image_utils import to_unit_tensor
+from ..image_utils import to_pil, to_unit_tensor
 
 
 def cv2_cubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """`(3, H, W)` in `[0, 1]`, as 8 bits, resized by `cv2.INTER_CUBIC` to `(H // scale, W // scale)`."""
     import cv2  # OpenCV comes with albumentations (the `training` extra)
 
-    array = (hr.permute(1, 2, 0).float().numpy() * 255).round().astype(np.uint8)
+    array = np.asarray(to_pil(hr))
     size = (array.shape[1] // scale, array.shape[0] // scale)
     return to_unit_tensor(cv2.resize(array, size, interpolation=cv2.INTER_CUBIC))
 
