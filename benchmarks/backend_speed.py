@@ -4,8 +4,9 @@
         [--compile] [--hr ../shared/data/benchmarks/Set5]
 
 Rows: torch eager (the reference), torch channels_last, `torch.compile` (with `--compile`), ONNX Runtime
-(`onnx_backend.use_onnxruntime`), OpenVINO f32 and bf16 (where `openvino` is installed: not a dependency), torch bf16
-weights and activations; then the peers FSRCNN (d56 s12 m4, random weights: its speed does not depend on them) and
+(`onnx_backend.use_onnxruntime`), OpenVINO f32 and bf16 (where `openvino` is installed: not a dependency), torch with
+its 3x3 convolutions run by NNPACK (Winograd: fewer multiplications than a direct convolution; where torch has
+NNPACK), torch bf16 weights and activations; then the peers FSRCNN (d56 s12 m4, random weights: its speed does not depend on them) and
 PIL bicubic. Each row: seconds per output megapixel (median), its ratio to eager per repeat, the achieved GFLOP/s
 (the pipeline's FLOPs as torch's FLOP counter counts them in the eager run, over the row's time) next to a measured
 FP32 sgemm and the CPU's quoted peak, and the largest difference from eager's output in 8-bit levels. With `--hr`,
@@ -15,6 +16,7 @@ against eager's: bf16's cost in dB. Also imported by `pipeline_speed.py` (its `b
 
 import argparse
 import copy
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -48,6 +50,21 @@ class OpenVINOUNet(OnnxRuntimeUNet):
         return [self.compiled(feeds)[0]]
 
 
+def nnpack_conv_forward(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` through torch's NNPACK (Winograd transforms for 3x3 kernels) where it applies, else as usual."""
+    if conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1:
+        return torch._nnpack_spatial_convolution(x, conv.weight, conv.bias, list(conv.padding))
+    return torch.nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def use_nnpack_convs(pipe):
+    """`pipe` with every stride-1 3x3 convolution of its UNet run by NNPACK (for this benchmark: it does not win)."""
+    for module in pipe.unet.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.padding_mode == "zeros":
+            module.forward = functools.partial(nnpack_conv_forward, module)
+    return pipe
+
+
 def backend_pipelines(pipe, compile: bool) -> dict:
     """The pipeline on every backend this machine has (copies: `pipe` stays eager torch)."""
     pipes = {"torch eager": pipe}
@@ -68,6 +85,8 @@ def backend_pipelines(pipe, compile: bool) -> dict:
             ov = copy.deepcopy(pipe)
             ov.unet = OpenVINOUNet(pipe.unet, precision)
             pipes[f"openvino {precision}"] = ov
+    if torch.backends.nnpack.is_available():  # also initialises NNPACK, which its convolution needs first
+        pipes["torch, NNPACK 3x3 convs"] = use_nnpack_convs(copy.deepcopy(pipe))
     pipes["torch bf16"] = copy.deepcopy(pipe).to(torch.bfloat16)
     return pipes
 
