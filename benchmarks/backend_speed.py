@@ -65,6 +65,28 @@ def use_nnpack_convs(pipe):
     return pipe
 
 
+def conv_rates(unet, size: int, repeats: int = 3):
+    """GFLOP/s of each distinct stride-1 3x3 convolution of `unet` alone on a `size` x `size` input: torch's own
+    (oneDNN) against NNPACK's, the same weights, best of `repeats`."""
+    shapes = {
+        (m.in_channels, m.out_channels): m
+        for m in unet.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) and m.stride == (1, 1)
+    }
+    print(f"\n3x3 convolutions alone, {size}x{size} input: GFLOP/s, torch (oneDNN) / NNPACK (Winograd)")
+    for (cin, cout), conv in sorted(shapes.items()):
+        x = torch.randn(1, cin, size, size)
+        flops = 2 * cin * cout * 9 * size * size
+        rates = []
+        for fn in (
+            lambda: torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1),
+            lambda: nnpack_conv_forward(conv, x),
+        ):
+            fn()
+            rates.append(flops / min(timed(fn) for _ in range(repeats)) / 1e9)
+        print(f"- {cin} -> {cout}: {rates[0]:.0f} / {rates[1]:.0f}")
+
+
 def backend_pipelines(pipe, compile: bool) -> dict:
     """The pipeline on every backend this machine has (copies: `pipe` stays eager torch)."""
     pipes = {"torch eager": pipe}
@@ -170,6 +192,9 @@ def section_backends(pipe, size: int = 96, repeats: int = 3, compile: bool = Fal
         diff = f"{np.abs(outputs[name] - outputs['torch eager']).max() * 255:.4f}" if name in pipes else "-"
         ratio = f"{statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"
         print(f"| {name} | {seconds / megapixels:.3f} | {ratio} | {gflops} | {diff} |")
+    if "torch, NNPACK 3x3 convs" in pipes:
+        with torch.no_grad():
+            conv_rates(pipe.unet, size)
     if hr:
         quality(pipes, hr, scale)
 
