@@ -240,3 +240,18 @@ def test_denoise_on_onnx_runtime_runs_the_blended_weights(shipped, tmp_path, mon
     assert code == 0
     torch_out = upscale(tmp_path, "torch", "--denoise", "0.5", "--backend", "torch")[1]
     assert np.abs(out.astype(int) - torch_out.astype(int)).max() <= 1 and not np.array_equal(out, clean)
+
+
+@pytest.mark.parametrize("outscale", ["1.5", "2"])
+def test_cli_denoise_with_an_outscale_below_4_runs_the_blend(shipped, tmp_path, capsys, outscale):
+    """Before: `--outscale` at or below 2 chose the shipped x2 model for `--denoise`, which then failed with
+    "--scale 2 has none", a flag the user never passed; the blend is x4, so it runs and is resized down."""
+    tiny_lossless_pipeline(seed=2, scale=2).save_pretrained(shipped / "deltadiff-x2")  # an x2 model is shipped too
+    code, out = upscale(tmp_path, "out", "--denoise", "0.5", "--outscale", outscale, "--backend", "torch")
+    assert code == 0, capsys.readouterr().err
+    pipe = pretrained.load_default_pipeline(denoise=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    with PIL.Image.open(tmp_path / "in.png") as image:
+        size = (round(image.width * float(outscale)), round(image.height * float(outscale)))
+        expected = np.asarray(pipe(image).images[0].resize(size, PIL.Image.LANCZOS))
+    assert np.array_equal(out, expected)

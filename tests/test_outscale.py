@@ -3,6 +3,7 @@ above, then an antialiased resize to exactly the size asked for."""
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import pytest
 import torch
 
@@ -147,3 +148,20 @@ def test_python_api(tmp_path):
         pipe = load_default_pipeline(scale=2)
         pipe.set_progress_bar_config(disable=True)
         np.testing.assert_array_equal(out, pipe(array, output_type="np").images[0])
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+@pytest.mark.parametrize("flag,expected", [("--width", (20, 15)), ("--height", (16, 12))])
+def test_width_and_height_are_the_shown_ones_of_an_exif_rotated_jpeg(tmp_path, capsys, orientation, flag, expected):
+    """A camera JPEG stored 9 wide and 12 tall with an EXIF orientation that turns it is shown 12 x 9; the output
+    keeps the stored orientation and the tag. Before: `--width 20` sized the stored width, so the result was shown
+    27 x 20."""
+    exif = PIL.Image.Exif()
+    exif[0x0112] = orientation
+    source = write_image(tmp_path / "in.jpg", 12, 9, exif=exif, quality=95)
+    value = expected[0] if flag == "--width" else expected[1]
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "out.jpg", flag, value, "--backend", "torch")
+    assert code == 0, err
+    with PIL.Image.open(tmp_path / "out.jpg") as out:
+        assert out.getexif()[0x0112] == orientation
+        assert PIL.ImageOps.exif_transpose(out).size == expected

@@ -7,6 +7,9 @@ import math
 from ..arguments import int_at_least
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -31,8 +34,13 @@ def add_outscale_options(parser):
 
 
 def outscale_model_factor(args) -> int | None:
-    """The factor of the shipped model to load for `--outscale` (none given by --model / --scale), else `None`."""
+    """
+    The factor of the shipped model to load for `--outscale` (none given by --model / --scale), else `None`; `None`
+    with `--denoise` too, whose blend is x4 only.
+    """
     if getattr(args, "outscale", None) is None or args.model is not None or args.scale is not None:
+        return None
+    if getattr(args, "denoise", None) is not None:
         return None
     from ..outscale import model_factor
     from ..pretrained import shipped_scales
@@ -44,14 +52,25 @@ def requested_size(source, args) -> tuple[int, int] | None:
     """
     The output `(width, height)` the flags ask for, for the input image `source`, or `None` (no size flag). Worked out
     before the model runs, so that a size no image can have (`--outscale 1e30`) fails the input at once: a
-    `ValueError` naming the flag.
+    `ValueError` naming the flag. `--width` and `--height` are those of the image as shown: an EXIF orientation that
+    turns it (a camera's portrait JPEG) swaps them, as the output keeps the stored pixels and the tag.
     """
     outscale, width, height = (getattr(args, name, None) for name in ("outscale", "width", "height"))
     if outscale is None and width is None and height is None:
         return None
     from ..outscale import target_size
 
+    if exif_turned(source):
+        return target_size(source.size[::-1], outscale, width, height)[::-1]
     return target_size(source.size, outscale, width, height)
+
+
+def exif_turned(image) -> bool:
+    """Whether `image`'s EXIF orientation turns it by a quarter (5 to 8: shown with width and height swapped)."""
+    try:
+        return image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - an unreadable EXIF block is shown as stored
+        return False
 
 
 def resize_to_target(sr, size: tuple[int, int] | None):
