@@ -60,6 +60,13 @@ def test_strength_outside_0_1_is_refused(strength):
         blend_pipelines(*pair(), strength)
 
 
+@pytest.mark.parametrize("strength, shown", [(1.0000001, "1.0000001"), (-1e-12, "-1e-12")])
+def test_strength_just_outside_0_1_is_named_as_given(strength, shown):
+    """Before: the message rounded to 6 digits, "must be between 0 and 1, got 1", naming a value that is allowed."""
+    with pytest.raises(ValueError, match=rf"between 0 and 1, got {shown}$"):
+        blend_pipelines(*pair(), strength)
+
+
 def test_different_architectures_are_refused():
     from diffusers_deltadiff.testing_utils import tiny_pipeline
 

@@ -27,7 +27,7 @@ def check_strength(strength) -> float:
     except (TypeError, ValueError) as err:
         raise TypeError(f"denoise strength must be a number from 0 to 1, got {strength!r}") from err
     if not math.isfinite(value) or not 0 <= value <= 1:
-        raise ValueError(f"denoise strength must be between 0 and 1, got {value:g}")
+        raise ValueError(f"denoise strength must be between 0 and 1, got {value!r}")
     return value
 
 
