@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -210,10 +212,11 @@ def test_streaming_equals_the_canvas_path(factor_pipe, output_type, monkeypatch)
     local_pipe = factor_pipe
     configure(monkeypatch, local_pipe, stream_width=16)
     image = smooth_image(44, 76, seed=3)
-    streamed = local_pipe(image, output_type=output_type, tile_size=8).images
+    run = functools.partial(local_pipe, image, 2, output_type=output_type)  # 2 steps: a wavefront of two tile rows
+    streamed = run(tile_size=8).images
     configure(monkeypatch, local_pipe, stream_tiles=False)
-    canvas = local_pipe(image, output_type=output_type, tile_size=8).images
-    whole = local_pipe(image, output_type=output_type, tile_size=0).images
+    canvas = run(tile_size=8).images
+    whole = run(tile_size=0).images
     if output_type == "pil":
         streamed, canvas, whole = (np.stack([np.asarray(im) for im in ims]) for ims in (streamed, canvas, whole))
         np.testing.assert_array_equal(streamed, canvas)
@@ -244,14 +247,14 @@ def test_streaming_holds_a_few_rows_of_a_strip(local_pipe, monkeypatch):
 
     monkeypatch.setattr(RowWindow, "append", recording_append)
     configure(monkeypatch, local_pipe, stream_width=16)
-    image = smooth_image(120, 160, seed=5)  # a 120 x 160 latent canvas in tiles of 8: 15 rows, 20 columns
+    image = smooth_image(80, 120, seed=5)  # an 80 x 120 latent canvas in tiles of 8: 10 rows, 15 columns
     local_pipe(image, tile_size=8, tile_context=8)
     steps, tile, context = 4, 8, 8
     halo = (steps + 2) * context
     rows, columns = zip(*held)
     # a wavefront holds a tile row per step ahead and the context, whatever the image height; a strip and its halo
-    assert max(rows) <= (steps + 3) * tile + 2 * context < 120
-    assert max(columns) <= 16 + 2 * halo < 160
+    assert max(rows) <= (steps + 3) * tile + 2 * context < 80
+    assert max(columns) <= 16 + 2 * halo < 120
 
 
 @pytest.mark.parametrize("tile_batch_size,return_intermediates", [(1, False), (3, False), (3, True)])
