@@ -11,6 +11,7 @@ from conftest import shipped_model_dir, write_image
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.outscale import model_factor, resize_output, target_size, upscale
 from diffusers_deltadiff.pretrained import load_default_pipeline
+from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 
 
 def run(capsys, *argv):
@@ -165,3 +166,24 @@ def test_width_and_height_are_the_shown_ones_of_an_exif_rotated_jpeg(tmp_path, c
     with PIL.Image.open(tmp_path / "out.jpg") as out:
         assert out.getexif()[0x0112] == orientation
         assert PIL.ImageOps.exif_transpose(out).size == expected
+
+
+def test_python_api_numpy_batch_of_one_numbers_and_output_types(tmp_path):
+    """Before: a `(1, H, W, 3)` array was read as 1 pixel tall and H wide (a 3 x 30 result for a 10 x 12 image), NumPy
+    integers and floats were "not a positive number", and `output_type="latent"` resized the latent as if an image."""
+    pipe = tiny_lossless_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    array = np.random.default_rng(0).random((10, 12, 3), dtype=np.float32)
+    one = upscale(array, 3, pipe=pipe, output_type="np")
+    assert one.shape == (30, 36, 3)
+    np.testing.assert_array_equal(upscale(array[None], 3, pipe=pipe, output_type="np"), one)
+    np.testing.assert_array_equal(upscale(array, np.float32(3), pipe=pipe, output_type="np"), one)
+    np.testing.assert_array_equal(upscale(array, width=np.int64(36), pipe=pipe, output_type="np"), one)
+    assert target_size((12, 10), height=np.uint16(5)) == (6, 5)
+    assert target_size((100, 50), np.int8(3)) == (300, 150)  # not wrapped around in 8 bits
+    with pytest.raises(ValueError, match="output_type"):
+        upscale(array, 3, pipe=pipe, output_type="latent")
+    with pytest.raises(ValueError, match="one image"):
+        upscale(np.stack([array, array]), 3, pipe=pipe, output_type="np")
+    with pytest.raises(ValueError, match="one image"):
+        upscale(torch.rand(2, 3, 10, 12), 3, pipe=pipe, output_type="pt")

@@ -10,6 +10,7 @@ outputs (16-bit files), so that the factor's extra pixels are averaged, not drop
 """
 
 import math
+import numbers
 
 import numpy as np
 import PIL.Image
@@ -33,12 +34,14 @@ def target_size(
         raise ValueError("pass `outscale` or a target `width` / `height`, not both")
     given = [(name, value) for name, value in (("outscale", outscale), ("width", width), ("height", height))]
     for name, value in given:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # NumPy's numbers too
         if value is not None and not (number and math.isfinite(value) and value > 0):
             raise ValueError(f"`{name}` must be a positive number, got {value!r}")
     in_width, in_height = size
     if outscale is None and width is None and height is None:
         raise ValueError("pass `outscale`, `width` or `height`")
+    # as Python floats: a NumPy `int8(3)` times a width would wrap around
+    outscale, width, height = (None if value is None else float(value) for _, value in given)
     if outscale is None:
         ratio = width / in_width if width is not None else height / in_height
         width = width if width is not None else in_width * ratio
@@ -79,11 +82,16 @@ def resize_output(image, size: tuple[int, int]):
 
 
 def image_size(image) -> tuple[int, int]:
-    """`(width, height)` of one image as the pipeline takes it (PIL, `HxW[xC]` array, `[C]xHxW` tensor)."""
+    """
+    `(width, height)` of one image as the pipeline takes it (PIL, `[1x]HxW[xC]` array, `[1x][C]xHxW` tensor); a
+    `ValueError` for a batch of several.
+    """
     if isinstance(image, PIL.Image.Image):
         return image.size
+    if image.ndim == 4 and image.shape[0] != 1:
+        raise ValueError(f"`upscale` takes one image, got a batch of {image.shape[0]}")
     if isinstance(image, np.ndarray):
-        return image.shape[1], image.shape[0]
+        return (image.shape[2], image.shape[1]) if image.ndim == 4 else (image.shape[1], image.shape[0])
     return image.shape[-1], image.shape[-2]
 
 
@@ -103,6 +111,8 @@ def upscale(
     largest) is loaded. The model's output is then resized ([`resize_output`]). Returns one image of `output_type`
     (`"pil"`, `"np"` `(H, W, 3)` or `"pt"` `(3, H, W)`); `call_kwargs` go to the pipeline (`tile_size`, ...).
     """
+    if output_type not in ("pil", "np", "pt"):
+        raise ValueError(f"output_type must be 'pil', 'np' or 'pt' (an image to resize), got {output_type!r}")
     size = target_size(image_size(image), outscale, width, height)
     if pipe is None:
         from .pretrained import load_default_pipeline, shipped_scales
