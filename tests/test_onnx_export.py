@@ -231,3 +231,24 @@ def test_cli_export_keeps_a_file_another_run_wrote_meanwhile(tmp_path, capsys, m
     assert err.strip() == f"error: -o {output}: already exists (pass --overwrite to replace it)"
     assert output.read_bytes() == b"the other run's export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-x2", "tiny.onnx"]
+
+
+@pytest.mark.parametrize("output", ["a" * 300 + ".onnx", "a/" * 2100 + "x.onnx"], ids=["long-name", "long-path"])
+def test_cli_export_to_a_name_too_long_is_one_line(tmp_path, capsys, monkeypatch, output):
+    """Before: `Path.is_dir` raised `File name too long` from the flag check, a traceback with exit status 1."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "x4", "-o", output]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: -o {output}: ") and "too long" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_name_of_a_folder_given_as_dot(tmp_path, monkeypatch):
+    """Before: `deltadiff export . -o ...` wrote `model_name` "" (the name of the path "."), not the folder's."""
+    folder = tmp_path / "tiny-x2"
+    tiny_lossless_pipeline(scale=2).save_pretrained(folder)
+    monkeypatch.chdir(folder)
+    assert main(["export", ".", "-o", str(tmp_path / "tiny.onnx"), "--steps", "1"]) == 0
+    model = onnx.load(str(tmp_path / "tiny.onnx"))
+    assert {prop.key: prop.value for prop in model.metadata_props}["model_name"] == "tiny-x2"
+    assert model.doc_string == "tiny-x2: x2 upscaling"

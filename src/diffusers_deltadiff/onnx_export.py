@@ -158,17 +158,22 @@ def graph_metadata(pipe: DeltaDiffPipeline, steps: int, name: str, license: str)
     }
 
 
+def model_name(path: str | os.PathLike) -> str:
+    """The last part of a model's path or Hub id: the folder's own name for a folder given as `.` or `..`."""
+    return (Path(path).resolve() if os.path.isdir(path) else Path(path)).name
+
+
 def _load(model) -> tuple[DeltaDiffPipeline, str, str | None]:
     """`(pipeline, name, folder)` for a pipeline, a shipped model's short name or a pipeline folder / Hub id."""
     if isinstance(model, DeltaDiffPipeline):
         folder = model.name_or_path if os.path.isdir(str(model.name_or_path or "")) else None
-        return model, Path(str(model.name_or_path or "deltadiff")).name, folder
+        return model, model_name(model.name_or_path or "deltadiff"), folder
     from .pretrained import SHIPPED_MODELS, from_pretrained, model_path
 
     path = model_path(model) if model in SHIPPED_MODELS and not Path(model).exists() else str(model)
     if path is None:
         raise FileNotFoundError(f"{model}: no such model is shipped with this installation")
-    name = SHIPPED_MODELS.get(model) or Path(path).name
+    name = SHIPPED_MODELS.get(model) or model_name(path)
     return from_pretrained(path), name, path if os.path.isdir(path) else None
 
 

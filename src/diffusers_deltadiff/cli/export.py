@@ -24,14 +24,22 @@ def add_parser(sub):
 def flag_problem(args) -> str | None:
     """What is wrong with the flags, checked before the model loads."""
     output = Path(args.output)
+    try:
+        problem = output_problem(output, args.overwrite)
+    except OSError as err:  # a name or path too long for the file system
+        problem = f"cannot be written ({err.strerror or one_line(err)})"
+    return f"-o {args.output}: {problem}" if problem else None
+
+
+def output_problem(output: Path, overwrite: bool) -> str | None:
     if output.suffix.lower() != ".onnx":
-        return f"-o {args.output}: the output must be a .onnx file"
+        return "the output must be a .onnx file"
     if output.is_dir():
-        return f"-o {args.output}: is a folder (pass a .onnx file name)"
-    if output.exists() and not args.overwrite:
-        return f"-o {args.output}: already exists (pass --overwrite to replace it)"
+        return "is a folder (pass a .onnx file name)"
+    if output.exists() and not overwrite:
+        return "already exists (pass --overwrite to replace it)"
     if not output.parent.is_dir():
-        return f"-o {args.output}: the folder {output.parent} does not exist"
+        return f"the folder {output.parent} does not exist"
     return None
 
 
