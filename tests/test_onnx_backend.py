@@ -18,7 +18,7 @@ from conftest import one_at_a_time_then_together, run_together, write_image
 from diffusers_deltadiff import onnx_backend
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, resolve_backend, unet_cache_path, use_onnxruntime
-from diffusers_deltadiff.pretrained import load_default_pipeline
+from diffusers_deltadiff.pretrained import from_pretrained, load_default_pipeline
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 
 
@@ -193,3 +193,37 @@ def test_an_empty_cache_filled_at_once(tmp_path, monkeypatch):
         expected = unet(sample, 1).sample
     got = OnnxRuntimeUNet(unet, cache_folder=folder)(sample, 1).sample  # read from the cache
     assert float((got - expected).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_cache_file_is_exported_again(tmp_path, capsys, cache, damage):
+    """
+    A cached UNet that ONNX Runtime cannot read (cut short by a copy, a full disk or an older version's crash). Before:
+    every later run failed, `--backend auto` (the default) included, until the user found the file and removed it.
+    Now it is exported again and replaces the damaged file; the output is the first run's.
+    """
+    model = tmp_path / "model"
+    tiny_lossless_pipeline(seed=4).save_pretrained(model)
+    source = write_image(tmp_path / "a.png", 9, 13)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "first.png", "--model", model)
+    assert code == 0, err
+    path = unet_cache_path(from_pretrained(model).unet)
+    whole = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: whole // 2] if damage == "truncated" else b"")
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "again.png", "--model", model)
+    assert code == 0, err
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "first.png").read_bytes()
+    assert path.stat().st_size == whole
+
+
+def test_one_model_in_two_folders_has_one_cache_file(tmp_path, monkeypatch):
+    """
+    Before: the cache name hashed the whole config, `_name_or_path` (the folder it was loaded from) included, so the
+    same model loaded as `model`, `./model`, an absolute path or a copy was exported again and cached once per path.
+    """
+    tiny_lossless_pipeline(seed=5).save_pretrained(tmp_path / "model")
+    tiny_lossless_pipeline(seed=5).save_pretrained(tmp_path / "copy")
+    monkeypatch.chdir(tmp_path)
+    unets = [from_pretrained(path).unet for path in ("model", "./model", str(tmp_path / "model"), "copy")]
+    assert len({unet_cache_path(unet) for unet in unets}) == 1
+    assert unet_cache_path(from_pretrained("model").unet) != unet_cache_path(tiny_lossless_pipeline(seed=6).unet)

@@ -68,7 +68,8 @@ def unet_cache_path(unet: torch.nn.Module, folder: Path | None = None) -> Path:
 
     digest = hashlib.sha256()
     digest.update(f"{type(unet).__module__}.{type(unet).__qualname__} {torch.__version__} opset{OPSET}".encode())
-    digest.update(json.dumps(dict(unet.config), sort_keys=True, default=str).encode())
+    config = {key: value for key, value in unet.config.items() if key != "_name_or_path"}  # not where it was read
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in unet.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -103,16 +104,16 @@ def export_unet(unet: torch.nn.Module, path) -> None:
         trace_to_onnx(_UNetSample(unet.eval()), example, path, axes)
 
 
-def unet_model(unet: torch.nn.Module, folder: Path | None = None) -> str | bytes:
+def unet_model(unet: torch.nn.Module, folder: Path | None = None, refresh: bool = False) -> str | bytes:
     """
-    The exported UNet: a cached file's path (exported and cached first if missing), or the model's bytes where the
-    cache folder cannot be written. The export is made in memory, then cached whole or not at all
+    The exported UNet: a cached file's path (exported and cached first if missing, or with `refresh`), or the model's
+    bytes where the cache folder cannot be written. The export is made in memory, then cached whole or not at all
     ([`~atomic_files.write_file_atomic`]: a temporary file of this call's own, with the umask's mode, removed on any
     error or interrupt), so processes and threads starting at once on an empty cache never share or read a partial
     file; the last export written stays (each is the same UNet).
     """
     path = unet_cache_path(unet, folder)
-    if path.is_file():
+    if path.is_file() and not refresh:
         return str(path)
     buffer = io.BytesIO()
     export_unet(unet, buffer)
@@ -141,9 +142,14 @@ class OnnxRuntimeUNet(torch.nn.Module):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
-            unet_model(unet, cache_folder), options, providers=["CPUExecutionProvider"]
-        )
+        model = unet_model(unet, cache_folder)
+        try:
+            self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - a cached file ONNX Runtime cannot read (cut short, damaged): made again
+            if not isinstance(model, str):
+                raise
+            model = unet_model(unet, cache_folder, refresh=True)
+            self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     @property
     def dtype(self) -> torch.dtype:
