@@ -187,3 +187,28 @@ def test_python_api_numpy_batch_of_one_numbers_and_output_types(tmp_path):
         upscale(np.stack([array, array]), 3, pipe=pipe, output_type="np")
     with pytest.raises(ValueError, match="one image"):
         upscale(torch.rand(2, 3, 10, 12), 3, pipe=pipe, output_type="pt")
+
+
+def test_a_result_too_large_for_memory_fails_that_input_only(tmp_path, capsys, monkeypatch):
+    """Before: `--width 2147483647` on a 1 x 1 image (a size any image can have, not the memory) ended the run with
+    Pillow's `MemoryError` traceback, the other inputs not processed. Pillow's allocation failure is made to happen
+    for the first input's result only."""
+    folder = tmp_path / "in"
+    for name in ("a", "b"):
+        write_image(folder / f"{name}.png", 8, 8)
+    resize, failed = PIL.Image.Image.resize, []
+
+    def resize_once_out_of_memory(self, size, *args, **kwargs):
+        if tuple(size) == (40, 40) and not failed:
+            failed.append(size)
+            raise MemoryError
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image.Image, "resize", resize_once_out_of_memory)
+    code, _, err = run(capsys, "upscale", folder, "-o", tmp_path / "out", "--width", 40, "--backend", "torch")
+    assert code == 1 and failed
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'a.png'}: ") and "memory" in lines[0], err
+    assert not (tmp_path / "out" / "a.png").exists()
+    with PIL.Image.open(tmp_path / "out" / "b.png") as out:
+        assert out.size == (40, 40)

@@ -187,6 +187,9 @@ def upscale_jobs(
             message = str(err).splitlines()[0] if isinstance(err, ValueError) else one_line(err)
             error(f"{source_path}: {message}")
             report.failed += 1
+        except MemoryError:  # Pillow's, for a result larger than memory (`--width 2147483647`); torch's: RuntimeError
+            error(f"{source_path}: out of memory (MemoryError): ask for a smaller output, or a smaller --tile-size")
+            report.failed += 1
         else:
             report.written += bool(written)
             report.skipped += not written
