@@ -344,6 +344,24 @@ def test_longest_legal_file_name(tmp_path, model_dir, capsys):
     assert not (tmp_path / "out2").exists()
 
 
+def test_names_too_long_to_exist_are_one_line_each(tmp_path, model_dir, capsys, monkeypatch):
+    """Before: `Path.is_dir` / `exists` raised `File name too long` (an input named so, `-o` as a file named so, `-o`
+    deeper than the longest path): a traceback, and the run's other inputs were not upscaled."""
+    monkeypatch.chdir(tmp_path)
+    source = write(tmp_path / "a.png")
+    code, _, err = run(capsys, "upscale", source, "c" * 300 + ".png", "-o", "out", "--model", model_dir)
+    assert code == 1 and error_lines(err) == [f"error: {'c' * 300}.png: no such file or folder"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]  # the other input still ran
+    code, _, err = run(capsys, "upscale", source, "-o", "a" * 300 + ".png", "--model", model_dir)
+    assert code == 1 and error_lines(err) == [
+        f"error: {source}: the output name {'a' * 300}.png is too long for this file system"
+    ]
+    deep = "d/" * 2100 + "x.png"  # 4,205 characters: longer than any path Linux takes
+    code, _, err = run(capsys, "upscale", source, "-o", deep, "--model", model_dir)
+    assert code == 2 and len(error_lines(err)) == 1 and "(File name too long)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "out"]  # nothing else made
+
+
 @pytest.mark.parametrize("quality", ["500", "-5", "101"])
 def test_quality_range(tmp_path, model_dir, capsys, quality):
     source = write(tmp_path / "a.png")

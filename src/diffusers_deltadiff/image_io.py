@@ -32,7 +32,7 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 def missing_folders(folder: Path) -> tuple[Path, list[Path]]:
     """The nearest existing folder at or above `folder`, and the folders below it that do not exist yet (deepest first)."""
     missing = []
-    while not folder.exists() and folder != folder.parent:
+    while not os.path.exists(folder) and folder != folder.parent:  # a path too long to exist: False
         missing.append(folder)
         folder = folder.parent
     return folder, missing

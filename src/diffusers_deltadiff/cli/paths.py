@@ -27,7 +27,7 @@ def glob_files(pattern: str) -> tuple[Path, list[Path]]:
     """
     root, rest = glob_root(pattern)
     if not rest or rest == ".":
-        return root, [root] if root.is_file() else []
+        return root, [root] if os.path.isfile(root) else []
     return root, sorted(p for p in root.glob(rest) if p.is_file())
 
 
@@ -58,14 +58,14 @@ def collect_inputs(inputs: list[str], output: Path | None = None) -> tuple[list[
         path = Path(item)
         if not item:
             errors.append("'': empty path")
-        elif path.is_dir():
+        elif os.path.isdir(path):  # os.path's tests: False, not an OSError, for a name too long to exist
             files = keep([Path(f) for f in list_images(item)], path)
             if not files:
                 errors.append(f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
             found += [(f, f.relative_to(path)) for f in files]
-        elif path.is_file():
+        elif os.path.isfile(path):
             found.append((path, Path(path.name)))
-        elif path.exists():
+        elif os.path.exists(path):
             errors.append(f"{item}: not a regular file (a device, pipe or socket)")
         elif glob.has_magic(item):
             root, matches = glob_files(item)
@@ -93,7 +93,7 @@ def image_extension(path: Path) -> str | None:
 
 def output_file(output: Path) -> bool:
     """Whether `-o` names one image file rather than a folder."""
-    return image_extension(output) is not None and not output.is_dir()
+    return image_extension(output) is not None and not os.path.isdir(output)
 
 
 def output_path(output: Path, relative: Path, fmt: str | None, single: bool) -> Path:
@@ -157,7 +157,7 @@ def plan_outputs(files, output: Path, args, single: bool) -> tuple[list[tuple[Pa
                     f"{source}: its output {out} is also the output of {claimed[resolved]} "
                     "(same name: upscale them into separate folders)"
                 )
-            elif out.is_symlink() or out.exists():
+            elif os.path.lexists(out):  # a file, a folder or a link, even a broken one; False for a name too long
                 if not (args.overwrite or args.skip_existing):
                     problem = f"{out}: already exists (pass --overwrite to replace it)"
                 elif not out.is_file():
@@ -180,7 +180,7 @@ def missing_outputs(outputs: list[Path], args) -> list[Path]:
     """The outputs to write: all of them, or with `--skip-existing` those that do not exist."""
     if not args.skip_existing:
         return outputs
-    return [out for out in outputs if not (out.is_symlink() or out.exists())]
+    return [out for out in outputs if not os.path.lexists(out)]
 
 
 def check_output_folder(folder: Path):

@@ -67,7 +67,7 @@ def plan_upscale(args) -> UpscalePlan:
         error(message)
     if not files:
         raise CLIError("nothing to upscale", code=2 if not errors else 1)
-    single = len(files) == 1 and len(args.inputs) == 1 and not Path(args.inputs[0]).is_dir()
+    single = len(files) == 1 and len(args.inputs) == 1 and not os.path.isdir(args.inputs[0])
     check_output_flags(args, single, len(files))
     target_dir = output.parent if single and output_file(output) else output
     check_output_folder(target_dir)
@@ -108,7 +108,7 @@ def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], 
         outputs = missing_outputs(outputs, args)  # another run may have made some since the plan
         if not outputs:
             return []
-    elif not args.overwrite and any(out.exists() for out in outputs):  # made since the plan
+    elif not args.overwrite and any(os.path.exists(out) for out in outputs):  # made since the plan
         raise FileExistsError(f"{dest}: already exists (pass --overwrite to replace it)")
     fmt = FORMATS[args.format] if args.format else FORMATS.get(dest.suffix.lower().lstrip("."), "PNG")
     image = open_input(source_path, args.max_pixels)
