@@ -170,6 +170,40 @@ def test_cli_refuses_an_onnxruntime_backend_it_cannot_serve(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_auto_falls_back_to_torch_where_onnxruntime_cannot_run_the_model(tmp_path, capsys, monkeypatch):
+    """
+    A model ONNX Runtime cannot take (an operator it lacks, an export that fails). Before: `--backend auto`, the
+    default, stopped with "pass --backend torch", so a model torch runs failed unless the user knew the flag. Now auto
+    runs it with torch and says so in one warning line; an explicit `--backend onnxruntime` is still a flag error.
+    """
+
+    class Unrunnable(torch.nn.Module):
+        def __init__(self, unet, cache_folder=None):
+            raise RuntimeError(
+                "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for Op\nmore"
+            )
+
+    model = tmp_path / "model"
+    tiny_lossless_pipeline(seed=7).save_pretrained(model)
+    source = write_image(tmp_path / "a.png", 9, 13)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "torch.png", "--model", model, "--backend", "torch")
+    assert code == 0, err
+    monkeypatch.setattr(onnx_backend, "OnnxRuntimeUNet", Unrunnable)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "auto.png", "--model", model)
+    assert code == 0, err
+    assert err.strip() == (
+        "warning: --backend auto: ONNX Runtime cannot run this model (RuntimeError: [ONNXRuntimeError] : 9 : "
+        "NOT_IMPLEMENTED : Could not find an implementation for Op): torch runs it"
+    )
+    assert (tmp_path / "auto.png").read_bytes() == (tmp_path / "torch.png").read_bytes()
+    code, _, err = run(
+        capsys, "upscale", source, "-o", tmp_path / "ort.png", "--model", model, "--backend", "onnxruntime"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: --backend onnxruntime: cannot run the model there (RuntimeError: [ONNXRuntimeError]")
+    assert not (tmp_path / "ort.png").exists()
+
+
 def test_an_empty_cache_filled_at_once(tmp_path, monkeypatch):
     """
     Two stand-ins for one UNet start together on an empty cache, both exported before either writes (a barrier).

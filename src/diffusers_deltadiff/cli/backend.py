@@ -1,6 +1,6 @@
 """`upscale --backend`: which engine runs the UNet (torch, or ONNX Runtime on the CPU), chosen before the model loads."""
 
-from ..console import DTYPES, CLIError
+from ..console import DTYPES, CLIError, one_line, warning
 from ..onnx_backend import BACKENDS
 
 
@@ -25,8 +25,12 @@ def check_backend(args, device: str) -> str:
         raise CLIError(f"--backend {backend}: {err}") from err
 
 
-def apply_backend(pipe, backend: str):
-    """`pipe` with its UNet on `backend` ([`~onnx_backend.use_onnxruntime`] for ONNX Runtime)."""
+def apply_backend(pipe, backend: str, requested: str = "onnxruntime"):
+    """
+    `pipe` with its UNet on `backend` ([`~onnx_backend.use_onnxruntime`] for ONNX Runtime). Where ONNX Runtime cannot
+    run the model (it does not export, or its session fails), `--backend auto` ([`requested`]) runs it with torch,
+    with a warning; an explicit `--backend onnxruntime` is a flag error.
+    """
     if backend != "onnxruntime":
         return pipe
     from ..onnx_backend import use_onnxruntime
@@ -34,4 +38,7 @@ def apply_backend(pipe, backend: str):
     try:
         return use_onnxruntime(pipe)
     except Exception as err:  # noqa: BLE001 - an export or session failure is one line
-        raise CLIError(f"--backend onnxruntime: cannot run the model there ({err}); pass --backend torch") from err
+        if requested == "auto":
+            warning(f"--backend auto: ONNX Runtime cannot run this model ({one_line(err)}): torch runs it")
+            return pipe
+        raise CLIError(f"--backend onnxruntime: cannot run the model there ({one_line(err)}); pass --backend torch") from err

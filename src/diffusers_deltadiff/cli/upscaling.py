@@ -99,7 +99,7 @@ def load_upscaler(args, device: str, warn: bool = True):
     scale = args.scale or outscale_model_factor(args)
     pipe = load_pipeline(args.model, device, args.dtype, scale=scale, denoise=getattr(args, "denoise", None))
     check_steps(pipe, [args.steps], args.model or f"the default x{pipe.upscale_factor} model")
-    return apply_backend(pipe, backend)
+    return apply_backend(pipe, backend, getattr(args, "backend", "auto"))
 
 
 def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], created: list[Path]) -> list[Path]:
