@@ -250,6 +250,29 @@ def test_a_damaged_cache_file_is_exported_again(tmp_path, capsys, cache, damage)
     assert path.stat().st_size == whole
 
 
+def test_an_export_killed_midway_leaves_no_file_for_good(tmp_path):
+    """
+    Before: a process killed (SIGKILL) while writing the cache left its temporary file, about 17 MB, in the cache
+    folder for good: nothing ever removed it. Now the next export removes those of processes that are gone, and keeps
+    those of live processes and of this process's other threads (writes under way).
+    """
+    import subprocess
+
+    from diffusers_deltadiff.atomic_files import TMP_PREFIX, TMP_SUFFIX
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    killed, old = folder / f"{TMP_PREFIX}{finished.pid}-0a1b2c{TMP_SUFFIX}", folder / f"{TMP_PREFIX}old{TMP_SUFFIX}"
+    live, mine = folder / f"{TMP_PREFIX}1-3d4e5f{TMP_SUFFIX}", folder / f"{TMP_PREFIX}{os.getpid()}-6a7b8c{TMP_SUFFIX}"
+    for path in (killed, old, live, mine):
+        path.write_bytes(b"part of an export")
+    unet = tiny_lossless_pipeline(seed=8).unet
+    assert onnx_backend.unet_model(unet, folder) == str(unet_cache_path(unet, folder))
+    assert sorted(folder.iterdir()) == sorted([live, mine, unet_cache_path(unet, folder)])
+
+
 def test_one_model_in_two_folders_has_one_cache_file(tmp_path, monkeypatch):
     """
     Before: the cache name hashed the whole config, `_name_or_path` (the folder it was loaded from) included, so the

@@ -4,6 +4,7 @@ leaves the destination as it was and no partial file. A new file never replaces 
 run writing into the same folder): it is installed by a hard link, which fails when the name exists.
 """
 
+import contextlib
 import errno
 import os
 import secrets
@@ -92,3 +93,34 @@ def write_file_atomic(dest: Path, data, replace: bool = False):
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(folders, busy: bool = False):
+    """
+    Remove the temporary files of writes that were killed (SIGKILL, a crash, a power cut) in `folders`: this naming
+    pattern only, and only when the process named in it is gone (older names, without a process id, are stale). Names
+    of this process's id count as stale too (a killed process's id, used again), unless this process may be writing
+    there itself (`busy`: other threads).
+    """
+    for folder in folders:
+        try:
+            candidates = [p for p in folder.iterdir() if is_temporary_name(p.name)]
+        except OSError:
+            continue
+        for path in candidates:
+            owner = temporary_owner(path.name)
+            mine = owner == os.getpid()
+            if owner is not None and (busy if mine else process_alive(owner)):
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True

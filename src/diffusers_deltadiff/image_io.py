@@ -15,7 +15,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .atomic_files import is_temporary_name, temporary_owner, write_file_atomic
+from .atomic_files import write_file_atomic
 from .console import one_line, warning
 from .image_utils import has_transparency
 
@@ -204,34 +204,6 @@ def save_atomic(
             raise ValueError(f"cannot encode the result as {fmt}")
     make_folders(dest.parent, created if created is not None else [])
     write_file_atomic(dest, data.getbuffer(), replace=replace)
-
-
-def remove_stale_temporaries(folders):
-    """
-    Remove the temporary files of writes that were killed (SIGKILL, a crash, a power cut) in `folders`: this naming
-    pattern only, and only when the process named in it is gone (older names, without a process id, are stale).
-    """
-    for folder in folders:
-        try:
-            candidates = [p for p in folder.iterdir() if is_temporary_name(p.name)]
-        except OSError:
-            continue
-        for path in candidates:
-            owner = temporary_owner(path.name)
-            if owner is not None and owner != os.getpid() and process_alive(owner):
-                continue
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def output_metadata(image: PIL.Image.Image, source: PIL.Image.Image, dest: Path) -> dict:

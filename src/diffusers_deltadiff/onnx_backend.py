@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic_files import write_file_atomic
+from .atomic_files import remove_stale_temporaries, write_file_atomic
 
 
 # what `auto` picks from, and what `--backend` takes (this module imports only torch at first: the CLI reads this)
@@ -119,6 +119,7 @@ def unet_model(unet: torch.nn.Module, folder: Path | None = None, refresh: bool 
     export_unet(unet, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries([path.parent], busy=True)  # writes killed midway; this process's threads' stay
         write_file_atomic(path, buffer.getbuffer(), replace=True)
     except OSError:
         return buffer.getvalue()

@@ -41,4 +41,6 @@ def apply_backend(pipe, backend: str, requested: str = "onnxruntime"):
         if requested == "auto":
             warning(f"--backend auto: ONNX Runtime cannot run this model ({one_line(err)}): torch runs it")
             return pipe
-        raise CLIError(f"--backend onnxruntime: cannot run the model there ({one_line(err)}); pass --backend torch") from err
+        raise CLIError(
+            f"--backend onnxruntime: cannot run the model there ({one_line(err)}); pass --backend torch"
+        ) from err

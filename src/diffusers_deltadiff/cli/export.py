@@ -47,8 +47,7 @@ def cmd_export(args) -> int:
     missing = [name for name in ("onnx", "torch.onnx") if importlib.util.find_spec(name) is None]
     if missing:
         raise CLIError("deltadiff export needs the onnx extra: pip install 'diffusers-deltadiff[onnx]'")
-    from ..atomic_files import AlreadyExists
-    from ..image_io import remove_stale_temporaries
+    from ..atomic_files import AlreadyExists, remove_stale_temporaries
     from ..onnx_export import export_onnx
 
     pipe = load_pipeline(args.model, "cpu", "fp32")

@@ -7,7 +7,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from ..atomic_files import AlreadyExists
+from ..atomic_files import AlreadyExists, remove_stale_temporaries
 from ..console import CLIError, check_steps, error, load_pipeline, note, one_line, progress, warn_dtype, warning
 from ..image_io import (
     FORMATS,
@@ -15,7 +15,6 @@ from ..image_io import (
     make_folders,
     needs_float_output,
     open_input,
-    remove_stale_temporaries,
     save_atomic,
     steps_strip,
     to_output_image,
