@@ -162,3 +162,53 @@ def test_the_command_line_exits_1_with_one_line(run, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: --output {run}: already exists (pass --overwrite to replace its pipeline)"
     )
+
+
+MAKE_CANDIDATE = ROOT / "training" / "make_candidate.py"
+
+
+def make_candidate(*argv) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(MAKE_CANDIDATE), *map(str, argv)]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_make_candidate_never_deletes_a_folder_that_is_not_a_candidate(run, tmp_path):
+    """Before: an existing folder without model_index.json (here one of notes) was deleted whole, and the exit was 0."""
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "notes.txt").write_text("kept")
+    result = make_candidate(run, folder, "--border_padding", "2")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {folder}: exists and is not a candidate (no model_index.json): choose another folder"
+    )
+    assert (folder / "sub" / "notes.txt").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "run"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["missing", "cand", "--border_padding", "2"],
+            "error: {tmp}/missing: not a pipeline folder (no model_index.json)",
+        ),
+        (["run", "cand", "--border_padding", "-1"], "argument --border_padding: must be between 0 and 256, got -1"),
+        (["run", "cand", "--border_padding", "2", "--default_inference_steps", "0"], "must be at least 1, got 0"),
+    ],
+)
+def test_make_candidate_bad_input_is_one_line(run, tmp_path, argv, message):
+    """Before: a FileNotFoundError traceback from shutil.copytree; a negative padding made a candidate that fails to load."""
+    argv = [str(tmp_path / a) if a in ("missing", "run", "cand") else a for a in argv]
+    result = make_candidate(*argv)
+    assert result.returncode in (1, 2)
+    assert result.stderr.strip().splitlines()[-1].endswith(message.format(tmp=tmp_path)), result.stderr
+    assert not (tmp_path / "cand").exists() and not (tmp_path / "cand.tmp").exists()
+
+
+def test_make_candidate_sets_the_inference_settings(run, tmp_path):
+    result = make_candidate(run, tmp_path / "cand", "--border_padding", "3", "--default_inference_steps", "1")
+    assert result.returncode == 0, result.stderr
+    index = (tmp_path / "cand" / "model_index.json").read_text()
+    assert '"border_padding": 3' in index
+    assert '"default_inference_steps": 1' in (tmp_path / "cand" / "scheduler" / "scheduler_config.json").read_text()
