@@ -318,6 +318,9 @@ def test_evaluate_scale_must_be_positive(tmp_path, model_dir, capsys, scale):
         (["--eta-end", "nan"], "argument --eta-end"),
         (["--steps", "0"], "argument --steps"),
         (["--steps", "1.5"], "argument --steps"),
+        (["--steps", "1,2,1"], "argument --steps: 1 is given twice"),  # before: run twice, two rows
+        (["--eta-start", "0.5,0.50"], "argument --eta-start: 0.5 is given twice"),
+        (["--model", ""], "argument --model: must not be empty"),  # before: ': not a pipeline folder'
     ],
 )
 def test_ablate_schedule_flags(tmp_path, model_dir, capsys, flags, name):
@@ -514,7 +517,7 @@ SECOND_PASS = [
     Case("evaluate --crop 0", ["evaluate", "--hr", "{tmp}/hr", "--crop", "0"], 2, setup={"hr/a.png": "image"},
          err=r"argument --crop: must be at least 1"),
     Case("evaluate with a file as --hr", ["evaluate", "--hr", "{tmp}/a.png", "--model", "{model}"], 2,
-         setup={"a.png": "image"}, err=r"a\.png: HR folder not found"),
+         setup={"a.png": "image"}, err=r"a\.png: not a folder \(--hr takes the folder of HR images\)"),
     Case("evaluate --seeds with a negative seed", ["evaluate", "--hr", "{tmp}/hr", "--seeds", "0,-1"], 2,
          setup={"hr/a.png": "image"}, err=r"argument --seeds"),
 ]  # fmt: skip

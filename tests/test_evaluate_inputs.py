@@ -220,3 +220,85 @@ def test_results_are_written_whole_or_not_at_all(tmp_path, model_dir, capsys, mo
     code, _, err = evaluate(capsys, tmp_path, model_dir, "--hr", hr, "--output", out_dir)
     assert code == 2 and f"error: {out_dir}: cannot write the results (No space left on device)" in err
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before  # the last complete results, no temp files
+
+
+def test_images_of_one_name_in_two_subfolders_are_told_apart(tmp_path, model_dir, capsys):
+    """Before: both scored as `1.png`: the summary said 1 image for 2, and the CSV rows could not be told apart."""
+    write_image(tmp_path / "hr" / "x" / "1.png", 24, 24, seed=0)
+    write_image(tmp_path / "hr" / "y" / "1.png", 24, 24, seed=1)
+    code, out, err = evaluate(capsys, tmp_path, model_dir, "--hr", tmp_path / "hr", "--output", tmp_path / "res")
+    assert code == 0, err
+    assert "| bicubic | 2 |" in out
+    rows = (tmp_path / "res" / "per_image.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows if ",bicubic," in row] == ["x/1.png", "y/1.png"]
+
+
+def test_two_lr_images_for_one_hr_image_are_refused_naming_both(tmp_path):
+    """Before: `a.png` and DIV2K-style `ax4.png` both paired with `a`; the last one was scored, silently."""
+    hr_folder = benchmark(tmp_path / "hr")
+    lr_folder = subsampled(hr_folder, tmp_path / "lr", 4)
+    write_image(lr_folder / "img0x4.png", 6, 6, seed=9)
+    pairs, errors = load_pairs(str(hr_folder), 4, None, str(lr_folder), "bicubic", 0)
+    assert errors == [
+        f"{hr_folder / 'img0.png'}: 2 LR images are named for it in {lr_folder} ({lr_folder / 'img0.png'}, "
+        f"{lr_folder / 'img0x4.png'}): keep one"
+    ]
+    assert [name for name, _, _ in pairs] == ["img1.png"]
+
+
+def test_a_repeated_seed_is_refused(tmp_path, model_dir, capsys):
+    """Before: `--seeds 0,1,1` ran seed 1 twice and counted it twice in the mean PSNR (which said 2 seeds)."""
+    hr = benchmark(tmp_path / "hr")
+    code, _, err = evaluate(capsys, tmp_path, model_dir, "--hr", hr, "--seeds", "0,1,1", "--output", tmp_path / "r")
+    assert code == 2 and "argument --seeds: 1 is given twice" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("label", ["a|b", "two\nlines"])
+def test_a_label_that_would_break_the_table_is_refused(tmp_path, model_dir, capsys, label):
+    """Before: `| a|b |` (a column too many) or a row cut in two in summary.md."""
+    hr = benchmark(tmp_path / "hr")
+    spec = f"{label}={model_dir}"
+    code, _, err = evaluate(capsys, tmp_path, model_dir, "--hr", hr, "--model", spec, "--output", tmp_path / "r")
+    assert code == 2 and err.strip() == (
+        f"error: --model {spec!r}: its label {label!r} holds '|' or a control character, which would break the "
+        "results table: name it with --model LABEL=FOLDER"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("spec", ["", "best="])
+def test_a_model_with_no_path_is_refused(tmp_path, model_dir, capsys, spec):
+    """Before: `error: : not a pipeline folder (no model_index.json)`: the current folder, unnamed, was tried."""
+    hr = benchmark(tmp_path / "hr")
+    code, _, err = run(capsys, "evaluate", "--hr", hr, "--model", spec, "--output", tmp_path / "r")
+    assert (
+        code == 2 and err.strip() == f"error: --model {spec!r}: no model folder given (--model FOLDER or LABEL=FOLDER)"
+    )
+
+
+def test_a_results_file_name_taken_by_a_folder_is_refused_before_any_model_runs(
+    tmp_path, model_dir, capsys, monkeypatch
+):
+    """Before: found after the whole evaluation, as `res: cannot write the results (Is a directory)`."""
+    from diffusers_deltadiff.cli import evaluate as evaluate_command
+
+    hr = benchmark(tmp_path / "hr")
+    (tmp_path / "res" / "per_image.csv").mkdir(parents=True)
+    monkeypatch.setattr(evaluate_command, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, _, err = evaluate(capsys, tmp_path, model_dir, "--hr", hr, "--output", tmp_path / "res")
+    assert code == 2 and err.strip() == (
+        f"error: {tmp_path / 'res' / 'per_image.csv'}: a folder where the results file goes: move it, or choose "
+        "another --output"
+    )
+
+
+@pytest.mark.parametrize("flag", ["--hr", "--lr"])
+def test_a_folder_name_too_long_to_exist_is_one_line(tmp_path, model_dir, capsys, flag):
+    """Before: a traceback (pathlib's is_dir raises ENAMETOOLONG where os.path's answers False)."""
+    hr = benchmark(tmp_path / "hr")
+    long_name = str(tmp_path / ("a" * 300))
+    folders = {"--hr": hr, "--lr": None, flag: long_name}
+    argv = [arg for flag_, folder in folders.items() if folder for arg in (flag_, folder)]
+    code, _, err = evaluate(capsys, tmp_path, model_dir, *argv, "--output", tmp_path / "r")
+    assert code == 2 and err.strip() == f"error: {long_name}: {flag[2:].upper()} folder not found"

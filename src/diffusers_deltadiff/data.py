@@ -103,11 +103,16 @@ def index_lr_folder(lr_dir: str) -> dict[str, str]:
     paths = {}
     for path in sorted(Path(lr_dir).rglob("*")):
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            stem = path.stem
-            for suffix in ("x2", "x3", "x4", "x8"):  # DIV2K's `0001x4.png` naming
-                stem = stem.removesuffix(suffix)
-            paths[stem] = str(path)
+            paths[lr_stem(path)] = str(path)
     return paths
+
+
+def lr_stem(path: Path) -> str:
+    """The name of the HR image an LR image pairs with: its stem, less DIV2K's `x4` (`0001x4.png` pairs with 0001)."""
+    stem = path.stem
+    for suffix in ("x2", "x3", "x4", "x8"):
+        stem = stem.removesuffix(suffix)
+    return stem
 
 
 class SRTrainDataset(torch.utils.data.Dataset):

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .atomic_files import write_file_atomic
 from .baselines import Bicubic
-from .data import index_lr_folder, list_images, open_image
+from .data import list_images, lr_stem, open_image
 from .degradations import Degradation
 from .image_utils import bicubic_resize, center_crop, image_grid, to_unit_tensor
 from .metrics import psnr_cbcr, psnr_y, ssim_y
@@ -75,6 +75,10 @@ class Score:
     cbcr_psnr: float | None = None
     lpips: float | None = None
     seed: int | None = None
+
+
+# the files [`EvaluationResult.write`] writes in its folder
+RESULT_FILES = ("per_image.csv", "summary.md", "grid.png")
 
 
 @dataclass
@@ -134,12 +138,13 @@ class EvaluationResult:
         """`per_image.csv`, `summary.md` and `grid.png` in `output_dir`, each written whole or not at all."""
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(out / "per_image.csv", self.csv().encode(), replace=True)
-        write_file_atomic(out / "summary.md", self.markdown(title).encode(), replace=True)
+        csv_name, summary_name, grid_name = RESULT_FILES
+        write_file_atomic(out / csv_name, self.csv().encode(), replace=True)
+        write_file_atomic(out / summary_name, self.markdown(title).encode(), replace=True)
         if self.grid_rows:
             grid = io.BytesIO()
             comparison_grid(self.grid_rows).save(grid, format="PNG")
-            write_file_atomic(out / "grid.png", grid.getbuffer(), replace=True)
+            write_file_atomic(out / grid_name, grid.getbuffer(), replace=True)
 
     def csv(self) -> str:
         """The per-image scores as CSV text."""
@@ -200,12 +205,12 @@ def load_pairs(hr_dir: str, scale: int, crop: int | None, lr_dir: str | None, de
     """
     if scale < 1:
         raise ValueError(f"`scale` must be a positive integer, got {scale}.")
-    lr_paths = index_lr_folder(lr_dir) if lr_dir else None
+    lr_paths = lr_images_by_name(lr_dir) if lr_dir else None
     degrade = Degradation(degradation, scale)
     pairs, errors = [], []
     for index, path in enumerate(hr_images(hr_dir, lr_dir)):
         try:
-            name = Path(path).name
+            name = Path(path).relative_to(hr_dir).as_posix()  # `x/1.png` and `y/1.png` are two images
             if lr_paths is None:
                 hr = mod_crop(to_unit_tensor(open_image(path)[0]), scale, crop)
             else:
@@ -234,21 +239,35 @@ def hr_images(hr_dir: str, lr_dir: str | None) -> list[str]:
     return [f for f in files if lr_root not in Path(f).resolve().parents]
 
 
-def read_pair(path: str, lr_paths: dict, lr_dir: str, scale: int, crop: int | None):
+def lr_images_by_name(lr_dir: str) -> dict[str, list[str]]:
+    """The images of `lr_dir` (recursive) by the HR name they pair with ([`~data.lr_stem`]): `a.png`, `ax4.png`."""
+    images = {}
+    for path in list_images(lr_dir):
+        images.setdefault(lr_stem(Path(path)), []).append(path)
+    return images
+
+
+def read_pair(path: str, lr_paths: dict[str, list[str]], lr_dir: str, scale: int, crop: int | None):
     """
     The HR image at `path` (mod-cropped) and its LR image from `lr_dir`, which must be exactly HR / `scale` in size
     (else a `ValueError` naming the LR file and both sizes: another factor's LR, or HR images given as LR, would be
-    scored against a corner of the HR image). `crop` takes the same centre window of both.
+    scored against a corner of the HR image), and the only one of its name (`a.png` and `ax4.png`: which one is
+    meant is not guessed). `crop` takes the same centre window of both.
     """
     stem = Path(path).stem
     if stem not in lr_paths:
         raise FileNotFoundError(f"no LR image named {stem}.* in {lr_dir}")
+    if len(lr_paths[stem]) > 1:
+        raise ValueError(
+            f"{len(lr_paths[stem])} LR images are named for it in {lr_dir} ({', '.join(lr_paths[stem])}): keep one"
+        )
+    lr_path = lr_paths[stem][0]
     hr = mod_crop(to_unit_tensor(open_image(path)[0]), scale)
-    lr = to_unit_tensor(open_image(lr_paths[stem])[0])
+    lr = to_unit_tensor(open_image(lr_path)[0])
     (lr_height, lr_width), (height, width) = lr.shape[-2:], hr.shape[-2:]
     if (lr_height * scale, lr_width * scale) != (height, width):
         raise ValueError(
-            f"its LR image {lr_paths[stem]} is {lr_width}x{lr_height}, but the HR image is {width}x{height} (after "
+            f"its LR image {lr_path} is {lr_width}x{lr_height}, but the HR image is {width}x{height} (after "
             f"the crop to a multiple of {scale}): x{scale} needs a {width // scale}x{height // scale} LR image"
         )
     if crop:

@@ -2,20 +2,19 @@
 
 from pathlib import Path
 
-from ..arguments import int_list
 from ..atomic_files import write_file_atomic
 from ..console import CLIError, check_steps, load_pipeline, resolve_device, warn_dtype
-from .options import add_eval_data_options, add_model_options, eta_list, load_eval_pairs, path_text
+from .options import add_eval_data_options, add_model_options, eta_list, load_eval_pairs, path_text, step_list
 
 
 def add_parser(sub):
     ab = sub.add_parser("ablate", help="sweep the sampling schedule (Table II)")
     add_eval_data_options(ab)
-    ab.add_argument("--model", default=None)
+    ab.add_argument("--model", default=None, type=path_text)
     ab.add_argument("--eta-start", type=eta_list, default=[0.01], help="eta_1 values in (0, 1], comma-separated")
     ab.add_argument("--eta-end", type=eta_list, default=[0.99], help="eta_T values in (0, 1], comma-separated")
     ab.add_argument(
-        "--steps", type=int_list, default=None, help="step counts, comma-separated (default: the model's own count)"
+        "--steps", type=step_list, default=None, help="step counts, comma-separated (default: the model's own count)"
     )
     ab.add_argument("--output", default=None, type=path_text, help="markdown file for the table")
     add_model_options(ab)

@@ -1,5 +1,6 @@
 """`deltadiff evaluate`: PSNR / SSIM / LPIPS of models and bicubic with the paper's protocol."""
 
+import os
 from pathlib import Path
 
 from ..arguments import int_at_least
@@ -31,7 +32,15 @@ def parse_models(specs: list[str] | None) -> list[tuple[str, str | None]]:
     models = []
     for spec in specs:
         label, _, path = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
-        models.append((label or Path(path).name or path, path))
+        if not path:
+            raise CLIError(f"--model {spec!r}: no model folder given (--model FOLDER or LABEL=FOLDER)")
+        label = label or Path(path).name or path
+        if "|" in label or not label.isprintable():
+            raise CLIError(
+                f"--model {spec!r}: its label {label!r} holds '|' or a control character, which would break the "
+                "results table: name it with --model LABEL=FOLDER"
+            )
+        models.append((label, path))
     return models
 
 
@@ -51,12 +60,17 @@ def check_labels(models: list[tuple[str, str | None]], baseline: bool):
 
 
 def cmd_evaluate(args) -> int:
-    from ..evaluation import LPIPSMetric, evaluate
+    from ..evaluation import RESULT_FILES, LPIPSMetric, evaluate
 
     models = parse_models(args.model)
     check_labels(models, args.baseline == "bicubic")
     pairs, errors = load_eval_pairs(args)
     check_output_folder(Path(args.output))  # before the models run, not after
+    for name in RESULT_FILES:
+        if os.path.isdir(Path(args.output, name)):
+            raise CLIError(
+                f"{Path(args.output, name)}: a folder where the results file goes: move it, or choose another --output"
+            )
     device = resolve_device(args.device)
     warn_dtype(device, args.dtype)
     pipelines = {}

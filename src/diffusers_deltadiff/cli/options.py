@@ -1,6 +1,7 @@
 """Flags and inputs that several commands share: model and device options, the evaluation data, argparse types."""
 
 import argparse
+import os
 from pathlib import Path
 
 from ..arguments import float_list, int_at_least, int_list
@@ -9,16 +10,28 @@ from ..degradations import DEGRADATIONS
 from .paths import is_inside
 
 
+def distinct(values: list) -> list:
+    """`values` when none is repeated (a repeated setting would run twice and count twice in a mean)."""
+    for index, value in enumerate(values):
+        if value in values[:index]:
+            raise argparse.ArgumentTypeError(f"{value:g} is given twice")
+    return values
+
+
 def eta_list(text: str) -> list[float]:
     values = float_list(text)
     for value in values:
         if not 0 < value <= 1:  # also NaN
             raise argparse.ArgumentTypeError(f"every eta must be in (0, 1], got {value:g}")
-    return values
+    return distinct(values)
 
 
 def seed_list(text: str) -> list[int]:
-    return int_list(text, minimum=0)
+    return distinct(int_list(text, minimum=0))
+
+
+def step_list(text: str) -> list[int]:
+    return distinct(int_list(text))
 
 
 def path_text(text: str) -> str:
@@ -78,10 +91,12 @@ class ArgumentParser(argparse.ArgumentParser):
 def load_eval_pairs(args):
     from ..evaluation import load_pairs
 
-    if not Path(args.hr).is_dir():
-        raise CLIError(f"{args.hr}: HR folder not found")
-    if args.lr and not Path(args.lr).is_dir():
-        raise CLIError(f"{args.lr}: LR folder not found")
+    for flag, folder in (("--hr", args.hr), ("--lr", args.lr)):
+        if folder and not os.path.isdir(folder):  # os.path's: False, not an OSError, for a name too long to exist
+            kind = flag.lstrip("-").upper()
+            if os.path.exists(folder):
+                raise CLIError(f"{folder}: not a folder ({flag} takes the folder of {kind} images)")
+            raise CLIError(f"{folder}: {kind} folder not found")
     if args.lr and args.degradation != "bicubic":
         raise CLIError(f"--degradation {args.degradation} makes LR images from HR, --lr reads them: pass one of them")
     check_eval_output(args)
