@@ -217,3 +217,17 @@ def test_a_start_that_cannot_load_is_one_line(trainer, tmp_path):
         trainer.build_unet(args, 48)
     message = str(stop.value.code)
     assert message.startswith(f"error: --unet_init_from {folder}: cannot load the pipeline (") and "\n" not in message
+
+
+def test_rerunning_a_finished_run_trains_no_step_past_the_end(trainer, data, tmp_path):
+    """
+    The recipes' "resumable: rerun the same command" on a finished run whose last step is mid-epoch (3 steps of 2 per
+    epoch). Before: it trained step 4 and replaced the finished pipeline with it.
+    """
+    out = tmp_path / "run"
+    flags = [*METHOD, "--max_train_steps", "3", "--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"]
+    train(trainer, data, out, *flags)
+    weights = (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    train(trainer, data, out, *flags)
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]

@@ -690,6 +690,8 @@ def main(args):
     best_psnr = best_validation_psnr(args.output_dir) if accelerator.is_main_process else float("-inf")
     start_time, timed_samples, timed_since = time.perf_counter(), 0, None
     for epoch in range(first_epoch, args.num_train_epochs):
+        if global_step >= args.max_train_steps:  # a finished run resumed from its last checkpoint trains no more
+            break
         unet.train()
         loader = epoch_loader(
             accelerator, dataset, train_dataloader, epoch, resume_batches if epoch == first_epoch else 0
