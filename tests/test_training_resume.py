@@ -231,3 +231,30 @@ def test_rerunning_a_finished_run_trains_no_step_past_the_end(trainer, data, tmp
     train(trainer, data, out, *flags)
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--checkpointing_steps", "0", "must be at least 1, got 0"),  # was a ZeroDivisionError after step 1
+        ("--validation_steps", "0", "must be at least 1, got 0"),  # the same, with --validation_data_dir
+        ("--scale", "0", "must be at least 1, got 0"),  # ZeroDivisionError in parse_args
+        ("--gradient_accumulation_steps", "0", "must be at least 1, got 0"),  # ZeroDivisionError
+        ("--train_batch_size", "0", "must be at least 1, got 0"),  # a DataLoader ValueError traceback
+        ("--resolution", "-32", "must be at least 1, got -32"),  # a degradation traceback
+        ("--max_train_steps", "0", "must be at least 1, got 0"),  # saved an untrained pipeline, exit 0
+        ("--max_train_steps", "-3", "must be at least 1, got -3"),
+        ("--num_train_epochs", "0", "must be at least 1, got 0"),
+        ("--checkpoints_total_limit", "0", "must be at least 1, got 0"),  # kept 1 anyway
+        ("--dataloader_num_workers", "-1", "must be at least 0, got -1"),
+        ("--lr_warmup_steps", "-1", "must be at least 0, got -1"),
+        ("--num_validation_images", "0", "must be at least 1, got 0"),  # validated nothing, silently
+        ("--learning_rate", "-1", "must be a finite number of at least 0, got -1"),  # AdamW's ValueError traceback
+        ("--learning_rate", "nan", "must be a finite number of at least 0, got nan"),
+        ("--ema_decay", "2", "must be a number from 0 to 1, got 2"),
+        ("--hr_downscale", "nan", "--hr_downscale must be at least 1, got nan."),  # every image 'unreadable'
+    ],
+)
+def test_a_number_out_of_range_is_a_flag_error(trainer, capsys, flag, value, message):
+    """Before: a traceback, a crash after the first step, or a run that did something else than asked (see each)."""
+    assert flag_error(trainer, capsys, ["--lossless_latent", "--train_data_dir", "d", flag, value]).endswith(message)

@@ -43,7 +43,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from diffusers_deltadiff import DeltaDiffPipeline, DeltaShiftScheduler, LocalUNet2DModel, SpaceToDepthAutoencoder
-from diffusers_deltadiff.arguments import RecipeArgumentParser, int_list, sha256_hex
+from diffusers_deltadiff.arguments import (
+    RecipeArgumentParser,
+    float_at_least,
+    int_at_least,
+    int_list,
+    sha256_hex,
+    unit_interval,
+)
 from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import DEGRADATIONS, Degradation
 from diffusers_deltadiff.image_utils import image_grid
@@ -143,10 +150,10 @@ def parse_args(input_args=None):
     # data
     add_data_arguments(parser)
     parser.add_argument("--train_lr_dir", type=str, default=None, help="Optional LR folder paired by file name.")
-    parser.add_argument("--resolution", type=int, default=256, help="HR crop size.")
+    parser.add_argument("--resolution", type=int_at_least(1), default=256, help="HR crop size.")
     parser.add_argument("--hr_downscale", type=float, default=1.0, help="Shrink HR photos first (hides JPEG blocks).")
     parser.add_argument(
-        "--scale", "--upscale_factor", dest="scale", type=int, default=4, help="Super-resolution factor."
+        "--scale", "--upscale_factor", dest="scale", type=int_at_least(1), default=4, help="Super-resolution factor."
     )
     parser.add_argument(
         "--degradation", type=str, default="bicubic", choices=list(DEGRADATIONS), help="How LR is made from HR."
@@ -159,16 +166,16 @@ def parse_args(input_args=None):
         help="How the validation LR is made from the held-out HR (seeded by the image's index: the same every time).",
     )
     parser.add_argument("--no_random_flip", action="store_true", help="Disable random flips and rotations.")
-    parser.add_argument("--dataloader_num_workers", type=int, default=2)
+    parser.add_argument("--dataloader_num_workers", type=int_at_least(0), default=2)
     # optimisation
-    parser.add_argument("--train_batch_size", type=int, default=64, help="Per device.")
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--num_train_epochs", type=int, default=100)
-    parser.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
-    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--train_batch_size", type=int_at_least(1), default=64, help="Per device.")
+    parser.add_argument("--gradient_accumulation_steps", type=int_at_least(1), default=1)
+    parser.add_argument("--num_train_epochs", type=int_at_least(1), default=100)
+    parser.add_argument("--max_train_steps", type=int_at_least(1), default=None, help="Overrides --num_train_epochs.")
+    parser.add_argument("--learning_rate", type=float_at_least(0), default=5e-5)
     parser.add_argument("--scale_lr", action="store_true", help="Multiply the LR by processes x batch x accumulation.")
     parser.add_argument("--lr_scheduler", type=str, default="constant")
-    parser.add_argument("--lr_warmup_steps", type=int, default=0)
+    parser.add_argument("--lr_warmup_steps", type=int_at_least(0), default=0)
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.999)
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
@@ -198,7 +205,7 @@ def parse_args(input_args=None):
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--use_ema", action="store_true", help="EMA weights for validation and the saved pipeline.")
-    parser.add_argument("--ema_decay", type=float, default=0.999)
+    parser.add_argument("--ema_decay", type=unit_interval, default=0.999)
     # checkpoints, validation, logging
     parser.add_argument("--output_dir", type=str, default="deltadiff-model")
     parser.add_argument("--seed", type=int, default=0)
@@ -208,19 +215,21 @@ def parse_args(input_args=None):
         help="torch's deterministic algorithms (slower on CUDA): what a resumed CUDA run needs to end with the same "
         "weights as a straight one. CPU runs are bit-identical without it.",
     )
-    parser.add_argument("--checkpointing_steps", type=int, default=500)
-    parser.add_argument("--checkpoints_total_limit", type=int, default=None)
+    parser.add_argument("--checkpointing_steps", type=int_at_least(1), default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int_at_least(1), default=None)
     parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint dir or `latest`.")
     parser.add_argument("--validation_data_dir", type=str, default=None, help="HR images for validation.")
-    parser.add_argument("--validation_steps", type=int, default=500)
-    parser.add_argument("--num_validation_images", type=int, default=4)
+    parser.add_argument("--validation_steps", type=int_at_least(1), default=500)
+    parser.add_argument("--num_validation_images", type=int_at_least(1), default=4)
     parser.add_argument(
         "--save_best",
         action="store_true",
         help="Save the pipeline with the best validation Y-PSNR so far to `<output_dir>/best` (checkpoint selection "
         "on held-out photos).",
     )
-    parser.add_argument("--validation_resolution", type=int, default=256, help="Centre crop of validation HR.")
+    parser.add_argument(
+        "--validation_resolution", type=int_at_least(1), default=256, help="Centre crop of validation HR."
+    )
     parser.add_argument("--report_to", type=str, default="tensorboard", help="tensorboard, wandb, all or none.")
     parser.add_argument("--logging_dir", type=str, default="logs")
     parser.add_argument(
@@ -241,7 +250,7 @@ def parse_args(input_args=None):
         parser.error(f"--resolution ({args.resolution}) must be a multiple of --scale ({args.scale}).")
     if args.unet_norm == "pixel" and args.unet_attention_levels:
         parser.error("--unet_norm pixel has no attention (it sees the whole image): pass --unet_attention_levels ''.")
-    if args.hr_downscale < 1:
+    if not args.hr_downscale >= 1:  # NaN too
         parser.error(f"--hr_downscale must be at least 1, got {args.hr_downscale}.")
     if args.train_through_chain and args.kappa != 0:
         parser.error("--train_through_chain unrolls the deterministic chain: it needs --kappa 0.")
