@@ -212,3 +212,12 @@ def test_make_candidate_sets_the_inference_settings(run, tmp_path):
     index = (tmp_path / "cand" / "model_index.json").read_text()
     assert '"border_padding": 3' in index
     assert '"default_inference_steps": 1' in (tmp_path / "cand" / "scheduler" / "scheduler_config.json").read_text()
+
+
+def test_truncated_checkpoint_weights_are_a_one_line_error(run, tmp_path):
+    """Before: a SafetensorError traceback."""
+    weights = run / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    message = convert("--run", run, "--checkpoint", 2, "--output", tmp_path / "out", "--raw")
+    assert message.startswith(f"error: {weights}: unreadable (SafetensorError: ") and message.endswith("truncated?)")
+    assert "\n" not in message and not (tmp_path / "out").exists()

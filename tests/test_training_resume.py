@@ -258,3 +258,17 @@ def test_rerunning_a_finished_run_trains_no_step_past_the_end(trainer, data, tmp
 def test_a_number_out_of_range_is_a_flag_error(trainer, capsys, flag, value, message):
     """Before: a traceback, a crash after the first step, or a run that did something else than asked (see each)."""
     assert flag_error(trainer, capsys, ["--lossless_latent", "--train_data_dir", "d", flag, value]).endswith(message)
+
+
+def test_a_truncated_checkpoint_is_a_one_line_error(trainer, data, run, tmp_path):
+    """Before: a SafetensorError traceback from accelerate's load_state."""
+    out = copy_of(run, tmp_path)
+    weights = out / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(SystemExit) as stop:
+        train(trainer, data, out, *METHOD, "--max_train_steps", "4", "--use_ema", "--resume_from_checkpoint", "latest")
+    message = str(stop.value.code)
+    assert message.startswith(
+        f"error: --resume_from_checkpoint {out / 'checkpoint-2'}: a file of it cannot be read (SafetensorError: "
+    )
+    assert message.endswith("damaged or truncated: resume from another checkpoint.") and "\n" not in message

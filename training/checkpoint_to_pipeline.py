@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from diffusers.training_utils import EMAModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from diffusers_deltadiff.console import one_line
@@ -98,7 +99,11 @@ def load_checkpoint_weights(pipe, folder: Path, raw: bool) -> str:
             weights = folder / "model.safetensors"
             if not weights.is_file():
                 raise SystemExit(f"error: {folder}: no model.safetensors (not a checkpoint of train_deltadiff.py)")
-            pipe.unet.load_state_dict(unwrapped_state_dict(load_file(weights)))
+            try:
+                state_dict = load_file(weights)
+            except SafetensorError as err:
+                raise SystemExit(f"error: {weights}: unreadable ({one_line(err)}; truncated?)") from None
+            pipe.unet.load_state_dict(unwrapped_state_dict(state_dict))
             return "raw weights"
         ema = EMAModel(pipe.unet.parameters())
         ema.load_state_dict(load_ema_state(ema_file))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
+from safetensors import SafetensorError
 
 from .data import list_images, open_image
 from .evaluation import load_lpips
@@ -263,6 +264,11 @@ def resume(
         check_custom_states(Path(path))
         try:
             accelerator.load_state(path)
+        except SafetensorError as err:  # a damaged file, not another model's
+            raise SystemExit(
+                f"error: --resume_from_checkpoint {path}: a file of it cannot be read ({type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0][:200]}): damaged or truncated: resume from another checkpoint."
+            ) from None
         except (RuntimeError, KeyError, ValueError) as err:  # e.g. size mismatches: another model's checkpoint
             first = str(err).strip().splitlines()
             raise SystemExit(
