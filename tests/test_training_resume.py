@@ -272,3 +272,37 @@ def test_a_truncated_checkpoint_is_a_one_line_error(trainer, data, run, tmp_path
         f"error: --resume_from_checkpoint {out / 'checkpoint-2'}: a file of it cannot be read (SafetensorError: "
     )
     assert message.endswith("damaged or truncated: resume from another checkpoint.") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "what, message",
+    [
+        ("a missing training folder", "--train_data_dir {x}: no such folder"),  # was a FileNotFoundError traceback
+        ("a training file", "--train_data_dir {x}: not a folder"),
+        ("an empty training folder", "--train_data_dir {x}: no images (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, "),
+        ("a missing LR folder", "--train_lr_dir {x}: no such folder"),  # every image 'unreadable', a traceback
+        ("a missing validation folder", "--validation_data_dir {x}: no such folder"),  # validated nothing, silently
+        ("an empty validation folder", "--validation_data_dir {x}: no images (.png, "),
+        ("an output file", "--output_dir {x}: {x} is not a folder"),  # a FileExistsError traceback
+        ("an output under a file", "--output_dir {x}/run: {x} is not a folder"),  # NotADirectoryError
+    ],
+)
+def test_a_folder_that_is_not_one_stops_the_run_before_it_writes(trainer, data, tmp_path, what, message):
+    x = tmp_path / "x"
+    if "file" in what:
+        x.write_text("not a folder")
+    elif "empty" in what:
+        x.mkdir()
+    flag_values = {
+        "training": ["--train_data_dir", str(x)],
+        "LR": ["--train_data_dir", str(data), "--train_lr_dir", str(x)],
+        "validation": ["--train_data_dir", str(data), "--validation_data_dir", str(x)],
+        "output": ["--train_data_dir", str(data)],
+    }
+    flags = next(value for key, value in flag_values.items() if key in what)
+    out = x / "run" if "under" in what else x if "output" in what else tmp_path / "out"
+    args = trainer.parse_args([*TINY, *flags, "--output_dir", str(out), "--max_train_steps", "1"])
+    with pytest.raises(SystemExit) as stop:
+        trainer.main(args)
+    assert str(stop.value.code).startswith("error: " + message.format(x=x)), stop.value.code
+    assert not (tmp_path / "out").exists()

@@ -51,7 +51,7 @@ from diffusers_deltadiff.arguments import (
     sha256_hex,
     unit_interval,
 )
-from diffusers_deltadiff.data import SRTrainDataset, load_hr_dataset, make_dataloader
+from diffusers_deltadiff.data import IMAGE_EXTENSIONS, SRTrainDataset, list_images, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import DEGRADATIONS, Degradation
 from diffusers_deltadiff.image_utils import image_grid
 from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_factor, encode_lr
@@ -296,6 +296,27 @@ def start_problem(args) -> str | None:
                 f"--{flag} {start}: not a DeltaDiffPipeline folder (no model_index.json; a training run saves its "
                 "pipeline there at the end, its checkpoint-N folders hold none)."
             )
+    return None
+
+
+def folder_problem(args) -> str | None:
+    """
+    The local folders a run reads, and the one it writes, checked before anything is written: a typo'd data folder is
+    an error, not a traceback after the models are loaded or (`--validation_data_dir`) a run that validates nothing.
+    """
+    image_folders = ["validation_data_dir"] if args.dataset_name else ["train_data_dir", "validation_data_dir"]
+    for flag in [*image_folders, "train_lr_dir"]:
+        folder = getattr(args, flag)
+        if folder is None:
+            continue
+        if not os.path.isdir(folder):
+            return f"--{flag} {folder}: {'not a folder' if os.path.exists(folder) else 'no such folder'}"
+        if flag in image_folders and not list_images(folder):
+            return f"--{flag} {folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it"
+    output = Path(args.output_dir)
+    existing = next((path for path in (output, *output.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"--output_dir {args.output_dir}: {existing} is not a folder"
     return None
 
 
@@ -546,6 +567,9 @@ def log_to_file(path: Path, accelerator) -> logging.Handler | None:
 
 
 def main(args):
+    problem = folder_problem(args)
+    if problem:
+        raise SystemExit(f"error: {problem}")
     check_start(args)
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
