@@ -306,3 +306,18 @@ def test_a_folder_that_is_not_one_stops_the_run_before_it_writes(trainer, data, 
         trainer.main(args)
     assert str(stop.value.code).startswith("error: " + message.format(x=x)), stop.value.code
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("resume", [[], ["--resume_from_checkpoint", "latest"]])
+def test_a_new_run_into_a_finished_one_is_refused(trainer, data, tmp_path, resume):
+    """A finished run that saved no checkpoint (fewer steps than --checkpointing_steps). Before: replaced, silently."""
+    out = tmp_path / "run"
+    train(trainer, data, out, "--max_train_steps", "1")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "train.log"}
+    with pytest.raises(SystemExit) as stop:
+        train(trainer, data, out, "--max_train_steps", "1", "--learning_rate", "1e-3", *resume)
+    assert str(stop.value.code) == (
+        f"error: {out} already holds a trained pipeline (model_index.json) and no checkpoint to resume: choose "
+        "another --output_dir"
+    )
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "train.log"} == before

@@ -567,10 +567,10 @@ def log_to_file(path: Path, accelerator) -> logging.Handler | None:
 
 
 def main(args):
+    check_start(args)
     problem = folder_problem(args)
     if problem:
         raise SystemExit(f"error: {problem}")
-    check_start(args)
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -588,6 +588,11 @@ def main(args):
     # a wrong path, or a resume with another method than the run's, fails before anything is written
     checkpoint, _ = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_method(checkpoint, method_record(args))
+    if checkpoint is None and (Path(args.output_dir) / "model_index.json").is_file():
+        raise SystemExit(
+            f"error: {args.output_dir} already holds a trained pipeline (model_index.json) and no checkpoint to "
+            "resume: choose another --output_dir"
+        )
 
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
