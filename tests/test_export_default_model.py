@@ -155,3 +155,23 @@ def test_card_only_checks_the_results_first(inputs, shipped):
     (shipped / "README.md").write_text("stale")
     exporter.main(exporter.parse_args([str(a) for a in [*argv, "--method", "new"]]))
     assert "PSNR" in (shipped / "README.md").read_text() and siblings(shipped) == ["deltadiff-x4"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--border_padding", "5"], "--card_only rewrites the card only: --border_padding is for an export"),
+        (["--pipeline", "trained"], "--card_only rewrites the card only: --pipeline is for an export"),
+        (
+            ["--tile_context", "8", "--default_inference_steps", "1"],
+            "--tile_context, --default_inference_steps are for an export",
+        ),
+        (["--scale", "0"], "argument --scale: must be at least 1, got 0"),  # was the x4 model's card
+    ],
+)
+def test_card_only_refuses_what_it_would_not_do(inputs, capsys, flags, message):
+    """Before: each was ignored silently (the card rewritten, the border padding and the rest not changed)."""
+    argv = ["--card_only", "--results", inputs / "results", *flags]
+    with pytest.raises(SystemExit) as stop:
+        exporter.parse_args([str(a) for a in argv])
+    assert stop.value.code == 2 and message in capsys.readouterr().err

@@ -30,11 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffusers_deltadiff.arguments import int_at_least
 from diffusers_deltadiff.console import one_line
 from diffusers_deltadiff.data import list_images, open_image
 from diffusers_deltadiff.model_card import card_body, eval_results, write_model_card
 from diffusers_deltadiff.pretrained import DEFAULT_SCALE, default_model_dir, from_pretrained
 from diffusers_deltadiff.training_utils import install_folder
+
+
+EXPORT_ONLY = ("pipeline", "tile_context", "border_padding", "default_inference_steps")  # not with --card_only
 
 
 def parse_args(input_args=None):
@@ -55,7 +59,9 @@ def parse_args(input_args=None):
     parser.add_argument("--card_only", action="store_true", help="only rewrite the shipped folder's card")
     parser.add_argument("--check_images", default="../shared/data/benchmarks/Set5", help="images for the fp16 check")
     parser.add_argument("--min_psnr", type=float, default=45.0, help="fp16 vs fp32 output PSNR needed (dB)")
-    parser.add_argument("--scale", type=int, default=None, help="with --card_only: which shipped model (default 4)")
+    parser.add_argument(
+        "--scale", type=int_at_least(1), default=None, help="with --card_only: which shipped model (default 4)"
+    )
     parser.add_argument("--output_dir", default=None, help="default: the package's deltadiff-x<factor> folder")
     parser.add_argument(
         "--tile_context",
@@ -81,6 +87,12 @@ def parse_args(input_args=None):
         parser.error("--results is required: the card's metrics come from a quality benchmark run")
     if not (args.card_only or args.pipeline):
         parser.error("--pipeline is required (or --card_only)")
+    ignored = [f"--{key}" for key in EXPORT_ONLY if getattr(args, key) is not None]
+    if args.card_only and ignored:
+        verb = "is" if len(ignored) == 1 else "are"
+        parser.error(
+            f"--card_only rewrites the card only: {', '.join(ignored)} {verb} for an export (without --card_only)"
+        )
     if args.scale is not None and not args.card_only:
         parser.error("--scale picks the shipped model for --card_only; an export takes its factor from --pipeline")
     return args
