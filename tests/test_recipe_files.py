@@ -154,3 +154,13 @@ def test_a_replaced_start_is_refused_before_anything_is_written(trainer, start, 
         trainer.main(args)
     assert f"--start_sha256 names {digest}: the start has changed" in str(exit.value.code)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_typo_in_a_recipe_names_the_recipe_and_line(trainer, here, capsys):
+    """Before: 'unrecognized arguments: --max_train_stepz 3', which of the recipes (or the command line) unsaid."""
+    (here / "base.args").write_text(BASE + "# a comment\n--seed 1 --max_train_stepz 3\n")
+    (here / "child.args").write_text("@base.args\n")
+    message = flag_error(trainer, capsys, ["@child.args", "--bogus"])
+    assert message.endswith(
+        "error: unrecognized arguments: --max_train_stepz 3 --bogus (--max_train_stepz: @base.args, line 3)"
+    )

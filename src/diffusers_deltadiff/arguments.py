@@ -106,12 +106,21 @@ class RecipeArgumentParser(argparse.ArgumentParser):
     ends are fine); a recipe may name another with `@path` (paths relative to the working folder, as every path in a
     recipe). Later arguments override earlier ones, so `@recipe.args --max_train_steps 2` runs a recipe with one flag
     changed. A recipe that cannot be read, is not UTF-8, has an unclosed quote or includes itself is a flag error
-    naming the file (and line).
+    naming the file (and line); so is an unrecognized flag read from a recipe.
     """
 
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
+        self.origins = {}  # an argument read from a recipe -> where it was first read
         return super().parse_known_args(self.expand_recipes(args, ()), namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            located = [f"{arg}: {self.origins[arg]}" for arg in extras if arg.startswith("-") and arg in self.origins]
+            where = f" ({'; '.join(located)})" if located else ""
+            self.error(f"unrecognized arguments: {' '.join(extras)}{where}")
+        return namespace
 
     def expand_recipes(self, args: list[str], including: tuple[str, ...]) -> list[str]:
         """`args` with every `@path` replaced by that recipe's arguments; `including` are the recipes being read."""
@@ -133,7 +142,10 @@ class RecipeArgumentParser(argparse.ArgumentParser):
         args = []
         for number, line in enumerate(text.splitlines(), 1):
             try:
-                args += shlex.split(without_comment(line))
+                words = shlex.split(without_comment(line))
             except ValueError as err:
                 self.error(f"@{path}, line {number}: {err}")
+            for word in words:
+                self.origins.setdefault(word, f"@{path}, line {number}")
+            args += words
         return self.expand_recipes(args, (*including, resolved))
