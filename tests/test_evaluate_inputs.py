@@ -302,3 +302,56 @@ def test_a_folder_name_too_long_to_exist_is_one_line(tmp_path, model_dir, capsys
     argv = [arg for flag_, folder in folders.items() if folder for arg in (flag_, folder)]
     code, _, err = evaluate(capsys, tmp_path, model_dir, *argv, "--output", tmp_path / "r")
     assert code == 2 and err.strip() == f"error: {long_name}: {flag[2:].upper()} folder not found"
+
+
+class AlexNetShapedLPIPS(torch.nn.Module):
+    """
+    The `lpips` package's AlexNet LPIPS in shape only (its feature layers' kernels, strides, padding and pooling, with
+    few random channels): its numbers mean nothing, the image sizes it takes are the real network's. The package
+    itself cannot run here (its backbone weights are downloaded).
+    """
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        layers = [torch.nn.Conv2d(3, 4, 11, 4, 2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2)]
+        layers += [torch.nn.Conv2d(4, 4, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2)]
+        self.features = torch.nn.Sequential(*layers, torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU())
+
+    def forward(self, a, b):
+        return (self.features(a) - self.features(b)).pow(2).mean()
+
+
+def alexnet_smallest_side() -> int:
+    """The smallest side AlexNet's features take, by their arithmetic: 11x11 stride 4 padding 2, then two 3x3
+    stride-2 poolings (each needs 3 pixels) around a size-keeping 5x5."""
+    side = 1
+    while not (side + 4 - 11) // 4 + 1 >= 3 + 2 * (3 - 1):  # the first pooling must leave 3 for the second
+        side += 1
+    return side
+
+
+def test_lpips_skips_images_smaller_than_its_network_takes(tmp_path):
+    """
+    Before: with `lpips` installed, an image under 31 pixels (the protocol takes 20 at x4) stopped the evaluation with
+    a traceback after every other score was computed. Now it has no LPIPS, the others keep theirs, and the summary
+    says over how many images the mean is.
+    """
+    from diffusers_deltadiff.evaluation import LPIPSMetric, evaluate
+
+    metric = LPIPSMetric.__new__(LPIPSMetric)
+    metric.model, metric.reason = AlexNetShapedLPIPS().eval(), None
+    side = alexnet_smallest_side()
+    assert side == 31
+    image = torch.rand(3, 40, 40)
+    assert metric(image[:, : side - 1, :side], image[:, : side - 1, :side]) is None
+    assert metric(image[:, :side, :side], image[:, :side, :side]) == 0.0  # runs, and equal images are 0
+    pairs = [
+        (name, torch.rand(3, size, size), torch.rand(3, size // 4, size // 4)) for name, size in (("s", 24), ("b", 40))
+    ]
+    result = evaluate(pairs, {}, lpips_metric=metric, grid_images=0)
+    assert [(s.image, s.lpips is None) for s in result.scores] == [("s", True), ("b", False)]
+    assert "LPIPS over 1 of 2 images: the others are smaller than its network takes." in result.markdown()
+    metric.model = lambda a, b: (_ for _ in ()).throw(RuntimeError("CUDA error: an illegal memory access"))
+    with pytest.raises(RuntimeError, match="illegal memory access"):  # only the size error means "no LPIPS"
+        metric(image, image)

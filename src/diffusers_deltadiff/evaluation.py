@@ -61,8 +61,15 @@ class LPIPSMetric:
         return self.model is not None
 
     @torch.no_grad()
-    def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
-        return float(self.model(sr[None] * 2 - 1, hr[None] * 2 - 1).item())
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float | None:
+        """LPIPS of one pair; `None` for an image smaller than its network takes (AlexNet: 31 pixels on a side, which
+        the protocol's smallest images are not)."""
+        try:
+            return float(self.model(sr[None] * 2 - 1, hr[None] * 2 - 1).item())
+        except RuntimeError as err:  # torch's pooling: "Output size is too small"
+            if "too small" not in str(err):
+                raise
+            return None
 
 
 @dataclass
@@ -109,6 +116,7 @@ class EvaluationResult:
                     if all(s.cbcr_psnr is not None for s in scores)
                     else None,
                     "lpips": statistics.fmean(lpips_values) if lpips_values else None,
+                    "lpips_images": len({s.image for s in scores if s.lpips is not None}),
                     "seeds": len(seeds),
                     "psnr_seed_std": statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
                 }
@@ -132,6 +140,13 @@ class EvaluationResult:
         lines += extra_rows or []
         if self.lpips_reason:
             lines += ["", f"LPIPS not computed: {self.lpips_reason}."]
+        partial = {(row["lpips_images"], row["images"]) for row in self.summary() if row["lpips"] is not None}
+        for scored, images in sorted(partial):
+            if scored < images:
+                lines += [
+                    "",
+                    f"LPIPS over {scored} of {images} images: the others are smaller than its network takes.",
+                ]
         return "\n".join(lines) + "\n"
 
     def write(self, output_dir: str, title: str = ""):
