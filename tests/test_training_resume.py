@@ -321,3 +321,22 @@ def test_a_new_run_into_a_finished_one_is_refused(trainer, data, tmp_path, resum
         "another --output_dir"
     )
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "train.log"} == before
+
+
+@pytest.mark.parametrize("name", ["optimizer.bin", "scheduler.bin"])
+def test_a_truncated_state_file_is_named_as_damaged(trainer, data, run, tmp_path, name):
+    """
+    Before: a truncated optimizer or scheduler state (torch's zip archive cut short) was reported as "it does not fit
+    this run's model or optimizer ... resume with the flags of the run that saved it", sending the user after flags
+    that were right. Now it names the damaged file.
+    """
+    out = copy_of(run, tmp_path)
+    state = out / "checkpoint-2" / name
+    state.write_bytes(state.read_bytes()[:200])
+    with pytest.raises(SystemExit) as stop:
+        train(trainer, data, out, *METHOD, "--max_train_steps", "4", "--use_ema", "--resume_from_checkpoint", "latest")
+    message = str(stop.value.code)
+    assert message == (
+        f"error: --resume_from_checkpoint {out / 'checkpoint-2'}: {name} cannot be read (not a whole torch archive): "
+        "damaged or truncated: resume from another checkpoint."
+    )

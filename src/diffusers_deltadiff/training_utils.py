@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,20 @@ def check_custom_states(path: Path):
             raise SystemExit(f"error: --resume_from_checkpoint {path}: {state.name} is unreadable ({err})") from None
 
 
+def damaged_archives(path: Path) -> list[str]:
+    """The torch state files (`*.bin`: zip archives) of checkpoint `path` that are not whole archives, by name."""
+    damaged = []
+    for state in sorted(Path(path).glob("*.bin")):
+        try:
+            with zipfile.ZipFile(state) as archive:
+                whole = archive.testzip() is None
+        except (zipfile.BadZipFile, OSError, EOFError):
+            whole = False
+        if not whole:
+            damaged.append(state.name)
+    return damaged
+
+
 def resume(
     accelerator,
     resume_from_checkpoint: str | None,
@@ -270,6 +285,12 @@ def resume(
                 f"{str(err).strip().splitlines()[0][:200]}): damaged or truncated: resume from another checkpoint."
             ) from None
         except (RuntimeError, KeyError, ValueError) as err:  # e.g. size mismatches: another model's checkpoint
+            damaged = damaged_archives(Path(path))
+            if damaged:  # not another model's: a file cut short
+                raise SystemExit(
+                    f"error: --resume_from_checkpoint {path}: {', '.join(damaged)} cannot be read (not a whole torch "
+                    "archive): damaged or truncated: resume from another checkpoint."
+                ) from None
             first = str(err).strip().splitlines()
             raise SystemExit(
                 f"error: --resume_from_checkpoint {path}: it does not fit this run's model or optimizer "
