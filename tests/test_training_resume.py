@@ -340,3 +340,17 @@ def test_a_truncated_state_file_is_named_as_damaged(trainer, data, run, tmp_path
         f"error: --resume_from_checkpoint {out / 'checkpoint-2'}: {name} cannot be read (not a whole torch archive): "
         "damaged or truncated: resume from another checkpoint."
     )
+
+
+def test_a_damaged_marker_is_named(trainer, data, run, tmp_path):
+    """Before: "cannot tell its step (not named checkpoint-<step> and no deltadiff_checkpoint.json)" for a folder
+    named checkpoint-2 that holds the file."""
+    out = copy_of(run, tmp_path)
+    marker = out / "checkpoint-2" / "deltadiff_checkpoint.json"
+    marker.write_text(marker.read_text()[:10])
+    with pytest.raises(SystemExit) as stop:
+        train(trainer, data, out, *METHOD, "--max_train_steps", "4", "--use_ema", "--resume_from_checkpoint", "latest")
+    assert str(stop.value.code).startswith(
+        f"error: --resume_from_checkpoint {out / 'checkpoint-2'}: its deltadiff_checkpoint.json cannot be read "
+        "(damaged or edited): resume from another checkpoint; checkpoints: "
+    )

@@ -166,6 +166,11 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> t
                 f"checkpoints: {listing}."
             )
     step = checkpoint_step(path)
+    if step is None and (path / CHECKPOINT_MARKER).is_file():
+        raise SystemExit(
+            f"error: --resume_from_checkpoint {path}: its {CHECKPOINT_MARKER} cannot be read (damaged or edited): "
+            f"resume from another checkpoint; checkpoints: {listing}."
+        )
     if step is None:
         raise SystemExit(
             f"error: --resume_from_checkpoint {path}: cannot tell its step (not named checkpoint-<step> and no "
