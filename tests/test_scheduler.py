@@ -388,3 +388,43 @@ class TestResidualPrediction:
     def test_unknown_prediction_type(self):
         with pytest.raises(ValueError, match="prediction_type"):
             DeltaShiftScheduler(prediction_type="epsilon")
+
+
+class TestOddArguments:
+    """Step counts and timesteps that are not integers of the schedule: a `ValueError` naming the argument."""
+
+    @pytest.mark.parametrize("steps", [2.5, 2.0, np.float64(3.0), True, "2"])
+    def test_set_timesteps_needs_an_integer(self, steps):
+        # before: numpy's `TypeError: 'float' object cannot be interpreted as an integer`, and True ran 1 step
+        with pytest.raises(ValueError, match="`num_inference_steps` must be one integer"):
+            DeltaShiftScheduler().set_timesteps(steps)
+
+    @pytest.mark.parametrize("steps", [np.int64(2), torch.tensor(2)])
+    def test_set_timesteps_takes_integer_scalars(self, steps):
+        scheduler = DeltaShiftScheduler()
+        scheduler.set_timesteps(steps)
+        assert scheduler.timesteps.tolist() == [3, 0]
+
+    @pytest.mark.parametrize("timestep", [2.7, torch.tensor(1.9), None, "3", torch.tensor([3, 2]), True])
+    def test_step_needs_one_integer_timestep(self, timestep):
+        # before: 2.7 and tensor(1.9) were truncated to a timestep of the schedule and stepped silently
+        scheduler = DeltaShiftScheduler()
+        scheduler.set_timesteps(4)
+        x = latents(0)
+        with pytest.raises(ValueError, match="`timestep` must be one integer"):
+            scheduler.step(x, timestep, x)
+
+    @pytest.mark.parametrize("timestep", [np.int64(3), torch.tensor(3), torch.tensor([3])])
+    def test_step_takes_integer_scalars(self, timestep):
+        scheduler = DeltaShiftScheduler()
+        scheduler.set_timesteps(4)
+        x0, y = latents(0), latents(1)
+        expected = scheduler.shift(x0, y, 2)  # eq. 4 at t - 1, reached by one exact step from eq. 4 at t
+        torch.testing.assert_close(scheduler.step(x0, timestep, scheduler.shift(x0, y, 3)).prev_sample, expected)
+
+    @pytest.mark.parametrize("timesteps", [4, -1, 1.5, torch.tensor([0.0, 1.0]), torch.tensor([-1, 2])])
+    def test_shift_needs_timesteps_of_the_trained_schedule(self, timesteps):
+        # before: -1 silently shifted by eta_T (negative indexing), 1.5 by eta_2 (truncation), 4 an IndexError
+        x = latents(0)
+        with pytest.raises(ValueError, match=r"`timesteps` must be integers from 0 to 3"):
+            DeltaShiftScheduler().shift(x, x, timesteps)

@@ -104,6 +104,15 @@ def posterior_variance(etas: np.ndarray, etas_prev: np.ndarray, kappa: float) ->
     return kappa**2 * etas_prev / etas * (etas - etas_prev)
 
 
+def _integer(value, name: str) -> int:
+    """One integer (a Python or NumPy integer, or a one-element integer tensor) as an `int`, else a `ValueError`."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_floating_point:
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be one integer, got {value!r}.")
+    return int(value)
+
+
 class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
     """
     `DeltaShiftScheduler` walks the residual-shifting Markov chain between the latent `x_0` of a high-resolution
@@ -237,10 +246,21 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
             **kwargs,
         )
 
+    def _timestep_indices(self, timesteps) -> torch.Tensor:
+        """0-based `timesteps` (an int, a list or a tensor of them) as a 1-D long tensor, or a `ValueError`."""
+        last = self.config.num_train_timesteps - 1
+        try:
+            indices = torch.as_tensor(timesteps, device=self.etas.device).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            indices = torch.tensor([-1])  # not numbers
+        integral = not (indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool)
+        if not integral or not bool(((indices >= 0) & (indices <= last)).all()):
+            raise ValueError(f"`timesteps` must be integers from 0 to {last}, got {timesteps!r}.")
+        return indices.long()
+
     def _eta(self, timesteps: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """`eta_t` for 0-based `timesteps`, shaped to broadcast against `like`."""
-        timesteps = torch.as_tensor(timesteps, device=self.etas.device).long().reshape(-1)
-        etas = self.etas[timesteps].to(device=like.device, dtype=like.dtype)
+        etas = self.etas[self._timestep_indices(timesteps)].to(device=like.device, dtype=like.dtype)
         return etas.reshape(-1, *([1] * (like.ndim - 1)))
 
     def shift(
@@ -330,6 +350,7 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps = self.config.num_train_timesteps
         if num_inference_steps is None:
             num_inference_steps = self.default_steps
+        num_inference_steps = _integer(num_inference_steps, "num_inference_steps")
         if not 1 <= num_inference_steps <= num_train_timesteps:
             raise ValueError(
                 f"`num_inference_steps` ({num_inference_steps}) must be between 1 and the scheduler's "
@@ -389,7 +410,7 @@ class DeltaShiftScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
             )
-        t = int(timestep)
+        t = _integer(timestep, "timestep")
         if not 0 <= t < self.config.num_train_timesteps or torch.isnan(self.etas_prev[t]):
             raise ValueError(f"Timestep {t} is not in the current schedule {self.timesteps.tolist()}.")
 
