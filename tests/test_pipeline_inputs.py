@@ -113,3 +113,44 @@ def test_array_with_alpha_is_filled_too(pipe):
 def test_degenerate_inputs_are_value_errors_naming_the_shape(pipe, image, expected):
     with pytest.raises(ValueError, match=expected):
         pipe(image, output_type="np")
+
+
+def _returning(value):
+    return lambda pipeline, i, t, callback_kwargs: value(callback_kwargs["latents"])
+
+
+@pytest.mark.parametrize(
+    "callback, expected",
+    [
+        (_returning(lambda latents: None), "must return a dict"),
+        (_returning(lambda latents: [latents]), "must return a dict"),
+        (_returning(lambda latents: {"latents": None}), "a tensor of shape"),
+        (_returning(lambda latents: {"latents": latents.numpy()}), "a tensor of shape"),
+        (_returning(lambda latents: {"latents": latents[..., :2, :2]}), r"\(1, 3, 2, 2\)"),
+        (_returning(lambda latents: {"latents": torch.cat([latents, latents])}), r"\(2, 3, 8, 8\)"),
+        (5, "`callback_on_step_end` must be callable"),
+    ],
+)
+def test_a_callback_s_return_value_is_checked(pipe, callback, expected):
+    # before: `TypeError: argument of type 'NoneType' is not iterable`, an IndexError from the tiling, a torch
+    # RuntimeError in `torch.cat`, or (not callable) a TypeError only after the first UNet call
+    with pytest.raises(ValueError, match=expected) as error:
+        pipe(np.zeros((8, 8, 3), np.uint8), callback_on_step_end=callback, output_type="np")
+    assert "callback_on_step_end" in str(error.value)
+
+
+def test_a_callback_s_latents_take_the_chain_s_dtype(pipe):
+    image = np.random.RandomState(0).rand(8, 8, 3).astype(np.float32)
+    expected = pipe(image, output_type="np").images
+    as_float64 = _returning(lambda latents: {"latents": latents.double()})
+    np.testing.assert_array_equal(pipe(image, callback_on_step_end=as_float64, output_type="np").images, expected)
+
+
+@pytest.mark.parametrize("generator", [5, [5], "seed", [torch.Generator(), None]])
+def test_a_generator_must_be_a_torch_generator(generator):
+    # before: `AttributeError: 'int' object has no attribute 'device'` from diffusers' `randn_tensor`
+    resshift = tiny_pipeline(seed=0, kappa=2.0)
+    resshift.set_progress_bar_config(disable=True)
+    images = [np.zeros((8, 8, 3), np.uint8)] * (len(generator) if isinstance(generator, list) else 1)
+    with pytest.raises(TypeError, match="`generator` must be a `torch.Generator`"):
+        resshift(images, generator=generator, output_type="np")

@@ -285,8 +285,8 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         if callback is not None:
             tensors = strip.step_tensors(i)
             outputs = callback(self, i, self.scheduler.timesteps[i], {k: tensors[k] for k in callback_inputs})
-            if "latents" in outputs:
-                strip.replace_latents(i, outputs.pop("latents"))
+            if "latents" in _callback_outputs(outputs):
+                strip.replace_latents(i, _callback_latents(outputs.pop("latents"), tensors["latents"]))
         if not return_intermediates:
             return []
         band = strip.to_decode_step(i)
@@ -294,10 +294,18 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
             band.put(tile, self.decode_latents(band.latents(tile)))
         return [band.output.result()]
 
-    def check_inputs(self, output_type, callback_inputs, tile_size, tile_context, tile_batch_size, steps):
-        """The call's arguments, each checked before any work: a `ValueError` naming the argument."""
+    def check_inputs(
+        self, output_type, callback, callback_inputs, tile_size, tile_context, tile_batch_size, steps, generator
+    ):
+        """The call's arguments, each checked before any work: a `ValueError` naming the argument (a `TypeError`
+        for a generator that is not one)."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
+        if callback is not None and not callable(callback):
+            raise ValueError(f"`callback_on_step_end` must be callable or None, got {callback!r}.")
+        generators = generator if isinstance(generator, list) else [generator]
+        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+            raise TypeError(f"`generator` must be a `torch.Generator`, a list of them or None, got {generator!r}.")
         unknown = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
@@ -389,7 +397,16 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         tile_context = deprecated_tile_overlap(tile_context, kwargs, "DeltaDiffPipeline.__call__", stacklevel=5)
         tile_batch_size = (1 if device.type == "cpu" else 4) if tile_batch_size is None else tile_batch_size
         callback_inputs = callback_on_step_end_tensor_inputs
-        self.check_inputs(output_type, callback_inputs, tile_size, tile_context, tile_batch_size, num_inference_steps)
+        self.check_inputs(
+            output_type,
+            callback_on_step_end,
+            callback_inputs,
+            tile_size,
+            tile_context,
+            tile_batch_size,
+            num_inference_steps,
+            generator,
+        )
         images = [pad_border(to_unit_tensor(im), self.config.border_padding) for im in split_images(image)]
         if not images:
             raise ValueError("`image` is empty: pass at least one image.")
@@ -448,3 +465,23 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         if not return_dict:
             return (output, intermediate_images)
         return DeltaDiffPipelineOutput(images=output, intermediate_images=intermediate_images)
+
+
+def _callback_outputs(outputs) -> dict:
+    """What `callback_on_step_end` returned: a dict, or a `ValueError` saying it must be one."""
+    if not isinstance(outputs, dict):
+        raise ValueError(
+            f"`callback_on_step_end` must return a dict (of the tensors it replaces, or empty), got {outputs!r}."
+        )
+    return outputs
+
+
+def _callback_latents(latents, current: torch.Tensor) -> torch.Tensor:
+    """The `latents` a callback returned, on the chain's device and dtype; a `ValueError` for another shape."""
+    if not isinstance(latents, torch.Tensor) or latents.shape != current.shape:
+        shape = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
+        raise ValueError(
+            f"`callback_on_step_end` must return `latents` as a tensor of shape {tuple(current.shape)} (the "
+            f"latents it was passed), got {shape}."
+        )
+    return latents.to(device=current.device, dtype=current.dtype)
