@@ -354,3 +354,16 @@ def test_a_damaged_marker_is_named(trainer, data, run, tmp_path):
         f"error: --resume_from_checkpoint {out / 'checkpoint-2'}: its deltadiff_checkpoint.json cannot be read "
         "(damaged or edited): resume from another checkpoint; checkpoints: "
     )
+
+
+def test_a_batch_larger_than_the_training_images_stops_before_it_writes(trainer, data, tmp_path):
+    """Before: 'N training images are fewer than one batch per process', without `error:`, after the output folder
+    and its train.log were made."""
+    out = tmp_path / "out"
+    args = trainer.parse_args(
+        [*TINY, "--train_data_dir", str(data), "--output_dir", str(out), "--train_batch_size", "5"]
+    )
+    with pytest.raises(SystemExit) as stop:
+        trainer.main(args)
+    assert str(stop.value.code) == f"error: --train_batch_size 5: more than the 4 images of --train_data_dir {data}"
+    assert not out.exists()

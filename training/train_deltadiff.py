@@ -311,8 +311,13 @@ def folder_problem(args) -> str | None:
             continue
         if not os.path.isdir(folder):
             return f"--{flag} {folder}: {'not a folder' if os.path.exists(folder) else 'no such folder'}"
-        if flag in image_folders and not list_images(folder):
+        images = list_images(folder) if flag in image_folders else None
+        if images is not None and not images:
             return f"--{flag} {folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it"
+        if flag == "train_data_dir" and len(images) < args.train_batch_size:
+            return (
+                f"--train_batch_size {args.train_batch_size}: more than the {len(images)} images of --{flag} {folder}"
+            )
     output = Path(args.output_dir)
     existing = next((path for path in (output, *output.parents) if path.exists()), None)
     if existing is not None and not existing.is_dir():
@@ -664,7 +669,7 @@ def main(args):
     )
     if len(dataset) < args.train_batch_size * accelerator.num_processes:
         raise SystemExit(
-            f"{len(dataset)} training images are fewer than one batch per process "
+            f"error: {len(dataset)} training images are fewer than one batch per process "
             f"({args.train_batch_size} x {accelerator.num_processes})."
         )
     train_dataloader = make_dataloader(dataset, args.train_batch_size, args.dataloader_num_workers, seed=args.seed)
