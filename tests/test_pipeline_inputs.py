@@ -154,3 +154,18 @@ def test_a_generator_must_be_a_torch_generator(generator):
     images = [np.zeros((8, 8, 3), np.uint8)] * (len(generator) if isinstance(generator, list) else 1)
     with pytest.raises(TypeError, match="`generator` must be a `torch.Generator`"):
         resshift(images, generator=generator, output_type="np")
+
+
+def test_big_endian_uint16_arrays_are_uint16(pipe):
+    # 16-bit data read from big-endian files (PNM, FITS, raw `>u2`); before: "Unsupported array dtype >u2: use uint8
+    # (0-255), uint16 (0-65535) or float in [0, 1]"
+    data = (np.random.RandomState(0).rand(8, 8, 3) * 65535).astype(np.uint16)
+    expected = pipe(data, output_type="np").images
+    np.testing.assert_array_equal(pipe(data.astype(">u2"), output_type="np").images, expected)
+
+
+@pytest.mark.parametrize("names", [None, "latents", 5])
+def test_callback_tensor_inputs_must_be_a_list_of_names(pipe, names):
+    # before: "'NoneType' object is not iterable", and "latents" was read as ['l', 'a', 't', 'e', 'n', 't', 's']
+    with pytest.raises(ValueError, match="`callback_on_step_end_tensor_inputs` must be a list of names"):
+        pipe(np.zeros((8, 8, 3), np.uint8), callback_on_step_end_tensor_inputs=names)

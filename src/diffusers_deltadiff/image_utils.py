@@ -130,7 +130,7 @@ def unit_float_tensor(tensor: torch.Tensor) -> torch.Tensor:
 def _array_to_unit_float(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
+    if array.dtype.type is np.uint16:  # either byte order
         return array.astype(np.float32) / 65535.0
     if array.dtype == bool:
         return array.astype(np.float32)

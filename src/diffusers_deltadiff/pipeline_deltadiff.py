@@ -306,6 +306,11 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         generators = generator if isinstance(generator, list) else [generator]
         if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
             raise TypeError(f"`generator` must be a `torch.Generator`, a list of them or None, got {generator!r}.")
+        if not isinstance(callback_inputs, (list, tuple)):
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be a list of names among {self._callback_tensor_inputs}, "
+                f"got {callback_inputs!r}."
+            )
         unknown = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
