@@ -41,6 +41,8 @@ BAD_CONFIGS = [
     ("scheduler/scheduler_config.json", "num_train_timesteps", 4.5),
     ("scheduler/scheduler_config.json", "num_train_timesteps", 10_000_000),
     ("scheduler/scheduler_config.json", "eta_start", "0.01"),
+    # more steps by default than the chain has (T = 4): before, a ValueError that did not name the file
+    ("scheduler/scheduler_config.json", "default_inference_steps", 9),
     ("model_index.json", "tile_context", 2.5),
     ("model_index.json", "upscale_factor", 1_000_000),
     ("model_index.json", "upscale_factor", -4),

@@ -157,7 +157,16 @@ def check_pipeline_folder(folder: str | Path):
             config = read_json(path)
             check_class(index, component, config, index_path, path)
             check_values(config, rules, str(path))
-            if component == "scheduler" and config.get("eta_start", 0.0) > config.get("eta_end", 1.0):
-                raise ValueError(
-                    f"{path}: need `eta_start` <= `eta_end`, got {config['eta_start']} > {config['eta_end']}"
-                )
+            if component == "scheduler":
+                check_scheduler_relations(config, path)
+
+
+def check_scheduler_relations(config: dict, path: Path):
+    """The scheduler values that bound each other (each one already checked alone), with the defaults' values."""
+    if config.get("eta_start", 0.01) > config.get("eta_end", 0.99):
+        raise ValueError(f"{path}: need `eta_start` <= `eta_end`, got {config['eta_start']} > {config['eta_end']}")
+    steps, length = config.get("default_inference_steps"), config.get("num_train_timesteps", 4)
+    if steps is not None and steps > length:
+        raise ValueError(
+            f"{path}: `default_inference_steps` must be at most `num_train_timesteps` ({length}), got {steps}"
+        )
