@@ -49,6 +49,18 @@ class TestComponents:
         with pytest.raises(ValueError, match="in_channels=3"):
             DeltaDiffPipeline(vqvae=tiny_vqmodel(), unet=unet, scheduler=DeltaShiftScheduler())
 
+    def test_another_scheduler_is_refused(self, pipe):
+        # before: a TypeError inside DDIMScheduler.set_timesteps on the first call, an AttributeError for None
+        from diffusers import DDIMScheduler
+
+        with pytest.raises(ValueError, match="`scheduler` must be a DeltaShiftScheduler, got DDIMScheduler"):
+            DeltaDiffPipeline(vqvae=tiny_vqmodel(), unet=tiny_unet(), scheduler=DDIMScheduler())
+        swapped = make_pipeline()
+        for scheduler, name in ((DDIMScheduler(), "DDIMScheduler"), (None, "NoneType")):
+            swapped.scheduler = scheduler
+            with pytest.raises(ValueError, match=f"`scheduler` must be a DeltaShiftScheduler, got {name}"):
+                swapped(random_image(8, 8))
+
 
 class TestInference:
     def test_tiny_pipeline_slice(self, pipe):

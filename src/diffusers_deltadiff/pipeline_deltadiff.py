@@ -129,6 +129,7 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         stream_width: int = 1024,
     ):
         super().__init__()
+        _check_scheduler(scheduler)
         self.register_modules(vqvae=vqvae, unet=unet, scheduler=scheduler)
         # inference modules: in eval mode, as `from_pretrained` leaves them, however the pipeline was built
         vqvae.eval()
@@ -299,6 +300,7 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
     ):
         """The call's arguments, each checked before any work: a `ValueError` naming the argument (a `TypeError`
         for a generator that is not one)."""
+        _check_scheduler(self.scheduler)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
         if callback is not None and not callable(callback):
@@ -470,6 +472,16 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         if not return_dict:
             return (output, intermediate_images)
         return DeltaDiffPipelineOutput(images=output, intermediate_images=intermediate_images)
+
+
+def _check_scheduler(scheduler):
+    """The pipeline runs the residual-shifting chain: a [`DeltaShiftScheduler`] (or a subclass, or a saved folder's copy
+    of the class), else a `ValueError`."""
+    if not any(cls.__name__ == "DeltaShiftScheduler" for cls in type(scheduler).__mro__):
+        raise ValueError(
+            f"`scheduler` must be a DeltaShiftScheduler, got {type(scheduler).__name__}: the pipeline runs the "
+            "residual-shifting chain (eq. 5/6), which other schedulers do not implement."
+        )
 
 
 def _callback_outputs(outputs) -> dict:
