@@ -32,6 +32,20 @@ def test_every_model_ships_and_x4_real_is_the_default():
     assert default_model_path(2) == model_path("x2")
 
 
+@pytest.mark.parametrize("scale", ["4", 4.0, True, 2.5])
+def test_scale_must_be_an_integer(scale):
+    # before: scale="4" silently loaded the clean x4 model instead of the default x4-real (and with model="x4", "the
+    # x4 model upscales x4, not x4"); True looked for a "deltadiff-xTrue" model
+    with pytest.raises(TypeError, match="`scale` must be an integer"):
+        load_default_pipeline(scale=scale)
+    with pytest.raises(TypeError, match="`scale` must be an integer"):
+        load_default_pipeline(scale=scale, model="x4")
+
+
+def test_a_numpy_integer_scale_loads_the_default_model():
+    assert load_default_pipeline(scale=np.int64(2)).upscale_factor == 2
+
+
 @SCALES
 def test_shipped_files(name, scale):
     path = model_path(name)

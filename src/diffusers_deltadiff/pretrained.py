@@ -124,6 +124,12 @@ def load_default_pipeline(dtype=None, scale: int | None = None, model: str | Non
     `[0, 1]` blends the clean x4 model (0) into the real-world one (1), weight by weight
     ([`~blending.blend_pipelines`]); 0 and 1 are exactly the two models.
     """
+    if scale is not None:
+        import numpy as np
+
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)):
+            raise TypeError(f"`scale` must be an integer (the upscaling factor: 2 or 4) or None, got {scale!r}")
+        scale = int(scale)
     if denoise is not None:
         from .blending import blend_pipelines, check_strength
 
