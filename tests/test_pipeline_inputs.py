@@ -169,3 +169,27 @@ def test_callback_tensor_inputs_must_be_a_list_of_names(pipe, names):
     # before: "'NoneType' object is not iterable", and "latents" was read as ['l', 'a', 't', 'e', 'n', 't', 's']
     with pytest.raises(ValueError, match="`callback_on_step_end_tensor_inputs` must be a list of names"):
         pipe(np.zeros((8, 8, 3), np.uint8), callback_on_step_end_tensor_inputs=names)
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (((40, 40), 2.5), "tile_size"),  # before: numpy's "'float' object cannot be interpreted as an integer"
+        (((40, 40), True), "tile_size"),  # before: 602176 pixels, as tile_size=1
+        (((40, 40), -1), "tile_size"),  # before: "The tile size must be positive" (no argument named)
+        (((40, 40), 8, 2.5), "tile_context"),  # before: 5184.0, a float
+        (((40, 40), 8, -1), "tile_context"),
+        (((0, 40),), "size"),  # before: 0 pixels
+        (((-40, 40),), "size"),  # before: 0 pixels
+        (((40.5, 40),), "size"),
+        (((40,),), "size"),  # before: IndexError
+        ((40,), "size"),  # before: "'int' object is not subscriptable"
+    ],
+)
+def test_unet_pixels_checks_its_arguments_as_a_call_does(pipe, args, name):
+    with pytest.raises(ValueError, match=f"`{name}"):
+        pipe.unet_pixels(*args)
+
+
+def test_unet_pixels_takes_numpy_integers(pipe):
+    assert pipe.unet_pixels((np.int64(40), 40), np.int64(8), np.int64(4)) == pipe.unet_pixels((40, 40), 8, 4)

@@ -230,7 +230,10 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         pixels: a 1 x 30000 strip costs far more than its 30000 pixels (services bound requests by this).
         """
         tile_context = deprecated_tile_overlap(tile_context, kwargs, "DeltaDiffPipeline.unet_pixels")
-        return self.tiled_executor(tile_size, tile_context).unet_pixels(size)
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_count(n, 1) for n in size)):
+            raise ValueError(f"`size` must be (height, width), two positive integers, got {size!r}.")
+        _check_counts(_tile_checks(tile_size, tile_context))
+        return self.tiled_executor(tile_size, tile_context).unet_pixels(tuple(int(n) for n in size))
 
     def _for_one_call(self) -> "DeltaDiffPipeline":
         """This pipeline as one call sees it: the same models and config, its own scheduler, step count and interrupt
@@ -318,16 +321,13 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
             )
-        checks = {
-            "tile_size": (tile_size, 0, "positive, 0 (never tile) or None (automatic)"),
-            "tile_context` (formerly `tile_overlap": (tile_context, 0, "0 or more latent pixels, or None"),
-            "tile_batch_size": (tile_batch_size, 1, "a positive integer"),
-            "num_inference_steps": (steps, 1, "a positive integer or None"),
-        }
-        for name, (value, low, expected) in checks.items():
-            integral = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-            if value is not None and not (integral and value >= low):
-                raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+        _check_counts(
+            {
+                **_tile_checks(tile_size, tile_context),
+                "tile_batch_size": (tile_batch_size, 1, "a positive integer"),
+                "num_inference_steps": (steps, 1, "a positive integer or None"),
+            }
+        )
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -472,6 +472,27 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         if not return_dict:
             return (output, intermediate_images)
         return DeltaDiffPipelineOutput(images=output, intermediate_images=intermediate_images)
+
+
+def _is_count(value, low: int) -> bool:
+    """An integer (Python or NumPy, not a bool) of at least `low`."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+
+
+def _tile_checks(tile_size, tile_context) -> dict:
+    """[`_check_counts`]' rules for the tiling arguments of a call and of `unet_pixels`."""
+    return {
+        "tile_size": (tile_size, 0, "positive, 0 (never tile) or None (automatic)"),
+        "tile_context` (formerly `tile_overlap": (tile_context, 0, "0 or more latent pixels, or None"),
+    }
+
+
+def _check_counts(checks: dict):
+    """`{name: (value, lowest, what is expected)}`: a `ValueError` naming the first value that is neither `None` nor
+    an integer of at least its lowest."""
+    for name, (value, low, expected) in checks.items():
+        if value is not None and not _is_count(value, low):
+            raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
 
 
 def _check_scheduler(scheduler):
