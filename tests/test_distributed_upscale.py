@@ -157,3 +157,38 @@ def test_a_process_with_no_work_waits_for_the_others(data, tmp_path):
     assert summary(result) == (
         f"1 image(s) upscaled to {tmp_path / 'out'} by 2 processes (1 + 0), 0 skipped (already there), 0 error(s)"
     )
+
+
+def test_a_process_timeout_too_long_for_the_group_is_a_flag_error(data, tmp_path):
+    """Minutes beyond what c10d's clock holds overflowed `timedelta` (a traceback) or made the group hang."""
+    result = upscale(data, data / "frames", tmp_path / "out", "--process-timeout", "1e308")
+    assert result.returncode != 0
+    assert "OverflowError" not in result.stderr, result.stderr  # torchrun's own traceback follows any failure
+    assert "error: argument --process-timeout: must be a finite number between 0.1 and 1e+06, got 1e308" in (
+        result.stderr
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_world_size_set_by_hand_without_a_launcher_is_one_error_line(data, tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCH_VARIABLES}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
+    argv = ["-m", "diffusers_deltadiff.cli", "upscale", str(data / "frames"), "-o", str(tmp_path / "out")]
+    argv += ["--model", str(data / "model")]
+    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: WORLD_SIZE is 2 but this process cannot join"), lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_inputs_of_a_process_stopped_by_an_error_are_counted_as_errors(data, tmp_path):
+    """`--steps` beyond the model's chain stops every process at the model's load: its inputs were not upscaled."""
+    result = upscale(data, data / "frames", tmp_path / "out", "--steps", "99")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --steps 99: {data / 'model'} runs at most 4 steps (pass 1 to 4)"]
+    assert summary(result) == (
+        f"0 image(s) upscaled to {tmp_path / 'out'} by 2 processes (0 + 0), 0 skipped (already there), 10 error(s)"
+    )
+    assert not (tmp_path / "out").exists()

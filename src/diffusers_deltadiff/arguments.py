@@ -24,16 +24,17 @@ def int_at_least(minimum: int, maximum: int | None = None):
     return parse
 
 
-def float_at_least(minimum: float):
-    """An argparse `type`: a finite number of at least `minimum`."""
+def float_at_least(minimum: float, maximum: float | None = None):
+    """An argparse `type`: a finite number in `[minimum, maximum]`, the message naming the range."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError as err:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from err
-        if not math.isfinite(value) or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be a finite number of at least {minimum:g}, got {text}")
+        if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+            expected = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"of at least {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {expected}, got {text}")
         return value
 
     return parse

@@ -6,9 +6,14 @@ import datetime
 
 import torch
 
-from ..console import CLIError, error, resolve_device
+from ..console import CLIError, error, one_line, resolve_device
 from .paths import remove_empty
 from .upscaling import UpscalePlan, UpscaleReport, launched_processes, plan_upscale, upscale_jobs, upscale_summary
+
+
+# `--process-timeout`'s largest value, in minutes (about two years): c10d counts its deadlines in int64 nanoseconds,
+# and from about 1.5e8 minutes on a group hangs or fails at once; `timedelta` itself overflows beyond 1.4e12
+MAX_PROCESS_TIMEOUT = 1e6
 
 
 def process_state(args):
@@ -23,10 +28,16 @@ def process_state(args):
     # the group's collectives (the plan's broadcast, the reports' gather) wait for the slowest process: NCCL's
     # default of 10 minutes would abort a process with no work, or one done early, during a long run
     timeout = datetime.timedelta(minutes=args.process_timeout)
-    state = PartialState(cpu=args.device == "cpu", timeout=timeout)
-    if state.num_processes == 1:  # `torchrun` on a machine without GPU: accelerate wants `cpu=True` for gloo
-        PartialState._reset_state()
-        state = PartialState(cpu=True, timeout=timeout)
+    try:
+        state = PartialState(cpu=args.device == "cpu", timeout=timeout)
+        if state.num_processes == 1:  # `torchrun` on a machine without GPU: accelerate wants `cpu=True` for gloo
+            PartialState._reset_state()
+            state = PartialState(cpu=True, timeout=timeout)
+    except (ValueError, RuntimeError) as err:  # WORLD_SIZE set by hand: no MASTER_ADDR, or the others never came
+        raise CLIError(
+            f"WORLD_SIZE is {launched_processes()} but this process cannot join the group of its processes (start "
+            f"them with torchrun or accelerate launch): {one_line(err)}"
+        ) from err
     if state.num_processes != launched_processes():
         raise CLIError(f"WORLD_SIZE is {launched_processes()} but accelerate set up {state.num_processes} process(es)")
     return state
@@ -79,8 +90,9 @@ def cmd_upscale_distributed(args) -> int:
         try:
             device = process_device(args, state)
             upscale_jobs(args, plan, jobs, device, report, main=main, tag=f"[process {state.process_index}] ")
-        except CLIError as err:
+        except CLIError as err:  # the model or the output folder, before the first job: none of them was done
             report.fatal = (str(err), err.code)
+            report.failed += len(jobs)
     reports = gather_object([report])
     if main:
         finish_distributed(plan, reports)

@@ -6,7 +6,7 @@ from ..arguments import float_at_least, int_at_least, unit_interval
 from ..console import resolve_device
 from ..image_io import FORMATS, PNG_COMPRESSION
 from .backend import add_backend_option
-from .distributed import cmd_upscale_distributed
+from .distributed import MAX_PROCESS_TIMEOUT, cmd_upscale_distributed
 from .options import add_deprecated_flag, add_model_options, path_text
 from .outscale import add_outscale_options
 from .paths import remove_empty
@@ -73,10 +73,10 @@ def add_parser(sub):
     up.add_argument("-v", "--verbose", action="store_true", help="print every file written")
     up.add_argument(
         "--process-timeout",
-        type=float_at_least(0.1),
+        type=float_at_least(0.1, MAX_PROCESS_TIMEOUT),
         default=24 * 60,
         help="minutes a process of a torchrun / accelerate group waits for the others (default: one day; NCCL's own "
-        "10 minutes would stop a process that finishes early)",
+        "10 minutes would stop a process that finishes early; at most 1e6, about two years)",
     )
     up.add_argument(
         "--max-pixels",
