@@ -192,3 +192,13 @@ def test_the_inputs_of_a_process_stopped_by_an_error_are_counted_as_errors(data,
         f"0 image(s) upscaled to {tmp_path / 'out'} by 2 processes (0 + 0), 0 skipped (already there), 10 error(s)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_flag_error_is_printed_once_per_machine(data, tmp_path):
+    """Every process parses the same flags; the local main process alone prints the error, all exit with 2."""
+    result = upscale(data, data / "frames", tmp_path / "out", "--quality", "500")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: argument --quality: must be between 0 and 100, got 500 (see `deltadiff upscale --help`)"]
+    assert "exitcode  : 2" in result.stderr  # torchrun's report of each process
+    assert not (tmp_path / "out").exists()

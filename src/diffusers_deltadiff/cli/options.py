@@ -85,7 +85,10 @@ class ArgumentParser(argparse.ArgumentParser):
     """Flag errors as one line like every other error (exit status 2), naming the flag."""
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        # launched on several processes (`torchrun`, `accelerate launch`), each parses the same flags: the error is
+        # printed by the first process of each machine only, every process exits with 2
+        local_main = os.environ.get("LOCAL_RANK", "0") == "0"
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n" if local_main else None)
 
 
 def load_eval_pairs(args):
