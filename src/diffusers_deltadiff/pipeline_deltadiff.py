@@ -372,7 +372,8 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
             callback_on_step_end (`Callable`, *optional*):
                 A function called at the end of each reverse step as `callback_on_step_end(pipeline, step, timestep,
                 callback_kwargs)`, `callback_kwargs` holding the tensors named in
-                `callback_on_step_end_tensor_inputs`. It returns a dict; a `"latents"` entry replaces the latents.
+                `callback_on_step_end_tensor_inputs`. It returns a dict; a `"latents"` entry (a tensor of the latents'
+                shape) replaces the latents.
                 `pipeline` is this pipeline as the call sees it (its own scheduler, `num_timesteps` and `_interrupt`).
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 Tensor inputs for `callback_on_step_end`, among `latents`, `lr_latents` and `lr_condition`.
