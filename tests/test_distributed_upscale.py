@@ -202,3 +202,14 @@ def test_a_flag_error_is_printed_once_per_machine(data, tmp_path):
     assert errors == ["error: argument --quality: must be between 0 and 100, got 500 (see `deltadiff upscale --help`)"]
     assert "exitcode  : 2" in result.stderr  # torchrun's report of each process
     assert not (tmp_path / "out").exists()
+
+
+def test_a_process_timeout_shorter_than_the_work_is_one_error_line(data, tmp_path):
+    """Process 1 has no input and gives up waiting for process 0 after 6 s: an error line, not a gloo traceback."""
+    PIL.Image.new("RGB", (1024, 1024), (90, 120, 30)).save(tmp_path / "large.png")
+    result = upscale(data, tmp_path / "large.png", tmp_path / "out", "--process-timeout", "0.1")
+    assert result.returncode != 0
+    assert "[rank1]: Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors[0].startswith("error: [process 1] the other processes did not finish within --process-timeout 0.1")
+    assert not os.path.exists(tmp_path / "out" / "large.png")

@@ -93,7 +93,13 @@ def cmd_upscale_distributed(args) -> int:
         except CLIError as err:  # the model or the output folder, before the first job: none of them was done
             report.fatal = (str(err), err.code)
             report.failed += len(jobs)
-    reports = gather_object([report])
+    try:
+        reports = gather_object([report])
+    except RuntimeError as err:  # gloo's or NCCL's timeout: a process still at work after --process-timeout
+        raise CLIError(
+            f"[process {state.process_index}] the other processes did not finish within --process-timeout "
+            f"{args.process_timeout:g} minute(s): {one_line(err)}"
+        ) from err
     if main:
         finish_distributed(plan, reports)
     if torch.distributed.is_initialized():
