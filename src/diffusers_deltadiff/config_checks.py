@@ -1,12 +1,16 @@
 """
 Checks of the config values this package owns, run when a pipeline folder is loaded and before anything is built: a
 mistyped or absurd value (`num_train_timesteps: 4.5`, `kappa: NaN`, `upscale_factor: 1e6`, `layers_per_block: 1e6`)
-is a one-line `ValueError` naming the file and the key, not a traceback, a black image or gigabytes allocated.
+is a one-line `ValueError` naming the file and the key, not a traceback, a black image or gigabytes allocated. And
+the same for a pipeline call's arguments (the end of this module): one error naming the argument, before any work.
 """
 
 import json
 import math
 from pathlib import Path
+
+import numpy as np
+import torch
 
 
 def integer(value, low: int, high: int) -> str | None:
@@ -170,3 +174,104 @@ def check_scheduler_relations(config: dict, path: Path):
         raise ValueError(
             f"{path}: `default_inference_steps` must be at most `num_train_timesteps` ({length}), got {steps}"
         )
+
+
+# --- a pipeline call's arguments ------------------------------------------------------------------------------------
+
+
+def is_count(value, low: int) -> bool:
+    """An integer (Python or NumPy, not a bool) of at least `low`."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+
+
+def tile_checks(tile_size, tile_context) -> dict:
+    """[`check_counts`]' rules for the tiling arguments of a call and of `unet_pixels`."""
+    return {
+        "tile_size": (tile_size, 0, "positive, 0 (never tile) or None (automatic)"),
+        "tile_context` (formerly `tile_overlap": (tile_context, 0, "0 or more latent pixels, or None"),
+    }
+
+
+def check_counts(checks: dict):
+    """`{name: (value, lowest, what is expected)}`: a `ValueError` naming the first value that is neither `None` nor
+    an integer of at least its lowest."""
+    for name, (value, low, expected) in checks.items():
+        if value is not None and not is_count(value, low):
+            raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+
+
+def check_scheduler(scheduler):
+    """The pipeline runs the residual-shifting chain: a [`DeltaShiftScheduler`] (or a subclass, or a saved folder's copy
+    of the class), else a `ValueError`."""
+    if not any(cls.__name__ == "DeltaShiftScheduler" for cls in type(scheduler).__mro__):
+        raise ValueError(
+            f"`scheduler` must be a DeltaShiftScheduler, got {type(scheduler).__name__}: the pipeline runs the "
+            "residual-shifting chain (eq. 5/6), which other schedulers do not implement."
+        )
+
+
+def check_call(scheduler, output_type, callback_inputs, allowed_inputs, counts: tuple):
+    """
+    A pipeline call's arguments, before any work: its `scheduler` ([`check_scheduler`]), `output_type`, the tensor
+    names `callback_on_step_end` asks for (among `allowed_inputs`) and `counts`, its `(tile_size, tile_context,
+    tile_batch_size, num_inference_steps)`: a `ValueError` naming the argument.
+    """
+    check_scheduler(scheduler)
+    if output_type not in ("pil", "np", "pt", "latent"):
+        raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
+    if not isinstance(callback_inputs, (list, tuple)):
+        raise ValueError(
+            f"`callback_on_step_end_tensor_inputs` must be a list of names among {allowed_inputs}, "
+            f"got {callback_inputs!r}."
+        )
+    unknown = [k for k in callback_inputs if k not in allowed_inputs]
+    if unknown:
+        raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {allowed_inputs}, got {unknown}.")
+    tile_size, tile_context, tile_batch_size, steps = counts
+    check_counts(
+        {
+            **tile_checks(tile_size, tile_context),
+            "tile_batch_size": (tile_batch_size, 1, "a positive integer"),
+            "num_inference_steps": (steps, 1, "a positive integer or None"),
+        }
+    )
+
+
+def check_step_end(callback, generator):
+    """A call's `callback_on_step_end` (callable or None) and `generator` (a `torch.Generator`, a list of them or
+    None), before any work: a `ValueError`, and a `TypeError` for a generator that is not one."""
+    if callback is not None and not callable(callback):
+        raise ValueError(f"`callback_on_step_end` must be callable or None, got {callback!r}.")
+    generators = generator if isinstance(generator, list) else [generator]
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+        raise TypeError(f"`generator` must be a `torch.Generator`, a list of them or None, got {generator!r}.")
+
+
+def unet_pixels_size(size, tile_size, tile_context) -> tuple[int, int]:
+    """`DeltaDiffPipeline.unet_pixels`' arguments checked as a call's are: `size` as `(height, width)` integers."""
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(is_count(n, 1) for n in size)):
+        raise ValueError(f"`size` must be (height, width), two positive integers, got {size!r}.")
+    check_counts(tile_checks(tile_size, tile_context))
+    return int(size[0]), int(size[1])
+
+
+def step_end_latents(outputs, current: torch.Tensor) -> torch.Tensor | None:
+    """
+    The `latents` entry `callback_on_step_end` returned in `outputs` (popped), on the chain's device and dtype, or
+    `None` without one; a `ValueError` when `outputs` is not a dict or the latents are not a tensor of `current`'s
+    shape.
+    """
+    if not isinstance(outputs, dict):
+        raise ValueError(
+            f"`callback_on_step_end` must return a dict (of the tensors it replaces, or empty), got {outputs!r}."
+        )
+    if "latents" not in outputs:
+        return None
+    latents = outputs.pop("latents")
+    if not isinstance(latents, torch.Tensor) or latents.shape != current.shape:
+        shape = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
+        raise ValueError(
+            f"`callback_on_step_end` must return `latents` as a tensor of shape {tuple(current.shape)} (the "
+            f"latents it was passed), got {shape}."
+        )
+    return latents.to(device=current.device, dtype=current.dtype)

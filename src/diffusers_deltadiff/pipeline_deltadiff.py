@@ -31,7 +31,16 @@ from diffusers.utils import replace_example_docstring
 # relative imports only of modules that go with saved pipelines (see `pipeline_code`), each imported here: diffusers
 # copies only the modules `pipeline.py` imports itself; the component classes travel in their own folders instead
 from .canvas import assemble, crop_border
-from .config_checks import PIPELINE, check_pipeline_folder, check_values
+from .config_checks import (
+    PIPELINE,
+    check_call,
+    check_pipeline_folder,
+    check_scheduler,
+    check_step_end,
+    check_values,
+    step_end_latents,
+    unet_pixels_size,
+)
 from .encoding import autoencoder_downsampling_factor, encode_lr
 from .image_utils import pad_border, pad_to_multiple, split_images, to_unit_tensor
 from .pipeline_code import CarriesCode
@@ -129,7 +138,7 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         stream_width: int = 1024,
     ):
         super().__init__()
-        _check_scheduler(scheduler)
+        check_scheduler(scheduler)
         self.register_modules(vqvae=vqvae, unet=unet, scheduler=scheduler)
         # inference modules: in eval mode, as `from_pretrained` leaves them, however the pipeline was built
         vqvae.eval()
@@ -230,10 +239,8 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         pixels: a 1 x 30000 strip costs far more than its 30000 pixels (services bound requests by this).
         """
         tile_context = deprecated_tile_overlap(tile_context, kwargs, "DeltaDiffPipeline.unet_pixels")
-        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_count(n, 1) for n in size)):
-            raise ValueError(f"`size` must be (height, width), two positive integers, got {size!r}.")
-        _check_counts(_tile_checks(tile_size, tile_context))
-        return self.tiled_executor(tile_size, tile_context).unet_pixels(tuple(int(n) for n in size))
+        size = unet_pixels_size(size, tile_size, tile_context)
+        return self.tiled_executor(tile_size, tile_context).unet_pixels(size)
 
     def _for_one_call(self) -> "DeltaDiffPipeline":
         """This pipeline as one call sees it: the same models and config, its own scheduler, step count and interrupt
@@ -289,8 +296,9 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         if callback is not None:
             tensors = strip.step_tensors(i)
             outputs = callback(self, i, self.scheduler.timesteps[i], {k: tensors[k] for k in callback_inputs})
-            if "latents" in _callback_outputs(outputs):
-                strip.replace_latents(i, _callback_latents(outputs.pop("latents"), tensors["latents"]))
+            latents = step_end_latents(outputs, tensors["latents"])
+            if latents is not None:
+                strip.replace_latents(i, latents)
         if not return_intermediates:
             return []
         band = strip.to_decode_step(i)
@@ -298,36 +306,10 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
             band.put(tile, self.decode_latents(band.latents(tile)))
         return [band.output.result()]
 
-    def check_inputs(
-        self, output_type, callback, callback_inputs, tile_size, tile_context, tile_batch_size, steps, generator
-    ):
-        """The call's arguments, each checked before any work: a `ValueError` naming the argument (a `TypeError`
-        for a generator that is not one)."""
-        _check_scheduler(self.scheduler)
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
-        if callback is not None and not callable(callback):
-            raise ValueError(f"`callback_on_step_end` must be callable or None, got {callback!r}.")
-        generators = generator if isinstance(generator, list) else [generator]
-        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
-            raise TypeError(f"`generator` must be a `torch.Generator`, a list of them or None, got {generator!r}.")
-        if not isinstance(callback_inputs, (list, tuple)):
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` must be a list of names among {self._callback_tensor_inputs}, "
-                f"got {callback_inputs!r}."
-            )
-        unknown = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
-            )
-        _check_counts(
-            {
-                **_tile_checks(tile_size, tile_context),
-                "tile_batch_size": (tile_batch_size, 1, "a positive integer"),
-                "num_inference_steps": (steps, 1, "a positive integer or None"),
-            }
-        )
+    def check_inputs(self, output_type, callback_inputs, tile_size, tile_context, tile_batch_size, steps):
+        """The call's arguments, each checked before any work: a `ValueError` naming the argument."""
+        counts = (tile_size, tile_context, tile_batch_size, steps)
+        check_call(self.scheduler, output_type, callback_inputs, self._callback_tensor_inputs, counts)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -405,16 +387,8 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         tile_context = deprecated_tile_overlap(tile_context, kwargs, "DeltaDiffPipeline.__call__", stacklevel=5)
         tile_batch_size = (1 if device.type == "cpu" else 4) if tile_batch_size is None else tile_batch_size
         callback_inputs = callback_on_step_end_tensor_inputs
-        self.check_inputs(
-            output_type,
-            callback_on_step_end,
-            callback_inputs,
-            tile_size,
-            tile_context,
-            tile_batch_size,
-            num_inference_steps,
-            generator,
-        )
+        self.check_inputs(output_type, callback_inputs, tile_size, tile_context, tile_batch_size, num_inference_steps)
+        check_step_end(callback_on_step_end, generator)
         images = [pad_border(to_unit_tensor(im), self.config.border_padding) for im in split_images(image)]
         if not images:
             raise ValueError("`image` is empty: pass at least one image.")
@@ -473,54 +447,3 @@ class DeltaDiffPipeline(CarriesCode, DiffusionPipeline):
         if not return_dict:
             return (output, intermediate_images)
         return DeltaDiffPipelineOutput(images=output, intermediate_images=intermediate_images)
-
-
-def _is_count(value, low: int) -> bool:
-    """An integer (Python or NumPy, not a bool) of at least `low`."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
-
-
-def _tile_checks(tile_size, tile_context) -> dict:
-    """[`_check_counts`]' rules for the tiling arguments of a call and of `unet_pixels`."""
-    return {
-        "tile_size": (tile_size, 0, "positive, 0 (never tile) or None (automatic)"),
-        "tile_context` (formerly `tile_overlap": (tile_context, 0, "0 or more latent pixels, or None"),
-    }
-
-
-def _check_counts(checks: dict):
-    """`{name: (value, lowest, what is expected)}`: a `ValueError` naming the first value that is neither `None` nor
-    an integer of at least its lowest."""
-    for name, (value, low, expected) in checks.items():
-        if value is not None and not _is_count(value, low):
-            raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
-
-
-def _check_scheduler(scheduler):
-    """The pipeline runs the residual-shifting chain: a [`DeltaShiftScheduler`] (or a subclass, or a saved folder's copy
-    of the class), else a `ValueError`."""
-    if not any(cls.__name__ == "DeltaShiftScheduler" for cls in type(scheduler).__mro__):
-        raise ValueError(
-            f"`scheduler` must be a DeltaShiftScheduler, got {type(scheduler).__name__}: the pipeline runs the "
-            "residual-shifting chain (eq. 5/6), which other schedulers do not implement."
-        )
-
-
-def _callback_outputs(outputs) -> dict:
-    """What `callback_on_step_end` returned: a dict, or a `ValueError` saying it must be one."""
-    if not isinstance(outputs, dict):
-        raise ValueError(
-            f"`callback_on_step_end` must return a dict (of the tensors it replaces, or empty), got {outputs!r}."
-        )
-    return outputs
-
-
-def _callback_latents(latents, current: torch.Tensor) -> torch.Tensor:
-    """The `latents` a callback returned, on the chain's device and dtype; a `ValueError` for another shape."""
-    if not isinstance(latents, torch.Tensor) or latents.shape != current.shape:
-        shape = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
-        raise ValueError(
-            f"`callback_on_step_end` must return `latents` as a tensor of shape {tuple(current.shape)} (the "
-            f"latents it was passed), got {shape}."
-        )
-    return latents.to(device=current.device, dtype=current.dtype)
