@@ -130,7 +130,8 @@ class EvaluationResult:
             "PSNR std over seeds |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for row in self.summary():
+        rows = self.summary()
+        for row in rows:
             lpips_text = f"{row['lpips']:.4f}" if row["lpips"] is not None else "n/a"
             cbcr_text = f"{row['cbcr_psnr']:.2f}" if row["cbcr_psnr"] is not None else "n/a"
             lines.append(
@@ -140,7 +141,7 @@ class EvaluationResult:
         lines += extra_rows or []
         if self.lpips_reason:
             lines += ["", f"LPIPS not computed: {self.lpips_reason}."]
-        partial = {(row["lpips_images"], row["images"]) for row in self.summary() if row["lpips"] is not None}
+        partial = {(row["lpips_images"], row["images"]) for row in rows if row["lpips"] is not None}
         for scored, images in sorted(partial):
             if scored < images:
                 lines += [
