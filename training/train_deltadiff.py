@@ -53,6 +53,7 @@ from diffusers_deltadiff.arguments import (
 )
 from diffusers_deltadiff.data import IMAGE_EXTENSIONS, SRTrainDataset, list_images, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import DEGRADATIONS, Degradation
+from diffusers_deltadiff.image_io import missing_folders
 from diffusers_deltadiff.image_utils import image_grid
 from diffusers_deltadiff.pipeline_deltadiff import autoencoder_downsampling_factor, encode_lr
 from diffusers_deltadiff.training_utils import (
@@ -318,9 +319,8 @@ def folder_problem(args) -> str | None:
             return (
                 f"--train_batch_size {args.train_batch_size}: more than the {len(images)} images of --{flag} {folder}"
             )
-    output = Path(args.output_dir)
-    existing = next((path for path in (output, *output.parents) if path.exists()), None)
-    if existing is not None and not existing.is_dir():
+    existing, _ = missing_folders(Path(args.output_dir))  # the nearest that exists: the folder, or above it
+    if not existing.is_dir():
         return f"--output_dir {args.output_dir}: {existing} is not a folder"
     return None
 
