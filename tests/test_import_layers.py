@@ -13,7 +13,7 @@ LAYERS = [
      "unet_local_norm", "autoencoder_space_to_depth", "degradations", "blending", "encoding", "pipeline_output", "canvas", "tiled_execution",
      "upscaler", "baselines", "atomic_files"},
     {"pipeline_deltadiff", "pretrained", "outscale", "data", "testing_utils", "model_card"},
-    {"evaluation", "training_utils", "console", "onnx_export", "onnx_backend"},
+    {"evaluation", "training_utils", "console", "onnx_export", "onnx_backend", "onnx_upscaler"},
     {"image_io"},
     {"demo", "demo_checks", "cli"},
 ]  # fmt: skip

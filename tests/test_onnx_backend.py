@@ -15,9 +15,10 @@ import torch
 import test_default_model
 import test_tiling
 from conftest import one_at_a_time_then_together, run_together, write_image
-from diffusers_deltadiff import onnx_backend
+from diffusers_deltadiff import onnx_backend, onnx_upscaler
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, resolve_backend, unet_cache_path, use_onnxruntime
+from diffusers_deltadiff.onnx_upscaler import graph_cache_path
 from diffusers_deltadiff.pretrained import from_pretrained, load_default_pipeline
 from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
 
@@ -189,6 +190,7 @@ def test_auto_falls_back_to_torch_where_onnxruntime_cannot_run_the_model(tmp_pat
     code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "torch.png", "--model", model, "--backend", "torch")
     assert code == 0, err
     monkeypatch.setattr(onnx_backend, "OnnxRuntimeUNet", Unrunnable)
+    monkeypatch.setattr(onnx_upscaler, "session_for", Unrunnable)  # nor the whole graph
     code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "auto.png", "--model", model)
     assert code == 0, err
     assert err.strip() == (
@@ -230,21 +232,24 @@ def test_an_empty_cache_filled_at_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
-def test_a_damaged_cache_file_is_exported_again(tmp_path, capsys, cache, damage):
+@pytest.mark.parametrize("kind", ["graph", "unet"])
+def test_a_damaged_cache_file_is_exported_again(tmp_path, capsys, cache, damage, kind):
     """
-    A cached UNet that ONNX Runtime cannot read (cut short by a copy, a full disk or an older version's crash). Before:
-    every later run failed, `--backend auto` (the default) included, until the user found the file and removed it.
-    Now it is exported again and replaces the damaged file; the output is the first run's.
+    A cached graph or UNet that ONNX Runtime cannot read (cut short by a copy, a full disk or an older version's
+    crash). Before: every later run failed, `--backend auto` (the default) included, until the user found the file and
+    removed it. Now it is exported again and replaces the damaged file; the output is the first run's. (The whole
+    graph runs whole images; the UNet alone, the pipeline's tiles.)
     """
     model = tmp_path / "model"
     tiny_lossless_pipeline(seed=4).save_pretrained(model)
     source = write_image(tmp_path / "a.png", 9, 13)
-    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "first.png", "--model", model)
+    tiles = ["--tile-size", "4"] if kind == "unet" else []
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "first.png", "--model", model, *tiles)
     assert code == 0, err
-    path = unet_cache_path(from_pretrained(model).unet)
+    path = graph_cache_path(model, None) if kind == "graph" else unet_cache_path(from_pretrained(model).unet)
     whole = path.stat().st_size
     path.write_bytes(path.read_bytes()[: whole // 2] if damage == "truncated" else b"")
-    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "again.png", "--model", model)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "again.png", "--model", model, *tiles)
     assert code == 0, err
     assert (tmp_path / "again.png").read_bytes() == (tmp_path / "first.png").read_bytes()
     assert path.stat().st_size == whole

@@ -115,17 +115,19 @@ def diffusers_errors_unlogged():
             handler.removeFilter(drop)
 
 
-def load_pipeline(
-    model: str | None, device: str = "cpu", dtype: str = "fp32", scale: int | None = None, denoise: float | None = None
-):
+def quiet_diffusers():
+    """diffusers' own progress bars (loading, downloading) off: the command line shows its own."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+
+
+def resolve_model(model: str | None, scale: int | None = None) -> str:
     """
-    Load a `DeltaDiffPipeline` from a folder, Hub id or shipped model's short name (`x4`, `x2`, `x4-real`; a folder
-    of that name in the working directory wins; default: the shipped model of factor `scale`, x4 unless given),
-    with one-line errors; with `scale`, a model of another factor is an error naming both. `denoise` blends the
-    clean and the real-world x4 models ([`~blending.blend_pipelines`]).
+    What `--model` names, as a pipeline folder or a Hub id: a shipped model's short name (`x4`, `x2`, `x4-real`; a
+    folder of that name in the working directory wins), a folder (checked: a pipeline folder), a Hub id, or, for
+    `None`, the shipped model of factor `scale` (x4 unless given). One-line errors ([`CLIError`]).
     """
-    if denoise is not None:
-        return load_blend(model, device, dtype, scale, denoise)
     if model in SHIPPED_MODELS and not Path(model).exists():
         name, model = model, model_path(model)
         if model is None:
@@ -148,6 +150,21 @@ def load_pipeline(
             raise CLIError(f"{model}: not a folder (pass a pipeline folder written by save_pretrained)")
         if not (path / "model_index.json").is_file():
             raise CLIError(f"{model}: not a pipeline folder (no model_index.json)")
+    return model
+
+
+def load_pipeline(
+    model: str | None, device: str = "cpu", dtype: str = "fp32", scale: int | None = None, denoise: float | None = None
+):
+    """
+    Load a `DeltaDiffPipeline` from a folder, Hub id or shipped model's short name ([`resolve_model`]), with
+    one-line errors; with `scale`, a model of another factor is an error naming both. `denoise` blends the
+    clean and the real-world x4 models ([`~blending.blend_pipelines`]).
+    """
+    if denoise is not None:
+        return load_blend(model, device, dtype, scale, denoise)
+    model = resolve_model(model, scale)
+    quiet_diffusers()
     try:
         with diffusers_errors_unlogged():  # a failure is said once, in the error line below
             pipe = from_pretrained(model, dtype=DTYPES[dtype])

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from .atomic_files import write_file_atomic
-from .encoding import encode_lr
+from .autoencoder_space_to_depth import SpaceToDepthAutoencoder
+from .encoding import bicubic_space_to_depth, encode_lr
 from .image_utils import to_gray
 from .pipeline_deltadiff import DeltaDiffPipeline
 
@@ -101,7 +102,10 @@ class UpscalerGraph(torch.nn.Module):
         height, width = image.shape[-2:]
         lr = pad_to_multiple_graph(pad_border_graph(image, self.border), self.multiple) * 2 - 1
         gray = ((lr[:, 0] == lr[:, 1]) & (lr[:, 1] == lr[:, 2])).flatten(1).all(1)
-        lr_latents, lr_condition = encode_lr(self.vqvae, lr, self.scale)
+        if isinstance(self.vqvae, SpaceToDepthAutoencoder):  # y at LR size: no bicubic resize in the graph
+            lr_latents, lr_condition = bicubic_space_to_depth(lr, self.scale), lr  # factor = block size (checked)
+        else:
+            lr_latents, lr_condition = encode_lr(self.vqvae, lr, self.scale)
         latents = lr_latents  # x_T = y: the chain is deterministic
         for t in self.timesteps:
             model_input = torch.cat([self.scheduler.scale_model_input(latents, t), lr_condition], dim=1)

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from ..console import CLIError, error
+from ..console import CLIError, error, quiet_diffusers
 from . import ablate, demo, evaluate, export, upscale
 from .options import ArgumentParser
 
@@ -64,9 +64,8 @@ def main(argv=None) -> int:
     if problem:
         error(f"{problem} (see `deltadiff {args.command} --help`)")
         return 2
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()
+    if args.command != "upscale":  # upscale imports diffusers only where it loads a pipeline (and quiets it there)
+        quiet_diffusers()
     terminate_like_interrupt()
     try:
         return args.func(args)

@@ -1,5 +1,8 @@
 """`upscale --backend`: which engine runs the UNet (torch, or ONNX Runtime on the CPU), chosen before the model loads."""
 
+import json
+from pathlib import Path
+
 from ..console import DTYPES, CLIError, one_line, warning
 from ..onnx_backend import BACKENDS
 
@@ -44,3 +47,72 @@ def apply_backend(pipe, backend: str, requested: str = "onnxruntime"):
         raise CLIError(
             f"--backend onnxruntime: cannot run the model there ({one_line(err)}); pass --backend torch"
         ) from err
+
+
+def graph_config(folder: Path, scale: int | None) -> tuple[int, int, int] | None:
+    """`(factor, most steps, auto_tile_threshold)` of a pipeline folder from its JSON files, or `None` where the
+    graph cannot stand in for its pipeline (a stochastic chain, a value missing): the pipeline then runs alone."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+        scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        values = int(index["upscale_factor"]), int(scheduler["num_train_timesteps"]), int(index["auto_tile_threshold"])
+        deterministic = float(scheduler.get("kappa", 0.0)) == 0.0
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return values if deterministic else None
+
+
+def graph_upscaler(args, model: str, scale: int | None, load_pipeline):
+    """
+    For `--backend onnxruntime` (or `auto` choosing it): a [`~onnx_upscaler.GraphUpscaler`] running the model's
+    exported graph, cached under a hash of the model folder's files; the first run loads the pipeline
+    (`load_pipeline()`) and exports the graph into the cache. Where it cannot (a Hub id, a stochastic model, an
+    export or a session failing, a cache that cannot be written), the pipeline with its UNet on ONNX Runtime, as
+    [`apply_backend`] makes it.
+    """
+    from ..onnx_upscaler import GraphConfig, GraphUpscaler, graph_cache_path, session_for
+
+    requested = getattr(args, "backend", "auto")
+    folder = Path(model)
+    config = graph_config(folder, scale) if folder.is_dir() else None
+    if config is None:
+        return apply_backend(load_pipeline(), "onnxruntime", requested)
+    factor, most, threshold = config
+    if scale is not None and factor != scale:
+        raise CLIError(f"{model}: the model upscales x{factor}, not x{scale} (--scale {scale})")
+    if args.steps is not None and args.steps > most:
+        name = args.model or f"the default x{factor} model"
+        raise CLIError(f"--steps {args.steps}: {name} runs at most {most} steps (pass 1 to {most})")
+    try:
+        path, pipe = graph_cache_path(folder, args.steps), None
+    except OSError:  # a file of the model unreadable: the pipeline says so
+        return apply_backend(load_pipeline(), "onnxruntime", requested)
+    try:
+        session = session_for(str(path)) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a cached file cut short or damaged: exported again below
+        session = None
+    if session is None:
+        pipe = load_pipeline()
+        try:
+            export_graph(pipe, path, args.steps)
+            session = session_for(str(path))
+        except Exception:  # noqa: BLE001 - no graph: the pipeline runs every image
+            return apply_backend(pipe, "onnxruntime", requested)
+    metadata = session.get_modelmeta().custom_metadata_map
+    graph = GraphConfig(int(metadata["upscale_factor"]), int(metadata["num_inference_steps"]), threshold)
+
+    def pipeline():
+        return apply_backend(pipe or load_pipeline(), "onnxruntime", requested)
+
+    return GraphUpscaler(session, graph, pipeline)
+
+
+def export_graph(pipe, path: Path, steps: int | None):
+    """The pipeline's graph exported into the cache file `path` (whole or not at all), its folder's leftovers of
+    killed exports removed first."""
+    from ..atomic_files import remove_stale_temporaries
+    from ..onnx_export import export_onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries([path.parent], busy=True)
+    export_onnx(pipe, path, steps)

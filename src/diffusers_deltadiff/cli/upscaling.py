@@ -8,7 +8,18 @@ import PIL.Image
 import torch
 
 from ..atomic_files import AlreadyExists, remove_stale_temporaries
-from ..console import CLIError, check_steps, error, load_pipeline, note, one_line, progress, warn_dtype, warning
+from ..console import (
+    CLIError,
+    check_steps,
+    error,
+    load_pipeline,
+    note,
+    one_line,
+    progress,
+    resolve_model,
+    warn_dtype,
+    warning,
+)
 from ..image_io import (
     FORMATS,
     flattened_for,
@@ -20,7 +31,7 @@ from ..image_io import (
     to_output_image,
 )
 from ..image_utils import to_unit_tensor
-from .backend import apply_backend, check_backend
+from .backend import apply_backend, check_backend, graph_upscaler
 from .outscale import outscale_model_factor, requested_size, resize_to_target
 from .paths import (
     check_output_flags,
@@ -91,14 +102,25 @@ def upscale_summary(output: Path, written: int, skipped: int, failed: int, per_p
 
 
 def load_upscaler(args, device: str, warn: bool = True):
-    """The pipeline for `upscale`, its `--steps` checked."""
+    """
+    What upscales for `upscale`: the pipeline on `--backend`, its `--steps` checked; on ONNX Runtime, the model's
+    exported graph in front of it ([`~cli.backend.graph_upscaler`]: diffusers is imported only if a call needs the
+    pipeline itself).
+    """
     if warn:
         warn_dtype(device, args.dtype)
     backend = check_backend(args, device)
     scale = args.scale or outscale_model_factor(args)
-    pipe = load_pipeline(args.model, device, args.dtype, scale=scale, denoise=getattr(args, "denoise", None))
-    check_steps(pipe, [args.steps], args.model or f"the default x{pipe.upscale_factor} model")
-    return apply_backend(pipe, backend, getattr(args, "backend", "auto"))
+    denoise = getattr(args, "denoise", None)
+
+    def pipeline():
+        pipe = load_pipeline(args.model, device, args.dtype, scale=scale, denoise=denoise)
+        check_steps(pipe, [args.steps], args.model or f"the default x{pipe.upscale_factor} model")
+        return pipe
+
+    if backend == "onnxruntime" and denoise is None:
+        return graph_upscaler(args, resolve_model(args.model, scale), scale, pipeline)
+    return apply_backend(pipeline(), backend, getattr(args, "backend", "auto"))
 
 
 def upscale_one(pipe, args, source_path: Path, dest: Path, outputs: list[Path], created: list[Path]) -> list[Path]:

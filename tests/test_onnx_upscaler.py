@@ -1,0 +1,201 @@
+"""The CLI's graph path on ONNX Runtime: the exported graph stands in for the pipeline, diffusers never imported."""
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import random_image, write_image
+from diffusers_deltadiff.cli import main
+from diffusers_deltadiff.cli.backend import graph_upscaler
+from diffusers_deltadiff.encoding import bicubic_space_to_depth
+from diffusers_deltadiff.onnx_upscaler import GraphUpscaler, graph_cache_path
+from diffusers_deltadiff.pretrained import from_pretrained
+from diffusers_deltadiff.testing_utils import tiny_lossless_pipeline
+
+
+pytest.importorskip("onnxruntime")
+
+HALF_LEVEL = 0.5 / 255
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """Each test its own cache folder: which runs export is part of what is tested."""
+    folder = tmp_path / "onnx-cache"
+    monkeypatch.setenv("DELTADIFF_CACHE", str(folder))
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def saved_model(folder, seed=0, **config):
+    pipe = tiny_lossless_pipeline(seed=seed)
+    pipe.register_to_config(**config)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def levels(path):
+    with PIL.Image.open(path) as image:
+        return np.asarray(image).astype(np.int64)
+
+
+def loaded_graph(folder, steps=None):
+    """The upscaler `deltadiff upscale --model folder` runs, and a list that counts the pipeline loads it makes."""
+    loads = []
+
+    def load():
+        loads.append(1)
+        return from_pretrained(str(folder))
+
+    args = SimpleNamespace(steps=steps, backend="auto", model=str(folder))
+    return graph_upscaler(args, str(folder), None, load), loads
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+@pytest.mark.parametrize("size", [(1, 1), (1, 5), (2, 2), (7, 3), (16, 11)])
+def test_bicubic_space_to_depth_is_the_upsampling_rearranged(scale, size):
+    """The graph's `y`, a grouped 5x5 convolution at LR size, against torch's own bicubic upsampling, clamped and
+    rearranged: equal within float error at every size, edges included."""
+    lr = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(scale)) * 2 - 1
+    upsampled = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False) if scale > 1 else lr
+    expected = F.pixel_unshuffle(upsampled.clamp(-1, 1), scale)
+    got = bicubic_space_to_depth(lr, scale)
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+@pytest.mark.parametrize("size", [(9, 13), (1, 1), (4, 17)])
+def test_the_graph_computes_what_the_pipeline_computes(tmp_path, mode, size):
+    """Float outputs within half an 8-bit level of the torch pipeline's (gray in, gray out; alpha dropped), at odd
+    sizes; the pipeline itself is never loaded once the graph is cached (the first load exports it)."""
+    folder = saved_model(tmp_path / "model", seed=3)
+    image = random_image(*size, seed=1, mode=mode)
+    expected = tiny_lossless_pipeline(seed=3)(image, output_type="pt").images
+    upscaler, loads = loaded_graph(folder)  # exports
+    assert isinstance(upscaler, GraphUpscaler) and loads == [1]
+    upscaler, loads = loaded_graph(folder)  # from the cache
+    got = upscaler(image, output_type="pt").images
+    assert got.shape == expected.shape == (1, 3, 4 * size[0], 4 * size[1])
+    assert float((got - expected).abs().max()) < HALF_LEVEL
+    pil = upscaler(image).images[0]
+    assert np.abs(np.asarray(pil).astype(int) - np.asarray(expected[0].permute(1, 2, 0) * 255).round()).max() <= 1
+    assert loads == []
+
+
+def test_calls_the_graph_cannot_make_go_to_the_pipeline(tmp_path):
+    """An image the pipeline tiles (over `auto_tile_threshold`), another step count, a tile size, the steps strip:
+    the pipeline computes them (loaded once, on the first such call); the rest never loads it."""
+    folder = saved_model(tmp_path / "model", seed=5, auto_tile_threshold=8)
+    pipe = from_pretrained(str(folder))
+    loaded_graph(folder)
+    upscaler, loads = loaded_graph(folder)
+    small, large = random_image(8, 6, seed=2), random_image(9, 20, seed=3)
+    upscaler(small)
+    assert loads == []
+    for image, kwargs in [
+        (large, {}),
+        (small, {"num_inference_steps": 2}),
+        (small, {"tile_size": 4}),
+        (small, {"return_intermediates": True}),
+    ]:
+        got = upscaler(image, output_type="pt", **kwargs)
+        expected = pipe(image, output_type="pt", **kwargs)
+        assert float((got.images - expected.images).abs().max()) < HALF_LEVEL
+        assert (got.intermediate_images is None) == (expected.intermediate_images is None)
+    assert loads == [1]
+    whole = upscaler(large, output_type="pt", tile_size=0).images  # asked whole: the graph
+    assert float((whole - pipe(large, output_type="pt", tile_size=0).images).abs().max()) < HALF_LEVEL
+    assert loads == [1]
+
+
+def test_a_second_run_imports_neither_diffusers_nor_the_pipeline(tmp_path):
+    """
+    The point of the graph path: `deltadiff upscale` spent about 3 s importing diffusers before its first image.
+    Before, every run imported it; now only the run that exports the graph does, and the output is the same file.
+    """
+    folder = saved_model(tmp_path / "model", seed=1)
+    source = write_image(tmp_path / "a.png", 10, 7)
+    script = (
+        "import sys; from diffusers_deltadiff.cli import main; code = main(sys.argv[1:]); "
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('diffusers', 'onnx'))})); sys.exit(code)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    imported = []
+    for name in ("first", "second"):
+        argv = ["upscale", str(source), "-o", str(tmp_path / f"{name}.png"), "--model", str(folder)]
+        done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        imported.append(done.stdout.strip().splitlines()[-1])
+    assert imported == [
+        "['diffusers', 'diffusers_deltadiff', 'onnx', 'onnxruntime']",
+        "['diffusers_deltadiff', 'onnxruntime']",
+    ]
+    assert (tmp_path / "first.png").read_bytes() == (tmp_path / "second.png").read_bytes()
+
+
+def test_a_changed_model_is_never_served_by_the_old_graph(tmp_path, capsys):
+    """Other weights saved into the same folder (a fine-tune written over, a model copied in): the next run exports
+    and runs the new model, within a level of torch's output of it; the first model's graph stays in the cache."""
+    folder, source = tmp_path / "model", write_image(tmp_path / "a.png", 9, 11)
+    outputs = {}
+    for seed in (1, 2):
+        saved_model(folder, seed=seed)
+        for backend in ("auto", "torch"):
+            out = tmp_path / f"{seed}-{backend}.png"
+            code, _, err = run(capsys, "upscale", source, "-o", out, "--model", folder, "--backend", backend)
+            assert code == 0, err
+            outputs[seed, backend] = levels(out)
+    assert np.abs(outputs[2, "auto"] - outputs[2, "torch"]).max() <= 1
+    assert np.abs(outputs[2, "auto"] - outputs[1, "auto"]).max() > 10
+    assert len(list((tmp_path / "onnx-cache").glob("graph-*.onnx"))) == 2
+
+
+def test_a_folder_config_change_is_a_new_graph(tmp_path):
+    """The key covers every file of the model, configs included: a changed border padding is another graph."""
+    folder = saved_model(tmp_path / "model")
+    first = graph_cache_path(folder, None)
+    assert graph_cache_path(folder, None) == first and graph_cache_path(folder, 2) != first
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "border_padding": 3}))
+    assert graph_cache_path(folder, None) != first
+
+
+def test_a_cache_that_cannot_be_written_runs_the_pipeline(tmp_path, capsys, monkeypatch):
+    """`DELTADIFF_CACHE` naming a file (or a read-only folder): the run still upscales, with the pipeline."""
+    folder, source = saved_model(tmp_path / "model", seed=2), write_image(tmp_path / "a.png", 6, 9)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("DELTADIFF_CACHE", str(blocker))
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "out.png", "--model", folder)
+    assert code == 0 and err == "", err
+    code, _, err = run(
+        capsys, "upscale", source, "-o", tmp_path / "torch.png", "--model", folder, "--backend", "torch"
+    )
+    assert np.abs(levels(tmp_path / "out.png") - levels(tmp_path / "torch.png")).max() <= 1
+    assert blocker.read_text() == ""
+
+
+def test_a_stochastic_model_runs_on_the_pipeline(tmp_path, capsys):
+    """ResShift (kappa > 0) has no single graph: the pipeline runs it, seeded as on torch, and no graph is cached."""
+    folder, source = tmp_path / "model", write_image(tmp_path / "a.png", 6, 9)
+    tiny_lossless_pipeline(seed=4, kappa=2.0).save_pretrained(folder)
+    for backend in ("auto", "torch"):
+        code, _, err = run(capsys, "upscale", source, "-o", tmp_path / f"{backend}.png", "--model", folder,
+                           "--backend", backend)  # fmt: skip
+        assert code == 0, err
+    assert np.abs(levels(tmp_path / "auto.png") - levels(tmp_path / "torch.png")).max() <= 1
+    assert not list((tmp_path / "onnx-cache").glob("graph-*"))
