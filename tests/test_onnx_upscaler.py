@@ -149,7 +149,7 @@ def test_a_second_run_imports_neither_diffusers_nor_the_pipeline(tmp_path):
 
 def test_a_changed_model_is_never_served_by_the_old_graph(tmp_path, capsys):
     """Other weights saved into the same folder (a fine-tune written over, a model copied in): the next run exports
-    and runs the new model, within a level of torch's output of it; the first model's graph stays in the cache."""
+    and runs the new model, within a level of torch's output of it, and removes the first model's graph."""
     folder, source = tmp_path / "model", write_image(tmp_path / "a.png", 9, 11)
     outputs = {}
     for seed in (1, 2):
@@ -161,7 +161,8 @@ def test_a_changed_model_is_never_served_by_the_old_graph(tmp_path, capsys):
             outputs[seed, backend] = levels(out)
     assert np.abs(outputs[2, "auto"] - outputs[2, "torch"]).max() <= 1
     assert np.abs(outputs[2, "auto"] - outputs[1, "auto"]).max() > 10
-    assert len(list((tmp_path / "onnx-cache").glob("graph-*.onnx"))) == 2
+    # the first model's graph is gone: it would never be read again (before, each update left 17 MB for good)
+    assert [p.name for p in (tmp_path / "onnx-cache").glob("graph-*.onnx")] == [graph_cache_path(folder, None).name]
 
 
 def test_a_folder_config_change_is_a_new_graph(tmp_path):
@@ -172,6 +173,8 @@ def test_a_folder_config_change_is_a_new_graph(tmp_path):
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps({**index, "border_padding": 3}))
     assert graph_cache_path(folder, None) != first
+    other = saved_model(tmp_path / "other")  # the same files elsewhere: another slot, never removed for this one
+    assert graph_cache_path(other, None).name.split("-")[1] != first.name.split("-")[1]
 
 
 def test_a_cache_that_cannot_be_written_runs_the_pipeline(tmp_path, capsys, monkeypatch):

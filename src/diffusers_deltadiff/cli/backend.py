@@ -108,11 +108,13 @@ def graph_upscaler(args, model: str, scale: int | None, load_pipeline):
 
 
 def export_graph(pipe, path: Path, steps: int | None):
-    """The pipeline's graph exported into the cache file `path` (whole or not at all), its folder's leftovers of
-    killed exports removed first."""
+    """The pipeline's graph exported into the cache file `path` (whole or not at all); the folder's leftovers of
+    killed exports, and the graphs this one replaces (the model's earlier files or code), removed."""
     from ..atomic_files import remove_stale_temporaries
     from ..onnx_export import export_onnx
+    from ..onnx_upscaler import remove_older_graphs
 
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries([path.parent], busy=True)
     export_onnx(pipe, path, steps)
+    remove_older_graphs(path)
