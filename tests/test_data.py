@@ -3,7 +3,7 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import random_image
+from conftest import random_image, write_image
 from diffusers_deltadiff.data import SRTrainDataset, collate_sr, load_hr_dataset, make_dataloader
 from diffusers_deltadiff.degradations import Degradation, bicubic_downsample
 
@@ -78,6 +78,29 @@ def test_samples_depend_on_seed_epoch_index_only(tmp_path, hf_home):
     loader = make_dataloader(b, batch_size=3, num_workers=2, shuffle=False)
     batch = next(iter(loader))
     assert torch.equal(batch["hr"][2], b[2]["hr"])
+
+
+def test_an_lr_folder_with_two_images_for_one_name_is_refused(tmp_path, hf_home):
+    """
+    `a.png` and `ax4.png` (or `a.png` in two subfolders) both pair with the HR image `a`. Before: training silently
+    used the last one in sorted order, while `deltadiff evaluate` refused the same folder. Now both refuse it, naming
+    the files.
+    """
+    write_images(tmp_path / "hr", [(64, 48)])  # train_img0.png
+    for name in ("train_img0.png", "train_img0x4.png", "other.png"):
+        write_image(tmp_path / "lr" / name, 12, 16)
+    with pytest.raises(ValueError) as raised:
+        SRTrainDataset(load_hr_dataset(train_data_dir=str(tmp_path / "hr")), 32, 4, lr_dir=str(tmp_path / "lr"))
+    lr = tmp_path / "lr"
+    assert str(raised.value) == (
+        f"{lr}: 2 LR images pair with the HR name train_img0 ({lr / 'train_img0.png'}, {lr / 'train_img0x4.png'}): "
+        "keep one"
+    )
+    (lr / "train_img0.png").unlink()
+    (lr / "sub").mkdir()
+    write_image(lr / "sub" / "train_img0.png", 12, 16)  # the same name one folder down
+    with pytest.raises(ValueError, match="2 LR images pair with the HR name train_img0"):
+        SRTrainDataset(load_hr_dataset(train_data_dir=str(tmp_path / "hr")), 32, 4, lr_dir=str(lr))
 
 
 def test_paired_lr_folder(tmp_path, hf_home):

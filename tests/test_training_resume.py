@@ -367,3 +367,21 @@ def test_a_batch_larger_than_the_training_images_stops_before_it_writes(trainer,
         trainer.main(args)
     assert str(stop.value.code) == f"error: --train_batch_size 5: more than the 4 images of --train_data_dir {data}"
     assert not out.exists()
+
+
+def test_an_lr_folder_with_two_images_for_one_name_stops_before_it_writes(trainer, data, tmp_path):
+    """Before: the run trained on whichever of `img0.png` and `img0x4.png` sorted last, without a word."""
+    lr, out = tmp_path / "lr", tmp_path / "out"
+    lr.mkdir()
+    for name in ("img0.png", "img0x4.png"):
+        PIL.Image.new("RGB", (10, 10)).save(lr / name)
+    args = trainer.parse_args(
+        [*TINY, "--train_data_dir", str(data), "--output_dir", str(out), "--train_lr_dir", str(lr)]
+    )
+    with pytest.raises(SystemExit) as stop:
+        trainer.main(args)
+    assert str(stop.value.code) == (
+        f"error: --train_lr_dir {lr}: 2 LR images pair with the HR name img0 ({lr / 'img0.png'}, {lr / 'img0x4.png'}): "
+        "keep one"
+    )
+    assert not out.exists()

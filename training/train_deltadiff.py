@@ -51,7 +51,14 @@ from diffusers_deltadiff.arguments import (
     sha256_hex,
     unit_interval,
 )
-from diffusers_deltadiff.data import IMAGE_EXTENSIONS, SRTrainDataset, list_images, load_hr_dataset, make_dataloader
+from diffusers_deltadiff.data import (
+    IMAGE_EXTENSIONS,
+    SRTrainDataset,
+    index_lr_folder,
+    list_images,
+    load_hr_dataset,
+    make_dataloader,
+)
 from diffusers_deltadiff.degradations import DEGRADATIONS, Degradation
 from diffusers_deltadiff.image_io import missing_folders
 from diffusers_deltadiff.image_utils import image_grid
@@ -319,6 +326,11 @@ def folder_problem(args) -> str | None:
             return (
                 f"--train_batch_size {args.train_batch_size}: more than the {len(images)} images of --{flag} {folder}"
             )
+        if flag == "train_lr_dir":
+            try:
+                index_lr_folder(folder)
+            except ValueError as err:  # two LR images for one HR name: which one is meant is not guessed
+                return f"--{flag} {err}"
     existing, _ = missing_folders(Path(args.output_dir))  # the nearest that exists: the folder, or above it
     if not existing.is_dir():
         return f"--output_dir {args.output_dir}: {existing} is not a folder"

@@ -99,12 +99,27 @@ def augment(images: list[torch.Tensor], rng: np.random.Generator) -> list[torch.
 
 
 def index_lr_folder(lr_dir: str) -> dict[str, str]:
-    """Map the stem of every image under `lr_dir` (recursive) to its path, for HR/LR pairing by file name."""
+    """
+    Map the name of every HR image the images under `lr_dir` (recursive) pair with ([`lr_stem`]) to its LR image. Two
+    LR images for one name (`a.png` and `ax4.png`, or `a.png` in two subfolders) are a `ValueError` naming them: which
+    one is meant is not guessed (before, the last one in sorted order was used without a word).
+    """
     paths = {}
-    for path in sorted(Path(lr_dir).rglob("*")):
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            paths[lr_stem(path)] = str(path)
+    for stem, images in lr_images_by_name(lr_dir).items():
+        if len(images) > 1:
+            raise ValueError(
+                f"{lr_dir}: {len(images)} LR images pair with the HR name {stem} ({', '.join(images)}): keep one"
+            )
+        paths[stem] = images[0]
     return paths
+
+
+def lr_images_by_name(lr_dir: str) -> dict[str, list[str]]:
+    """The images of `lr_dir` (recursive) by the HR name they pair with ([`lr_stem`]): `a.png`, `ax4.png`."""
+    images = {}
+    for path in list_images(lr_dir):
+        images.setdefault(lr_stem(Path(path)), []).append(path)
+    return images
 
 
 def lr_stem(path: Path) -> str:

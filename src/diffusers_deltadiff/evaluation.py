@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .atomic_files import write_file_atomic
 from .baselines import Bicubic
-from .data import list_images, lr_stem, open_image
+from .data import list_images, lr_images_by_name, open_image
 from .degradations import Degradation
 from .image_utils import bicubic_resize, center_crop, image_grid, to_unit_tensor
 from .metrics import psnr_cbcr, psnr_y, ssim_y
@@ -253,14 +253,6 @@ def hr_images(hr_dir: str, lr_dir: str | None) -> list[str]:
     if lr_root is None or lr_root == Path(hr_dir).resolve():
         return files
     return [f for f in files if lr_root not in Path(f).resolve().parents]
-
-
-def lr_images_by_name(lr_dir: str) -> dict[str, list[str]]:
-    """The images of `lr_dir` (recursive) by the HR name they pair with ([`~data.lr_stem`]): `a.png`, `ax4.png`."""
-    images = {}
-    for path in list_images(lr_dir):
-        images.setdefault(lr_stem(Path(path)), []).append(path)
-    return images
 
 
 def read_pair(path: str, lr_paths: dict[str, list[str]], lr_dir: str, scale: int, crop: int | None):
