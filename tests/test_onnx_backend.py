@@ -5,6 +5,7 @@ The tiling tests of the torch path are run here again, unchanged, on pipelines w
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +290,31 @@ def test_one_model_in_two_folders_has_one_cache_file(tmp_path, monkeypatch):
     unets = [from_pretrained(path).unet for path in ("model", "./model", str(tmp_path / "model"), "copy")]
     assert len({unet_cache_path(unet) for unet in unets}) == 1
     assert unet_cache_path(from_pretrained("model").unet) != unet_cache_path(tiny_lossless_pipeline(seed=6).unet)
+
+
+def test_the_cache_keeps_the_most_recently_used_exports(tmp_path):
+    """
+    Before: the cache only grew, 17 MB for every model, release and `--denoise` value ever run (each blend is a UNet
+    of its own). Now a new export leaves the `CACHE_FILES` most recently used exports (a read counts as a use) and
+    nothing else of the folder is touched.
+    """
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    now = time.time()
+    fakes = [folder / f"unet-{i:032x}.onnx" for i in range(onnx_backend.CACHE_FILES)]
+    fakes += [folder / f"graph-{i:012x}-{i:032x}.onnx" for i in range(2)]
+    for age, path in enumerate(fakes):  # the first the newest
+        path.write_bytes(b"an export")
+        os.utime(path, (now - 100 - age, now - 100 - age))
+    others = [folder / "notes.txt", folder / "mine.onnx"]
+    for path in others:
+        path.write_bytes(b"not ours")
+        os.utime(path, (now - 10_000, now - 10_000))
+    onnx_backend.mark_used(fakes[-1])  # the oldest, just read
+    unet = tiny_lossless_pipeline(seed=9).unet
+    new = Path(onnx_backend.unet_model(unet, folder))
+    kept = sorted(p for p in folder.iterdir() if p not in others)
+    assert kept == sorted([new, fakes[-1], *fakes[: onnx_backend.CACHE_FILES - 2]])
+    assert all(p.read_bytes() == b"not ours" for p in others)
+    assert onnx_backend.unet_model(unet, folder) == str(new)  # a hit: nothing removed
+    assert len(list(folder.iterdir())) == onnx_backend.CACHE_FILES + 2

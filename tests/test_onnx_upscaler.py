@@ -202,3 +202,15 @@ def test_a_stochastic_model_runs_on_the_pipeline(tmp_path, capsys):
         assert code == 0, err
     assert np.abs(levels(tmp_path / "auto.png") - levels(tmp_path / "torch.png")).max() <= 1
     assert not list((tmp_path / "onnx-cache").glob("graph-*"))
+
+
+def test_a_graph_read_from_the_cache_counts_as_used(tmp_path, capsys):
+    """The cache keeps the most recently used exports: a run that reads a graph marks it (its modification time)."""
+    folder, source = saved_model(tmp_path / "model", seed=6), write_image(tmp_path / "a.png", 5, 7)
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "first.png", "--model", folder)
+    assert code == 0, err
+    path = graph_cache_path(folder, None)
+    os.utime(path, (1_000_000, 1_000_000))
+    code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "again.png", "--model", folder)
+    assert code == 0, err
+    assert path.stat().st_mtime > 1_000_000

@@ -10,10 +10,12 @@ of the inputs stay the torch path's own code. The UNet is exported once ([`~onnx
 batch, height and width) and kept in a cache folder under a hash of its weights and config ([`unet_cache_path`]).
 """
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -23,6 +25,10 @@ from .atomic_files import remove_stale_temporaries, write_file_atomic
 
 # what `auto` picks from, and what `--backend` takes (this module imports only torch at first: the CLI reads this)
 BACKENDS = ("auto", "torch", "onnxruntime")
+# the exports the cache keeps, the most recently used (17 MB each for the shipped models; every `--denoise` value
+# is a UNet of its own)
+CACHE_FILES = 16
+CACHE_NAME = re.compile(r"(unet|graph)-[0-9a-f-]+\.onnx")
 
 
 def onnxruntime_available() -> bool:
@@ -76,6 +82,37 @@ def unet_cache_path(unet: torch.nn.Module, folder: Path | None = None) -> Path:
     return (folder or cache_dir()) / f"unet-{digest.hexdigest()[:32]}.onnx"
 
 
+def mark_used(path: Path):
+    """A cached export just read: its modification time set to now, so that [`prune_cache`] keeps it the longest."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def prune_cache(folder: Path, keep: int = CACHE_FILES) -> list[Path]:
+    """
+    The cache's exports (this module's UNets, [`~onnx_upscaler`]'s graphs: their names only) beyond the `keep` most
+    recently used, removed; the ones removed are returned. Before, the cache only grew: 17 MB for every model, every
+    release and every `--denoise` value ever run. A process about to read a removed file exports it again.
+    """
+    try:
+        files = [p for p in folder.iterdir() if CACHE_NAME.fullmatch(p.name)]
+    except OSError:
+        return []
+
+    def used(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    removed = []
+    for path in sorted(files, key=used, reverse=True)[keep:]:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 class _UNetSample(torch.nn.Module):
     """`unet(sample, timestep).sample`, the traced function."""
 
@@ -114,6 +151,7 @@ def unet_model(unet: torch.nn.Module, folder: Path | None = None, refresh: bool 
     """
     path = unet_cache_path(unet, folder)
     if path.is_file() and not refresh:
+        mark_used(path)
         return str(path)
     buffer = io.BytesIO()
     export_unet(unet, buffer)
@@ -123,6 +161,7 @@ def unet_model(unet: torch.nn.Module, folder: Path | None = None, refresh: bool 
         write_file_atomic(path, buffer.getbuffer(), replace=True)
     except OSError:
         return buffer.getvalue()
+    prune_cache(path.parent)
     return str(path)
 
 

@@ -70,6 +70,7 @@ def graph_upscaler(args, model: str, scale: int | None, load_pipeline):
     export or a session failing, a cache that cannot be written), the pipeline with its UNet on ONNX Runtime, as
     [`apply_backend`] makes it.
     """
+    from ..onnx_backend import mark_used
     from ..onnx_upscaler import GraphConfig, GraphUpscaler, graph_cache_path, session_for
 
     requested = getattr(args, "backend", "auto")
@@ -91,6 +92,8 @@ def graph_upscaler(args, model: str, scale: int | None, load_pipeline):
         session = session_for(str(path)) if path.is_file() else None
     except Exception:  # noqa: BLE001 - a cached file cut short or damaged: exported again below
         session = None
+    if session is not None:
+        mark_used(path)
     if session is None:
         pipe = load_pipeline()
         try:
@@ -109,8 +112,10 @@ def graph_upscaler(args, model: str, scale: int | None, load_pipeline):
 
 def export_graph(pipe, path: Path, steps: int | None):
     """The pipeline's graph exported into the cache file `path` (whole or not at all); the folder's leftovers of
-    killed exports, and the graphs this one replaces (the model's earlier files or code), removed."""
+    killed exports, the graphs this one replaces (the model's earlier files or code) and the exports beyond the
+    cache's bound ([`~onnx_backend.prune_cache`]) removed."""
     from ..atomic_files import remove_stale_temporaries
+    from ..onnx_backend import prune_cache
     from ..onnx_export import export_onnx
     from ..onnx_upscaler import remove_older_graphs
 
@@ -118,3 +123,4 @@ def export_graph(pipe, path: Path, steps: int | None):
     remove_stale_temporaries([path.parent], busy=True)
     export_onnx(pipe, path, steps)
     remove_older_graphs(path)
+    prune_cache(path.parent)
