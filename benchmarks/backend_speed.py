@@ -4,7 +4,8 @@
         [--compile] [--hr ../shared/data/benchmarks/Set5]
 
 Rows: torch eager (the reference), torch channels_last, `torch.compile` (with `--compile`), ONNX Runtime
-(`onnx_backend.use_onnxruntime`), OpenVINO f32 and bf16 (where `openvino` is installed: not a dependency), torch with
+(`onnx_backend.use_onnxruntime`: the UNet alone), ONNX Runtime running the whole exported graph (what `deltadiff
+upscale` runs, `onnx_upscaler`), OpenVINO f32 and bf16 (where `openvino` is installed: not a dependency), torch with
 its 3x3 convolutions run by NNPACK (Winograd: fewer multiplications than a direct convolution; where torch has
 NNPACK), torch bf16 weights and activations; then the peers FSRCNN (d56 s12 m4, random weights: its speed does not depend on them) and
 PIL bicubic. Each row: seconds per output megapixel (median), its ratio to eager per repeat, the achieved GFLOP/s
@@ -87,6 +88,31 @@ def conv_rates(unet, size: int, repeats: int = 3):
         print(f"- {cin} -> {cout}: {rates[0]:.0f} / {rates[1]:.0f}")
 
 
+class WholeGraph:
+    """The pipeline's exported graph (`onnx_export.export_onnx`, in a temporary folder) in an ONNX Runtime session, as
+    `deltadiff upscale` runs it: `__call__(image, output_type)` with the pipeline's `images` (`np` or `pt`)."""
+
+    def __init__(self, pipe):
+        import tempfile
+
+        from diffusers_deltadiff.onnx_export import export_onnx
+        from diffusers_deltadiff.onnx_upscaler import session_for
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = export_onnx(pipe, Path(folder) / "graph.onnx")
+            self.session = session_for(path.read_bytes())
+
+    def __call__(self, image, output_type: str = "np"):
+        from types import SimpleNamespace
+
+        from diffusers_deltadiff.image_utils import to_unit_tensor
+
+        upscaled = self.session.run(None, {"image": to_unit_tensor(image)[None].numpy()})[0]
+        return SimpleNamespace(
+            images=torch.from_numpy(upscaled) if output_type == "pt" else upscaled.transpose(0, 2, 3, 1)
+        )
+
+
 def backend_pipelines(pipe, compile: bool) -> dict:
     """The pipeline on every backend this machine has (copies: `pipe` stays eager torch)."""
     pipes = {"torch eager": pipe}
@@ -98,6 +124,10 @@ def backend_pipelines(pipe, compile: bool) -> dict:
         compiled.unet = torch.compile(compiled.unet)
         pipes["torch.compile (inductor)"] = compiled
     pipes["onnxruntime"] = use_onnxruntime(copy.deepcopy(pipe))
+    try:
+        pipes["onnxruntime, whole graph (the CLI's)"] = WholeGraph(pipe)
+    except ImportError:  # the export's metadata needs `onnx`
+        pass
     try:
         import openvino  # noqa: F401
     except ImportError:
