@@ -228,6 +228,9 @@ def test_older_folders_naming_package_modules_load(saved, tmp_path):
         f"from diffusers_deltadiff import DeltaDiffPipeline; pipe = DeltaDiffPipeline.from_pretrained({str(old)!r})",
         "from diffusers import DiffusionPipeline; "
         f"pipe = DiffusionPipeline.from_pretrained({str(old)!r}, custom_pipeline={str(old)!r}, trust_remote_code=True)",
+        # the package imports its modules on first use: diffusers must still find the ones the folder names
+        "import diffusers_deltadiff; from diffusers import DiffusionPipeline; pipe = DiffusionPipeline.from_pretrained("
+        f"{str(old)!r}, custom_pipeline=diffusers_deltadiff.custom_pipeline_path(), trust_remote_code=True)",
     ):
         script = f"""
             import numpy as np

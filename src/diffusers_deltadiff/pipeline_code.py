@@ -30,6 +30,7 @@ it still reads older folders that name the package modules (`diffusers_deltadiff
 This module is copied into saved folders: it imports nothing from the package.
 """
 
+import contextlib
 import importlib
 import inspect
 import json
@@ -89,6 +90,19 @@ def with_package_modules(model_index: dict) -> dict:
     return model_index
 
 
+def import_package_modules(model_index: dict):
+    """
+    Import the package modules that `model_index` names (`diffusers_deltadiff.unet_local_norm`: folders saved before
+    0.2). diffusers builds a component from a module outside its own libraries only if the process has imported it
+    already, and the package imports its modules on first use, not when it is imported. Nothing for other names, or
+    without the package (diffusers alone).
+    """
+    for _, library, _ in component_entries(model_index):
+        if own_module(library) and library.startswith(f"{PACKAGE}."):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(library)
+
+
 def code_files(cls) -> list[str]:
     """The source of `cls`'s module and of every module it imports relatively (recursively)."""
     source = inspect.getsourcefile(cls)
@@ -146,6 +160,16 @@ class CarriesCode:
         if isinstance(loaded, tuple):
             return (with_package_modules(loaded[0]), *loaded[1:])
         return with_package_modules(loaded)
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """
+        [`ConfigMixin.extract_init_dict`], after importing the package modules the config names
+        ([`import_package_modules`]): `DiffusionPipeline.from_pretrained(older_folder, custom_pipeline=...)` reads
+        the config with diffusers' own `load_config`, then finds the components' modules only among those imported.
+        """
+        import_package_modules(config_dict)
+        return super().extract_init_dict(config_dict, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
         """
