@@ -214,3 +214,45 @@ def test_a_graph_read_from_the_cache_counts_as_used(tmp_path, capsys):
     code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "again.png", "--model", folder)
     assert code == 0, err
     assert path.stat().st_mtime > 1_000_000
+
+
+class FailingOnWideImages:
+    """An ONNX Runtime session that fails, as ONNX Runtime does (its own exception class), on inputs over 10 wide."""
+
+    def __init__(self, session, error):
+        self.session, self.error = session, error
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def run(self, outputs, feeds):
+        if next(iter(feeds.values())).shape[-1] > 10:
+            raise self.error
+        return self.session.run(outputs, feeds)
+
+
+def test_an_onnx_runtime_failure_is_one_error_line_and_the_other_images_are_upscaled(tmp_path, capsys, monkeypatch):
+    """
+    ONNX Runtime's exceptions are no `RuntimeError`s: a whole image larger than the memory (`--tile-size 0`) stopped
+    the run with a traceback, leaving the other images undone. Now a failed allocation is the torch path's
+    out-of-memory line, another failure a `RuntimeError` line, and the run goes on.
+    """
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from diffusers_deltadiff import onnx_upscaler
+
+    inputs, folder = tmp_path / "in", saved_model(tmp_path / "model", seed=2)
+    write_image(inputs / "a.png", 6, 7)
+    write_image(inputs / "b.png", 6, 20)
+    real = onnx_upscaler.session_for
+    for message, expected in [
+        ("Failed to allocate memory for requested buffer of size 376320000", "out of memory (MemoryError): ask"),
+        ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code", "RuntimeError: ONNX Runtime: [ONNXRuntimeError]"),
+    ]:
+        session = lambda model, error=Fail(message): FailingOnWideImages(real(model), error)  # noqa: E731
+        monkeypatch.setattr(onnx_upscaler, "session_for", session)
+        out = tmp_path / f"out-{expected[:3]}"
+        code, _, err = run(capsys, "upscale", inputs, "-o", out, "--model", folder, "--tile-size", 0)
+        assert code == 1
+        assert [line.startswith(f"error: {inputs / 'b.png'}: {expected}") for line in err.splitlines()] == [True]
+        assert sorted(p.name for p in out.iterdir()) == ["a.png"]

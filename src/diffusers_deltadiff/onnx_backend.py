@@ -82,6 +82,24 @@ def unet_cache_path(unet: torch.nn.Module, folder: Path | None = None) -> Path:
     return (folder or cache_dir()) / f"unet-{digest.hexdigest()[:32]}.onnx"
 
 
+def run_session(session, feeds: dict):
+    """
+    `session.run(None, feeds)[0]`, with ONNX Runtime's failures raised as Python's own: its exceptions derive from
+    `Exception` only, so a caller reporting an image's `RuntimeError` or `MemoryError` in one line (the command line,
+    which goes on with the other images) would stop at them with a traceback. A failed allocation (an image too large
+    for the memory) is a `MemoryError`, anything else a `RuntimeError`, both with ONNX Runtime's message.
+    """
+    try:
+        return session.run(None, feeds)[0]
+    except Exception as err:  # noqa: BLE001 - onnxruntime's Fail, RuntimeException, InvalidArgument...
+        if isinstance(err, (RuntimeError, MemoryError)):
+            raise
+        message = " ".join(str(err).split())
+        if "allocate" in message.lower():
+            raise MemoryError(f"ONNX Runtime: {message}") from err
+        raise RuntimeError(f"ONNX Runtime: {message}") from err
+
+
 def mark_used(path: Path):
     """A cached export just read: its modification time set to now, so that [`prune_cache`] keeps it the longest."""
     with contextlib.suppress(OSError):
@@ -209,7 +227,7 @@ class OnnxRuntimeUNet(torch.nn.Module):
         }
         from diffusers.models.unets.unet_2d import UNet2DOutput
 
-        prediction = torch.from_numpy(self.session.run(None, feeds)[0]).to(sample.device, sample.dtype)
+        prediction = torch.from_numpy(run_session(self.session, feeds)).to(sample.device, sample.dtype)
         return UNet2DOutput(sample=prediction) if return_dict else (prediction,)
 
 

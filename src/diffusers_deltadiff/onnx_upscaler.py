@@ -23,7 +23,7 @@ import PIL.Image
 import torch
 
 from .image_utils import to_unit_tensor
-from .onnx_backend import cache_dir
+from .onnx_backend import cache_dir, run_session
 
 
 PACKAGE = Path(__file__).parent
@@ -164,7 +164,7 @@ class GraphUpscaler:
                 **tiling,
             )
         lr = to_unit_tensor(image)[None].numpy()  # as the pipeline reads it: RGB in [0, 1]
-        upscaled = torch.from_numpy(self.session.run(None, {self.input_name: lr})[0])  # clamped to [0, 1]
+        upscaled = torch.from_numpy(run_session(self.session, {self.input_name: lr}))  # clamped to [0, 1]
         if output_type == "pt":
             return GraphOutput(images=upscaled)
         # the pipeline's 8-bit canvas: levels rounded half to even
