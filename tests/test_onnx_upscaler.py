@@ -256,3 +256,44 @@ def test_an_onnx_runtime_failure_is_one_error_line_and_the_other_images_are_upsc
         assert code == 1
         assert [line.startswith(f"error: {inputs / 'b.png'}: {expected}") for line in err.splitlines()] == [True]
         assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+
+
+def identity_onnx() -> bytes:
+    """A valid ONNX file that is no exported graph: `image` to `upscaled` unchanged, no metadata."""
+    import onnx
+
+    value = onnx.helper.make_tensor_value_info
+    node = onnx.helper.make_node("Identity", ["image"], ["upscaled"])
+    graph = onnx.helper.make_graph(
+        [node],
+        "identity",
+        [value("image", onnx.TensorProto.FLOAT, None)],
+        [value("upscaled", onnx.TensorProto.FLOAT, None)],
+    )
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("intruder", ["an x2 model's graph", "an ONNX file with no metadata"])
+def test_another_file_under_the_graphs_name_is_exported_again(tmp_path, capsys, intruder):
+    """
+    A cached file ONNX Runtime reads but that is not this model's graph (a cache folder copied or synced by hand, a
+    file written over): it was run as the graph, upscaling x2 where the model upscales x4, or it stopped the run with
+    a `KeyError` traceback. Now its metadata is checked: the graph is exported again, and the output is torch's.
+    """
+    from diffusers_deltadiff.onnx_export import export_onnx
+
+    folder, source = saved_model(tmp_path / "model", seed=2), write_image(tmp_path / "a.png", 6, 9)
+    path = graph_cache_path(folder, None)
+    path.parent.mkdir(parents=True)
+    if intruder == "an ONNX file with no metadata":
+        path.write_bytes(identity_onnx())
+    else:
+        export_onnx(tiny_lossless_pipeline(seed=2, scale=2), path)
+    for backend in ("auto", "torch"):
+        code, _, err = run(capsys, "upscale", source, "-o", tmp_path / f"{backend}.png", "--model", folder,
+                           "--backend", backend)  # fmt: skip
+        assert code == 0 and err == "", err
+    assert levels(tmp_path / "auto.png").shape == levels(tmp_path / "torch.png").shape == (24, 36, 3)
+    assert np.abs(levels(tmp_path / "auto.png") - levels(tmp_path / "torch.png")).max() <= 1
+    upscaler, loads = loaded_graph(folder)  # the exported graph replaced the intruder
+    assert isinstance(upscaler, GraphUpscaler) and upscaler.upscale_factor == 4 and loads == []

@@ -71,7 +71,7 @@ def graph_upscaler(args, model: str, scale: int | None, load_pipeline):
     [`apply_backend`] makes it.
     """
     from ..onnx_backend import mark_used
-    from ..onnx_upscaler import GraphConfig, GraphUpscaler, graph_cache_path, session_for
+    from ..onnx_upscaler import GraphConfig, GraphUpscaler, graph_cache_path
 
     requested = getattr(args, "backend", "auto")
     folder = Path(model)
@@ -88,26 +88,44 @@ def graph_upscaler(args, model: str, scale: int | None, load_pipeline):
         path, pipe = graph_cache_path(folder, args.steps), None
     except OSError:  # a file of the model unreadable: the pipeline says so
         return apply_backend(load_pipeline(), "onnxruntime", requested)
-    try:
-        session = session_for(str(path)) if path.is_file() else None
-    except Exception:  # noqa: BLE001 - a cached file cut short or damaged: exported again below
-        session = None
-    if session is not None:
+    opened = open_graph(path, factor)  # `None`: not cached, or damaged (exported again below)
+    if opened is not None:
         mark_used(path)
-    if session is None:
+    else:
         pipe = load_pipeline()
         try:
             export_graph(pipe, path, args.steps)
-            session = session_for(str(path))
         except Exception:  # noqa: BLE001 - no graph: the pipeline runs every image
             return apply_backend(pipe, "onnxruntime", requested)
-    metadata = session.get_modelmeta().custom_metadata_map
-    graph = GraphConfig(int(metadata["upscale_factor"]), int(metadata["num_inference_steps"]), threshold)
+        opened = open_graph(path, factor)
+        if opened is None:
+            return apply_backend(pipe, "onnxruntime", requested)
+    session, steps = opened
+    graph = GraphConfig(factor, steps, threshold)
 
     def pipeline():
         return apply_backend(pipe or load_pipeline(), "onnxruntime", requested)
 
     return GraphUpscaler(session, graph, pipeline)
+
+
+def open_graph(path: Path, factor: int):
+    """
+    `(session, steps)` of the cached graph `path` (an ONNX Runtime session and the steps it runs), or `None` where it
+    cannot stand in for the model of factor `factor`: no such file, a file cut short or damaged, or another file under
+    its name (its metadata not that of a graph of this factor).
+    """
+    from ..onnx_upscaler import session_for
+
+    try:
+        session = session_for(str(path)) if path.is_file() else None
+        metadata = session.get_modelmeta().custom_metadata_map if session is not None else {}
+    except Exception:  # noqa: BLE001 - ONNX Runtime's errors for a file it cannot read
+        return None
+    steps = metadata.get("num_inference_steps", "")
+    if metadata.get("upscale_factor") != str(factor) or not (steps.isdigit() and int(steps) > 0):
+        return None
+    return session, int(steps)
 
 
 def export_graph(pipe, path: Path, steps: int | None):
