@@ -147,6 +147,23 @@ def test_a_second_run_imports_neither_diffusers_nor_the_pipeline(tmp_path):
     assert (tmp_path / "first.png").read_bytes() == (tmp_path / "second.png").read_bytes()
 
 
+def test_the_package_still_gives_its_submodules_as_attributes():
+    """
+    `import diffusers_deltadiff` imports its classes on first use, and no longer every module with them: its
+    submodules stay attributes, as the model cards' `diffusers_deltadiff.pretrained.load_default_pipeline(...)` and
+    code written before use them (an `AttributeError` since the package became lazy); a name it lacks is still one.
+    """
+    script = (
+        "import sys, diffusers_deltadiff as d; assert 'diffusers' not in sys.modules; "
+        "print(d.pretrained.load_default_pipeline.__name__, d.onnx_export.export_onnx.__name__, "
+        "d.DeltaDiffPipeline.__name__, hasattr(d, 'nope'), hasattr(d, '__nope__'))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == ["load_default_pipeline", "export_onnx", "DeltaDiffPipeline", "False", "False"], (
+        done.stderr
+    )
+
+
 def test_a_changed_model_is_never_served_by_the_old_graph(tmp_path, capsys):
     """Other weights saved into the same folder (a fine-tune written over, a model copied in): the next run exports
     and runs the new model, within a level of torch's output of it, and removes the first model's graph."""

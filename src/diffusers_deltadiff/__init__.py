@@ -5,6 +5,7 @@ imports diffusers: importing diffusers costs about 3 s on a CPU, the same order 
 """
 
 import importlib
+import importlib.util
 
 
 __version__ = "0.2.0"
@@ -24,11 +25,14 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value  # once
-    return value
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # once
+        return value
+    # a submodule, as when importing the package imported them (`diffusers_deltadiff.pretrained.from_pretrained`)
+    if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
