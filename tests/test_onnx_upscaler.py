@@ -77,22 +77,23 @@ def test_bicubic_space_to_depth_is_the_upsampling_rearranged(scale, size):
     assert float((got - expected).abs().max()) < 1e-5
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
-@pytest.mark.parametrize("size", [(9, 13), (1, 1), (4, 17)])
-def test_the_graph_computes_what_the_pipeline_computes(tmp_path, mode, size):
+def test_the_graph_computes_what_the_pipeline_computes(tmp_path):
     """Float outputs within half an 8-bit level of the torch pipeline's (gray in, gray out; alpha dropped), at odd
     sizes; the pipeline itself is never loaded once the graph is cached (the first load exports it)."""
     folder = saved_model(tmp_path / "model", seed=3)
-    image = random_image(*size, seed=1, mode=mode)
-    expected = tiny_lossless_pipeline(seed=3)(image, output_type="pt").images
+    pipe = tiny_lossless_pipeline(seed=3)
     upscaler, loads = loaded_graph(folder)  # exports
     assert isinstance(upscaler, GraphUpscaler) and loads == [1]
     upscaler, loads = loaded_graph(folder)  # from the cache
-    got = upscaler(image, output_type="pt").images
-    assert got.shape == expected.shape == (1, 3, 4 * size[0], 4 * size[1])
-    assert float((got - expected).abs().max()) < HALF_LEVEL
-    pil = upscaler(image).images[0]
-    assert np.abs(np.asarray(pil).astype(int) - np.asarray(expected[0].permute(1, 2, 0) * 255).round()).max() <= 1
+    for mode in ("RGB", "L", "RGBA"):
+        for size in ((9, 13), (1, 1), (4, 17)):
+            image = random_image(*size, seed=1, mode=mode)
+            expected = pipe(image, output_type="pt").images
+            got = upscaler(image, output_type="pt").images
+            assert got.shape == expected.shape == (1, 3, 4 * size[0], 4 * size[1]), (mode, size)
+            assert float((got - expected).abs().max()) < HALF_LEVEL, (mode, size)
+            pil = np.asarray(upscaler(image).images[0]).astype(int)
+            assert np.abs(pil - np.asarray(expected[0].permute(1, 2, 0) * 255).round()).max() <= 1, (mode, size)
     assert loads == []
 
 
@@ -166,7 +167,7 @@ def test_the_package_still_gives_its_submodules_as_attributes():
 
 def test_a_changed_model_is_never_served_by_the_old_graph(tmp_path, capsys):
     """Other weights saved into the same folder (a fine-tune written over, a model copied in): the next run exports
-    and runs the new model, within a level of torch's output of it, and removes the first model's graph."""
+    and runs the new model, within a level of torch's output of it."""
     folder, source = tmp_path / "model", write_image(tmp_path / "a.png", 9, 11)
     outputs = {}
     for seed in (1, 2):
@@ -178,8 +179,7 @@ def test_a_changed_model_is_never_served_by_the_old_graph(tmp_path, capsys):
             outputs[seed, backend] = levels(out)
     assert np.abs(outputs[2, "auto"] - outputs[2, "torch"]).max() <= 1
     assert np.abs(outputs[2, "auto"] - outputs[1, "auto"]).max() > 10
-    # the first model's graph is gone: it would never be read again (before, each update left 17 MB for good)
-    assert [p.name for p in (tmp_path / "onnx-cache").glob("graph-*.onnx")] == [graph_cache_path(folder, None).name]
+    assert len(list((tmp_path / "onnx-cache").glob("graph-*.onnx"))) == 2
 
 
 def test_a_folder_config_change_is_a_new_graph(tmp_path):
@@ -190,8 +190,8 @@ def test_a_folder_config_change_is_a_new_graph(tmp_path):
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps({**index, "border_padding": 3}))
     assert graph_cache_path(folder, None) != first
-    other = saved_model(tmp_path / "other")  # the same files elsewhere: another slot, never removed for this one
-    assert graph_cache_path(other, None).name.split("-")[1] != first.name.split("-")[1]
+    other = saved_model(tmp_path / "other")  # the same model in another folder: the same file
+    assert graph_cache_path(other, None) == first
 
 
 def test_a_cache_that_cannot_be_written_runs_the_pipeline(tmp_path, capsys, monkeypatch):

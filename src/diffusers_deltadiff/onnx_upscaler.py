@@ -11,7 +11,6 @@ error (the export's tests hold the graph to it).
     >>> upscaler(image).images[0]  # as `pipe(image).images[0]`
 """
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -53,7 +52,9 @@ def graph_cache_path(folder: str | Path, steps: int | None, cache_folder: Path |
     """
     The cache file of the graph of the pipeline folder `folder` with `steps` reverse steps (`None`: the model's):
     named by a hash of the model's files ([`model_files`]), the step count, this package's source files and the
-    versions of the libraries that export it, so that a changed model, code or exporter never reuses an old graph.
+    versions of the libraries that export it, so that a changed model, code or exporter never reuses an old graph;
+    the same model in another folder uses the same file. Old graphs leave the cache with its bound
+    ([`~onnx_backend.prune_cache`]).
     """
     folder = Path(folder)
     digest = hashlib.sha256(f"deltadiff graph, steps {steps}".encode())
@@ -65,24 +66,7 @@ def graph_cache_path(folder: str | Path, steps: int | None, cache_folder: Path |
     for path in model_files(folder):
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
-    slot = hashlib.sha256(f"{folder.resolve()} {steps}".encode()).hexdigest()[:12]  # where and how many steps
-    return (cache_folder or cache_dir()) / f"graph-{slot}-{digest.hexdigest()[:32]}.onnx"
-
-
-def remove_older_graphs(path: Path) -> list[Path]:
-    """
-    The cache's other graphs of `path`'s folder and step count (the same `graph-<slot>-` start): made from earlier
-    files of the model, or earlier code, they would never be read again, 17 MB each for every update. Removed (a
-    session open on one has already read it); the ones removed are returned.
-    """
-    slot = path.name.rsplit("-", 1)[0]
-    removed = []
-    for older in path.parent.glob(f"{slot}-*.onnx"):
-        if older.name != path.name:
-            with contextlib.suppress(OSError):
-                older.unlink()
-                removed.append(older)
-    return removed
+    return (cache_folder or cache_dir()) / f"graph-{digest.hexdigest()[:32]}.onnx"
 
 
 def session_for(model: str | bytes):

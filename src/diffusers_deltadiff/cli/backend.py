@@ -130,15 +130,12 @@ def open_graph(path: Path, factor: int):
 
 def export_graph(pipe, path: Path, steps: int | None):
     """The pipeline's graph exported into the cache file `path` (whole or not at all); the folder's leftovers of
-    killed exports, the graphs this one replaces (the model's earlier files or code) and the exports beyond the
-    cache's bound ([`~onnx_backend.prune_cache`]) removed."""
+    killed exports and the exports beyond the cache's bound ([`~onnx_backend.prune_cache`]) removed."""
     from ..atomic_files import remove_stale_temporaries
     from ..onnx_backend import prune_cache
     from ..onnx_export import export_onnx
-    from ..onnx_upscaler import remove_older_graphs
 
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries([path.parent], busy=True)
     export_onnx(pipe, path, steps)
-    remove_older_graphs(path)
     prune_cache(path.parent)
