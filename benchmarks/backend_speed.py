@@ -27,7 +27,7 @@ import PIL.Image
 import torch
 
 from diffusers_deltadiff.baselines.fsrcnn import FSRCNN
-from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, unet_model, use_onnxruntime
+from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, cpu_session, unet_model, use_onnxruntime
 
 
 # the CPU's nominal FP32 peak as issue 30 quotes it (both cores); `sgemm_gflops` measures what one matmul reaches
@@ -96,11 +96,10 @@ class WholeGraph:
         import tempfile
 
         from diffusers_deltadiff.onnx_export import export_onnx
-        from diffusers_deltadiff.onnx_upscaler import session_for
 
         with tempfile.TemporaryDirectory() as folder:
             path = export_onnx(pipe, Path(folder) / "graph.onnx")
-            self.session = session_for(path.read_bytes())
+            self.session = cpu_session(path.read_bytes())
 
     def __call__(self, image, output_type: str = "np"):
         from types import SimpleNamespace

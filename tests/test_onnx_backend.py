@@ -16,7 +16,7 @@ import torch
 import test_default_model
 import test_tiling
 from conftest import one_at_a_time_then_together, run_together, write_image
-from diffusers_deltadiff import onnx_backend, onnx_upscaler
+from diffusers_deltadiff import onnx_backend
 from diffusers_deltadiff.cli import main
 from diffusers_deltadiff.onnx_backend import OnnxRuntimeUNet, resolve_backend, unet_cache_path, use_onnxruntime
 from diffusers_deltadiff.onnx_upscaler import graph_cache_path
@@ -191,7 +191,7 @@ def test_auto_falls_back_to_torch_where_onnxruntime_cannot_run_the_model(tmp_pat
     code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "torch.png", "--model", model, "--backend", "torch")
     assert code == 0, err
     monkeypatch.setattr(onnx_backend, "OnnxRuntimeUNet", Unrunnable)
-    monkeypatch.setattr(onnx_upscaler, "session_for", Unrunnable)  # nor the whole graph
+    monkeypatch.setattr(onnx_backend, "cpu_session", Unrunnable)  # nor the whole graph
     code, _, err = run(capsys, "upscale", source, "-o", tmp_path / "auto.png", "--model", model)
     assert code == 0, err
     assert err.strip() == (

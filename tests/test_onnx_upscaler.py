@@ -256,18 +256,18 @@ def test_an_onnx_runtime_failure_is_one_error_line_and_the_other_images_are_upsc
     """
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
-    from diffusers_deltadiff import onnx_upscaler
+    from diffusers_deltadiff import onnx_backend
 
     inputs, folder = tmp_path / "in", saved_model(tmp_path / "model", seed=2)
     write_image(inputs / "a.png", 6, 7)
     write_image(inputs / "b.png", 6, 20)
-    real = onnx_upscaler.session_for
+    real = onnx_backend.cpu_session
     for message, expected in [
         ("Failed to allocate memory for requested buffer of size 376320000", "out of memory (MemoryError): ask"),
         ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code", "RuntimeError: ONNX Runtime: [ONNXRuntimeError]"),
     ]:
         session = lambda model, error=Fail(message): FailingOnWideImages(real(model), error)  # noqa: E731
-        monkeypatch.setattr(onnx_upscaler, "session_for", session)
+        monkeypatch.setattr(onnx_backend, "cpu_session", session)
         out = tmp_path / f"out-{expected[:3]}"
         code, _, err = run(capsys, "upscale", inputs, "-o", out, "--model", folder, "--tile-size", 0)
         assert code == 1

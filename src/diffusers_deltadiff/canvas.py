@@ -53,10 +53,14 @@ class PILCanvas(Canvas):
         self.images = [PIL.Image.new("RGB", size[::-1]) for _ in range(batch)]
 
     def paste(self, box, images: torch.Tensor):
-        # torch's threads, and rounding half to even as numpy's `round` (5x faster than numpy's one thread)
-        tiles = images.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-        for target, tile in zip(self.images, tiles):
+        for target, tile in zip(self.images, to_levels(images)):
             target.paste(PIL.Image.fromarray(tile), (box.left, box.top))
+
+
+def to_levels(images: torch.Tensor) -> np.ndarray:
+    """Images `(B, 3, H, W)` in `[0, 1]` as 8-bit levels `(B, H, W, 3)`: rounded half to even as numpy's `round`,
+    on torch's threads (5x faster than numpy's one thread)."""
+    return images.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 CANVASES = {"pt": TensorCanvas, "np": ArrayCanvas, "pil": PILCanvas}

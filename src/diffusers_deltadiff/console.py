@@ -170,8 +170,7 @@ def load_pipeline(
             pipe = from_pretrained(model, dtype=DTYPES[dtype])
     except Exception as err:  # noqa: BLE001 - any loading failure becomes one line
         raise CLIError(f"{model}: cannot load the model ({one_line(err)})") from err
-    if scale is not None and pipe.upscale_factor != scale:
-        raise CLIError(f"{model}: the model upscales x{pipe.upscale_factor}, not x{scale} (--scale {scale})")
+    check_factor(model, pipe.upscale_factor, scale)
     pipe.to(device, silence_dtype_warnings=True)  # `warn_dtype` says it once
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -199,9 +198,19 @@ def load_blend(model: str | None, device: str, dtype: str, scale: int | None, de
         raise CLIError(f"--denoise: {err}") from err
 
 
+def check_factor(model: str, factor: int, scale: int | None):
+    """`--scale` against the factor of `model`, a one-line error where they differ."""
+    if scale is not None and factor != scale:
+        raise CLIError(f"{model}: the model upscales x{factor}, not x{scale} (--scale {scale})")
+
+
 def check_steps(pipe, steps: list[int | None], model: str):
     """`--steps` against the model's chain, once, before any image is processed."""
-    most = pipe.scheduler.config.num_train_timesteps
+    check_step_counts(pipe.scheduler.config.num_train_timesteps, steps, model)
+
+
+def check_step_counts(most: int, steps: list[int | None], model: str):
+    """`--steps` values against a chain of `most` steps (`num_train_timesteps`)."""
     for value in steps:
         if value is not None and value > most:
             raise CLIError(f"--steps {value}: {model} runs at most {most} steps (pass 1 to {most})")

@@ -82,6 +82,17 @@ def unet_cache_path(unet: torch.nn.Module, folder: Path | None = None) -> Path:
     return (folder or cache_dir()) / f"unet-{digest.hexdigest()[:32]}.onnx"
 
 
+def cpu_session(model: str | bytes):
+    """An ONNX Runtime CPU session of an exported file (a path or its bytes), on torch's intra-op thread count
+    (`torch.get_num_threads()`, so `OMP_NUM_THREADS` sets both)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def run_session(session, feeds: dict):
     """
     `session.run(None, feeds)[0]`, with ONNX Runtime's failures raised as Python's own: its exceptions derive from
@@ -193,21 +204,15 @@ class OnnxRuntimeUNet(torch.nn.Module):
 
     def __init__(self, unet: torch.nn.Module, cache_folder: Path | None = None):
         super().__init__()
-        import onnxruntime
-
         self.config = unet.config
         self.register_buffer("dtype_anchor", torch.zeros((), dtype=unet.dtype, device=unet.device))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
         model = unet_model(unet, cache_folder)
         try:
-            self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(model)
         except Exception:  # noqa: BLE001 - a cached file ONNX Runtime cannot read (cut short, damaged): made again
             if not isinstance(model, str):
                 raise
-            model = unet_model(unet, cache_folder, refresh=True)
-            self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(unet_model(unet, cache_folder, refresh=True))
 
     @property
     def dtype(self) -> torch.dtype:

@@ -7,7 +7,7 @@ files and of this package's code, [`graph_cache_path`]), and loads the pipeline 
 (tiles and streaming for large images, the steps strip), on first need. The outputs are the pipeline's within float
 error (the export's tests hold the graph to it).
 
-    >>> upscaler = GraphUpscaler(session_for(path), config, load_pipeline)
+    >>> upscaler = GraphUpscaler(cpu_session(path), config, load_pipeline)
     >>> upscaler(image).images[0]  # as `pipe(image).images[0]`
 """
 
@@ -21,6 +21,7 @@ from typing import Any, Callable
 import PIL.Image
 import torch
 
+from .canvas import to_levels
 from .image_utils import to_unit_tensor
 from .onnx_backend import cache_dir, run_session
 
@@ -69,16 +70,6 @@ def graph_cache_path(folder: str | Path, steps: int | None, cache_folder: Path |
     return (cache_folder or cache_dir()) / f"graph-{digest.hexdigest()[:32]}.onnx"
 
 
-def session_for(model: str | bytes):
-    """An ONNX Runtime CPU session of an exported graph, on torch's thread count (`OMP_NUM_THREADS` sets both)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 @dataclass
 class GraphOutput:
     """What [`GraphUpscaler`] returns: the fields of [`~pipeline_deltadiff.DeltaDiffPipelineOutput`] it fills."""
@@ -106,9 +97,9 @@ class GraphUpscaler:
     loads on first need.
     """
 
-    def __init__(self, session, config: GraphConfig, load_pipeline: Callable[[], Any], pipeline=None):
-        self.session, self.config, self._load_pipeline, self._pipeline = session, config, load_pipeline, pipeline
-        self.upscale_factor = config.upscale_factor
+    def __init__(self, session, config: GraphConfig, load_pipeline: Callable[[], Any]):
+        self.session, self.config, self._load_pipeline, self._pipeline = session, config, load_pipeline, None
+        self.upscale_factor = config.upscale_factor  # as the pipeline's
         self.input_name = session.get_inputs()[0].name
 
     def pipeline(self):
@@ -151,6 +142,4 @@ class GraphUpscaler:
         upscaled = torch.from_numpy(run_session(self.session, {self.input_name: lr}))  # clamped to [0, 1]
         if output_type == "pt":
             return GraphOutput(images=upscaled)
-        # the pipeline's 8-bit canvas: levels rounded half to even
-        levels = upscaled[0].mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-        return GraphOutput(images=[PIL.Image.fromarray(levels)])
+        return GraphOutput(images=[PIL.Image.fromarray(to_levels(upscaled)[0])])  # the pipeline's 8-bit canvas

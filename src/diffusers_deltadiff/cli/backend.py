@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from ..console import DTYPES, CLIError, one_line, warning
+from ..console import DTYPES, CLIError, check_factor, check_step_counts, one_line, warning
 from ..onnx_backend import BACKENDS
 
 
@@ -49,7 +49,7 @@ def apply_backend(pipe, backend: str, requested: str = "onnxruntime"):
         ) from err
 
 
-def graph_config(folder: Path, scale: int | None) -> tuple[int, int, int] | None:
+def graph_config(folder: Path) -> tuple[int, int, int] | None:
     """`(factor, most steps, auto_tile_threshold)` of a pipeline folder from its JSON files, or `None` where the
     graph cannot stand in for its pipeline (a stochastic chain, a value missing): the pipeline then runs alone."""
     try:
@@ -75,15 +75,12 @@ def graph_upscaler(args, model: str, scale: int | None, load_pipeline):
 
     requested = getattr(args, "backend", "auto")
     folder = Path(model)
-    config = graph_config(folder, scale) if folder.is_dir() else None
+    config = graph_config(folder) if folder.is_dir() else None
     if config is None:
         return apply_backend(load_pipeline(), "onnxruntime", requested)
     factor, most, threshold = config
-    if scale is not None and factor != scale:
-        raise CLIError(f"{model}: the model upscales x{factor}, not x{scale} (--scale {scale})")
-    if args.steps is not None and args.steps > most:
-        name = args.model or f"the default x{factor} model"
-        raise CLIError(f"--steps {args.steps}: {name} runs at most {most} steps (pass 1 to {most})")
+    check_factor(model, factor, scale)
+    check_step_counts(most, [args.steps], args.model or f"the default x{factor} model")
     try:
         path, pipe = graph_cache_path(folder, args.steps), None
     except OSError:  # a file of the model unreadable: the pipeline says so
@@ -115,10 +112,10 @@ def open_graph(path: Path, factor: int):
     cannot stand in for the model of factor `factor`: no such file, a file cut short or damaged, or another file under
     its name (its metadata not that of a graph of this factor).
     """
-    from ..onnx_upscaler import session_for
+    from .. import onnx_backend
 
     try:
-        session = session_for(str(path)) if path.is_file() else None
+        session = onnx_backend.cpu_session(str(path)) if path.is_file() else None
         metadata = session.get_modelmeta().custom_metadata_map if session is not None else {}
     except Exception:  # noqa: BLE001 - ONNX Runtime's errors for a file it cannot read
         return None
