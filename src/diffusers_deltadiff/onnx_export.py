@@ -8,7 +8,8 @@ to the size the UNet needs, the bicubic start `y` ([`~encoding.bicubic_space_to_
 latent), every reverse step unrolled, decoding, the gray-in-gray-out rule, the crop), traced once with dynamic batch,
 height and width. Its input `image` is `float32 (N, 3, H, W)` RGB in `[0, 1]` of any size; its output `upscaled`
 is `(N, 3, s H, s W)` in `[0, 1]`. The file's metadata says the factor, the steps, the model's name and licence, the
-padding the graph applies and the context a tile needs ([`graph_metadata`]). A stochastic (ResShift) chain draws noise at every step and is refused.
+padding the graph applies and the context a tile needs ([`graph_metadata`]). A stochastic (ResShift) chain draws
+noise at every step and is refused.
 
 Needs the `onnx` extra (`pip install diffusers-deltadiff[onnx]`) for the metadata; the export itself is torch's.
 """
